@@ -1,0 +1,12 @@
+"""The official CLIP baseline for DeCLIP ViT-B/32: same model, optimiser and schedule; InfoNCE only, one
+image view (RandomResizedCrop scale 0.5-1), the plain caption.
+
+Run:
+  python -m declip_jax.main --config=configs/clip_vit_b32.py --workdir=gs://BUCKET/clip_vit_b32
+"""
+
+from declip_jax import config as config_lib
+
+
+def get_config():
+  return config_lib.use_clip_baseline(config_lib.base_config())

@@ -1,0 +1,226 @@
+"""The full DeCLIP recipe as a ConfigDict, and its validation.
+
+`base_config()` holds every key with the official default (Sense-GVT/DeCLIP, YFCC-15M, ViT-B/32; see
+DESIGN.md). Files in `configs/` start from it and change what their experiment changes. `validate()` rejects
+inconsistent settings with an error that names the keys involved.
+"""
+
+import math
+
+import ml_collections
+
+LOSS_TERMS = ("clip_mvs", "iss", "tss", "nns")
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the key(s) and what to do."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the official DeCLIP ViT-B/32 recipe with every key the code reads."""
+  c = ml_collections.ConfigDict()
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 128_001
+  c.train.batch_size = 4096  # Global: 128 per GPU x 32 GPUs (official).
+  c.train.seed = 0
+  c.train.log_every_steps = 100
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 5000
+  c.eval.batch_size = 256
+  c.eval.zero_shot_templates = "builtin_shape"  # Template set; its name is stored with every result.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.embed_dim = 512
+  c.model.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
+  c.model.scan_layers = True
+  c.model.remat = False
+  c.model.image = ml_collections.ConfigDict()
+  c.model.image.arch = "vit"
+  c.model.image.image_size = 224
+  c.model.image.patch_size = 32
+  c.model.image.width = 768
+  c.model.image.layers = 12
+  c.model.image.heads = 12
+  c.model.image.freeze_patch_embed = True  # Official: the ViT patch embedding stays at its random init.
+  c.model.text = ml_collections.ConfigDict()
+  c.model.text.context_length = 77
+  c.model.text.vocab_size = 49_409  # `declip` layout: 49,408 BPE tokens + [MASK].
+  c.model.text.width = 512
+  c.model.text.layers = 12
+  c.model.text.heads = 8
+  c.model.text.projection_bias = True  # Official DeCLIP text projection is a Linear with bias.
+  c.model.logit_scale = ml_collections.ConfigDict()
+  c.model.logit_scale.init = math.log(1 / 0.07)
+  c.model.logit_scale.min = 3.0  # Official: s clamped to [3, 6] before and after each update.
+  c.model.logit_scale.max = 6.0  # open_clip instead: min 0, max ln(100).
+  c.model.logit_scale.cap = 100.0  # Forward uses min(exp(s), cap) with a straight-through gradient.
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.weights = ml_collections.ConfigDict()
+  c.loss.weights.clip_mvs = 0.4
+  c.loss.weights.iss = 0.2
+  c.loss.weights.tss = 0.2
+  c.loss.weights.nns = 0.2
+  c.loss.weights.mvs = 0.2  # Only read when mvs_mode == "paper".
+  # "official": clip_mvs = mean of InfoNCE over all (image view, text view) pairs.
+  # "paper": weights.clip_mvs * InfoNCE(img1, text_mlm) + weights.mvs * mean(the other pairs).
+  c.loss.mvs_mode = "official"
+  c.loss.text_norm_eps = 1e-10  # Official: text embeddings are normalised with +1e-10 in the norm.
+
+  c.ssl = ml_collections.ConfigDict()
+  c.ssl.bn_group_size = 128  # BatchNorm statistics over groups of this many examples (official per-GPU batch).
+  c.ssl.projector_dim = 1024
+  c.ssl.predictor_hidden_dim = 512
+  c.ssl.bn_momentum = 0.9  # flax convention; = PyTorch momentum 0.1.
+  c.ssl.bn_epsilon = 1e-5
+
+  c.mlm = ml_collections.ConfigDict()
+  c.mlm.mask_prob = 0.15
+  c.mlm.mask_token_frac = 0.8
+  c.mlm.random_token_frac = 0.1  # Random ids from the whole vocabulary (official).
+
+  c.nns = ml_collections.ConfigDict()
+  c.nns.groups = 32  # Official: one queue per GPU, 32 GPUs.
+  c.nns.group_size = 65_536
+  c.nns.search = "local"  # "local": own group's buffer (official); "global": all buffers.
+  c.nns.chunk_size = 8192  # Queue slots scored at once in the lookup.
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.warmup_init_lr = 1e-4
+  c.optim.warmup_steps = 2500
+  c.optim.schedule_steps = 128_001  # The cosine reaches 0 here.
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.1
+  c.optim.grad_clip_norm = 0.0  # 0 disables clipping (official: none).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "builtin"
+  c.data.num_image_views = 2
+  c.data.eda = True
+  c.data.eval_crop_fraction = 0.875  # Eval: resize to size / 0.875 (256 for 224), centre crop to size.
+  c.data.mean = (0.485, 0.456, 0.406)  # ImageNet statistics (official).
+  c.data.std = (0.229, 0.224, 0.225)
+  c.data.prefetch_batches = 2
+  c.data.tokenizer = "word"
+  c.data.vocab_path = ""  # Word vocabulary file (one token per line); empty: the built-in dataset's vocabulary.
+  c.data.synonyms_path = ""  # TSV "word<TAB>syn1|syn2"; empty: the built-in dataset's table.
+  c.data.builtin = ml_collections.ConfigDict()
+  c.data.builtin.num_train = 20_000
+  c.data.builtin.num_test = 1000
+  c.data.builtin.seed = 1234
+  c.data.builtin.zero_shot_attribute = "shape"  # Classes of the zero-shot task: shape, colour, size, ...
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
+  c.data.augment.crop_scale = (0.2, 1.0)
+  c.data.augment.crop_ratio = (3 / 4, 4 / 3)
+  c.data.augment.jitter_prob = 0.8
+  c.data.augment.brightness = 0.4
+  c.data.augment.contrast = 0.4
+  c.data.augment.saturation = 0.4
+  c.data.augment.hue = 0.1
+  c.data.augment.grayscale_prob = 0.2
+  c.data.augment.blur_prob = 0.5
+  c.data.augment.blur_sigma = (0.1, 2.0)  # In pixels of a blur_reference_size image (official: 224).
+  c.data.augment.blur_reference_size = 224  # Sigma scales with image_size / this, as the kernel size does.
+  c.data.augment.blur_kernel_fraction = 0.1  # Kernel size = this x image size, made odd (23 at 224).
+  c.data.augment.flip_prob = 0.5
+  return c
+
+
+def use_clip_baseline(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns a DeCLIP config into the official CLIP baseline of the same model, in place.
+
+  One image view with RandomResizedCrop(scale 0.5-1) only, the plain caption, InfoNCE only; everything else
+  (frozen patch embedding, optimiser, schedule) unchanged.
+  """
+  c.loss.weights.clip_mvs = 1.0
+  c.loss.weights.iss = 0.0
+  c.loss.weights.tss = 0.0
+  c.loss.weights.nns = 0.0
+  c.data.num_image_views = 1
+  c.data.eda = False
+  c.data.augment.recipe = "crop"
+  c.data.augment.crop_scale = (0.5, 1.0)
+  return c
+
+
+def _require(condition: bool, message: str):
+  if not condition:
+    raise ConfigError(message)
+
+
+def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
+  """Raises ConfigError naming the keys when `c` is inconsistent.
+
+  Args:
+    c: the experiment config.
+    num_batch_shards: devices the global batch is split over (mesh "data" x "fsdp").
+  """
+  b = c.train.batch_size
+  w = c.loss.weights
+  _require(b > 0, f"train.batch_size must be positive, got {b}.")
+  _require(c.train.num_steps > 0, f"train.num_steps must be positive, got {c.train.num_steps}.")
+  for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep"):
+    section, name = key.split(".")
+    _require(c[section][name] > 0, f"{key} must be positive, got {c[section][name]}.")
+  for term in LOSS_TERMS + ("mvs",):
+    _require(w[term] >= 0, f"loss.weights.{term} must be >= 0, got {w[term]}.")
+  _require(w.clip_mvs > 0, "loss.weights.clip_mvs must be > 0: every DeCLIP variant trains the CLIP term.")
+  _require(c.loss.mvs_mode in ("official", "paper"),
+           f"loss.mvs_mode must be 'official' or 'paper', got {c.loss.mvs_mode!r}.")
+  _require(c.data.num_image_views in (1, 2), f"data.num_image_views must be 1 or 2, got {c.data.num_image_views}.")
+  if w.iss > 0:
+    _require(c.data.num_image_views == 2,
+             "loss.weights.iss > 0 needs data.num_image_views = 2 (SimSiam compares two views).")
+    g = c.ssl.bn_group_size
+    _require(g > 1 and b % g == 0,
+             f"train.batch_size ({b}) must be divisible by ssl.bn_group_size ({g}, > 1): BatchNorm statistics "
+             "are taken over groups of that many examples.")
+  if w.nns > 0:
+    groups = c.nns.groups
+    _require(groups > 0 and b % groups == 0,
+             f"train.batch_size ({b}) must be divisible by nns.groups ({groups}): each group's buffer is fed by "
+             "its own contiguous slice of the batch.")
+    per_group = (b // groups) * (1 + int(c.data.eda))
+    _require(c.nns.group_size >= per_group,
+             f"nns.group_size ({c.nns.group_size}) must hold one step's {per_group} enqueued embeddings per group "
+             "(train.batch_size / nns.groups x text views).")
+    _require(c.nns.search in ("local", "global"), f"nns.search must be 'local' or 'global', got {c.nns.search!r}.")
+    _require(c.nns.chunk_size > 0, f"nns.chunk_size must be positive, got {c.nns.chunk_size}.")
+    _require(groups % num_batch_shards == 0 or num_batch_shards % groups == 0,
+             f"nns.groups ({groups}) and the {num_batch_shards} batch shards of mesh.shape must divide one another.")
+  _require(b % num_batch_shards == 0,
+           f"train.batch_size ({b}) must be divisible by the {num_batch_shards} batch shards of mesh.shape "
+           f"{tuple(c.mesh.shape)}.")
+  _require(c.mlm.mask_token_frac + c.mlm.random_token_frac <= 1.0,
+           "mlm.mask_token_frac + mlm.random_token_frac must be <= 1.")
+  _require(c.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {c.model.dtype!r}.")
+  img = c.model.image
+  _require(img.arch == "vit", f"model.image.arch {img.arch!r} is not available; this version provides 'vit'.")
+  _require(img.image_size % img.patch_size == 0,
+           f"model.image.image_size ({img.image_size}) must be a multiple of model.image.patch_size ({img.patch_size}).")
+  _require(img.width % img.heads == 0, "model.image.width must be divisible by model.image.heads.")
+  _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
+  ls = c.model.logit_scale
+  _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
+  _require(c.data.source == "builtin",
+           f"data.source {c.data.source!r} is not available in this version; use 'builtin'.")
+  _require(c.data.tokenizer == "word",
+           f"data.tokenizer {c.data.tokenizer!r} is not available in this version; use 'word'.")
+  _require(c.data.augment.recipe in ("moco_v2", "crop"),
+           f"data.augment.recipe must be 'moco_v2' or 'crop', got {c.data.augment.recipe!r}.")
+  lo, hi = c.data.augment.crop_scale
+  _require(0 < lo <= hi <= 1, f"data.augment.crop_scale must satisfy 0 < min <= max <= 1, got {(lo, hi)}.")

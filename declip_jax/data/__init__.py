@@ -1,0 +1,1 @@
+"""Input pipeline: sources, image and text views, tokenizers, tf.data assembly."""

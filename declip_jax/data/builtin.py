@@ -1,0 +1,152 @@
+"""A procedurally generated image-caption dataset for the demo and the tests (no downloads).
+
+Each image shows one object with four attributes (shape, colour, size, position) on a dark or light noisy
+background; its caption names the attributes in one of several phrasings, with synonyms, so that EDA and MLM
+have something to work on. Everything is a deterministic function of (seed, split). The zero-shot task
+classifies one attribute (`data.builtin.zero_shot_attribute`).
+"""
+
+import dataclasses
+import functools
+import re
+
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 230),
+           "yellow": (235, 215, 40), "purple": (150, 60, 200), "cyan": (40, 210, 220)}
+SIZES = {"small": 0.2, "large": 0.32}  # Object radius as a fraction of the image side.
+POSITIONS = {"on the left": (0.5, 0.3), "on the right": (0.5, 0.7), "at the top": (0.3, 0.5),
+             "at the bottom": (0.7, 0.5), "in the middle": (0.5, 0.5)}  # (row, col) centre fractions.
+BACKGROUNDS = {"dark": 45, "light": 190}
+
+CAPTION_TEMPLATES = (
+    "a {size} {colour} {shape} {position}",
+    "there is a {colour} {shape} {position} on a {background} background",
+    "{position}, a {size} {shape} in {colour}",
+    "this picture shows a {size} {colour} {shape}",
+    "a {shape}, {size} and {colour}, sits {position}",
+    "{colour} {shape} {position}",
+    "a {background} image with a {size} {shape} that is {colour}",
+    "the {shape} is {colour} and {size}",
+)
+# Words the captions may use instead of the attribute word (chosen at generation time) ...
+CAPTION_SYNONYMS = {"large": ("big",), "small": ("little", "tiny"), "picture": ("photo", "image"),
+                    "shows": ("contains", "depicts"), "middle": ("centre", "center")}
+# ... and the table EDA's synonym replacement draws from (word -> alternatives).
+SYNONYMS = {**CAPTION_SYNONYMS, "big": ("large",), "little": ("small", "tiny"), "tiny": ("small", "little"),
+            "image": ("picture", "photo"), "photo": ("picture", "image"), "centre": ("middle", "center"),
+            "center": ("middle", "centre"), "sits": ("is",), "dark": ("black",), "light": ("bright",)}
+
+ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES), "position": tuple(POSITIONS),
+              "background": tuple(BACKGROUNDS)}
+
+# Zero-shot prompt templates per attribute ("{}" is the class name).
+ZERO_SHOT_TEMPLATES = {
+    "shape": ("a photo of a {}.", "a {}.", "a picture of a {}.", "there is a {} in the image.",
+              "an image with a {} in it."),
+    "colour": ("a photo of a {} shape.", "a {} object.", "a picture of something {}.", "the shape is {}."),
+    "size": ("a photo of a {} shape.", "a {} object.", "the shape is {}."),
+    "position": ("a shape {}.", "a photo of an object {}.", "there is something {}."),
+    "background": ("a photo with a {} background.", "a {} image.", "a shape on a {} background."),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split: images [N, S, S, 3] uint8, captions [N] str, and per attribute [N] int32 indices into
+  ATTRIBUTES[name]."""
+
+  images: np.ndarray
+  captions: np.ndarray
+  attributes: dict[str, np.ndarray]
+
+  @property
+  def labels(self) -> np.ndarray:
+    """The shape of each object (the default zero-shot task)."""
+    return self.attributes["shape"]
+
+
+def vocabulary() -> list[str]:
+  """Every word the captions, the synonym table and the zero-shot prompts can produce, sorted."""
+  prompts = tuple(t for ts in ZERO_SHOT_TEMPLATES.values() for t in ts)
+  templates = re.sub(r"\{[a-z]*\}", " ", " ".join(CAPTION_TEMPLATES + prompts))
+  words = templates.split() + [w for phrase in list(SHAPES) + list(COLOURS) + list(SIZES) + list(POSITIONS)
+                               + list(BACKGROUNDS) for w in phrase.split()]
+  words += [w for k, v in SYNONYMS.items() for w in (k,) + v]
+  return sorted({w.strip(",.") for w in words} - {""})
+
+
+def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
+  dy, dx = yy - cy, xx - cx
+  if shape == "circle":
+    return dy**2 + dx**2 <= r**2
+  if shape == "ring":
+    d2 = dy**2 + dx**2
+    return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
+  if shape == "square":
+    return (np.abs(dy) <= 0.8 * r) & (np.abs(dx) <= 0.8 * r)
+  if shape == "diamond":
+    return np.abs(dy) + np.abs(dx) <= r
+  if shape == "cross":
+    arm = 0.33 * r
+    return ((np.abs(dy) <= arm) & (np.abs(dx) <= r)) | ((np.abs(dx) <= arm) & (np.abs(dy) <= r))
+  if shape == "triangle":  # Pointing up, base at cy + r/2.
+    top = cy - r
+    inside_rows = (yy >= top) & (yy <= cy + 0.6 * r)
+    half_width = (yy - top) / (1.6 * r) * r
+    return inside_rows & (np.abs(dx) <= half_width)
+  raise ValueError(shape)
+
+
+def _caption(rng: np.random.Generator, attrs: dict[str, str]) -> str:
+  words = dict(attrs)
+  text = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(**words)
+  out = []
+  for word in text.split(" "):
+    bare = word.rstrip(",")
+    if bare in CAPTION_SYNONYMS and rng.random() < 0.4:
+      alternatives = CAPTION_SYNONYMS[bare]
+      word = word.replace(bare, alternatives[rng.integers(len(alternatives))])
+    out.append(word)
+  return " ".join(out)
+
+
+@functools.lru_cache(maxsize=8)
+def generate(num_examples: int, image_size: int, seed: int, split: str) -> Split:
+  """Renders `num_examples` examples; the same arguments always give the same arrays.
+
+  Args:
+    num_examples: N.
+    image_size: S, the side of the square images.
+    seed: the dataset seed.
+    split: "train" or "test" (different random streams from the same seed).
+  """
+  rng = np.random.default_rng([seed, {"train": 0, "test": 1}[split]])
+  supersample = 2  # Render at 2S and average 2x2 blocks: smooth edges.
+  n = image_size * supersample
+  yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+  images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
+  captions, labels = [], {name: [] for name in ATTRIBUTES}
+  position_names = list(POSITIONS)
+  for i in range(num_examples):
+    attrs = {"shape": SHAPES[rng.integers(len(SHAPES))],
+             "colour": list(COLOURS)[rng.integers(len(COLOURS))],
+             "size": list(SIZES)[rng.integers(len(SIZES))],
+             "position": position_names[rng.integers(len(position_names))],
+             "background": list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]}
+    cy, cx = POSITIONS[attrs["position"]]
+    jitter = rng.uniform(-0.04, 0.04, size=2)
+    r = SIZES[attrs["size"]] * n * rng.uniform(0.9, 1.1)
+    mask = _shape_mask(attrs["shape"], yy, xx, (cy + jitter[0]) * n, (cx + jitter[1]) * n, r)
+    canvas = BACKGROUNDS[attrs["background"]] + rng.normal(0, 10, size=(n, n, 1)).astype(np.float32)
+    canvas = np.repeat(canvas, 3, axis=2)
+    colour = np.asarray(COLOURS[attrs["colour"]], np.float32) + rng.normal(0, 12, size=3)
+    canvas[mask] = colour
+    canvas = canvas.reshape(image_size, supersample, image_size, supersample, 3).mean(axis=(1, 3))
+    images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+    captions.append(_caption(rng, attrs))
+    for name, values in ATTRIBUTES.items():
+      labels[name].append(values.index(attrs[name]))
+  return Split(images, np.asarray(captions, dtype=object),
+               {name: np.asarray(v, np.int32) for name, v in labels.items()})

@@ -1,0 +1,67 @@
+"""In-graph tokenizers (tensorflow_text).
+
+`WordTokenizer`: lower-cased words looked up in a vocabulary file/list. Id layout: 0 [PAD], 1 [UNK], the words,
+then [MASK], [SOT], [EOT] (the order of the official `declip` layout's special ids). Every sequence is
+[SOT] w1 ... wn [EOT] [PAD]..., truncated so that [SOT] and [EOT] always survive.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as tf_text
+from etils import epath
+
+
+class WordTokenizer:
+  """Word-level tokenizer, usable inside tf.data maps.
+
+  Attributes:
+    context_length: L, the length of every token sequence.
+    pad_id, unk_id, mask_id, sot_id, eot_id: special ids.
+    vocab_size: number of ids.
+  """
+
+  def __init__(self, words: list[str], context_length: int):
+    words = list(dict.fromkeys(w.strip().lower() for w in words if w.strip()))
+    self.context_length = context_length
+    self.pad_id, self.unk_id = 0, 1
+    first = 2
+    self.mask_id = first + len(words)
+    self.sot_id = self.mask_id + 1
+    self.eot_id = self.mask_id + 2
+    self.vocab_size = self.eot_id + 1
+    self.words = words
+    self._table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(words), tf.range(first, first + len(words), dtype=tf.int32)),
+        default_value=self.unk_id)
+    self._splitter = tf_text.WhitespaceTokenizer()
+
+  @classmethod
+  def from_file(cls, path: str, context_length: int) -> "WordTokenizer":
+    """One word per line."""
+    return cls(epath.Path(path).read_text().splitlines(), context_length)
+
+  @property
+  def special_ids(self) -> tuple[int, ...]:
+    """Ids MLM never chooses: pad, SOT, EOT, mask."""
+    return (self.pad_id, self.sot_id, self.eot_id, self.mask_id)
+
+  def words_of(self, texts: tf.Tensor) -> tf.RaggedTensor:
+    """texts [N] string -> ragged [N, (words)]: lower-cased, punctuation dropped."""
+    texts = tf.strings.regex_replace(tf.strings.lower(texts), r"[^a-z0-9']+", " ")
+    return self._splitter.tokenize(texts)
+
+  def tokenize(self, texts: tf.Tensor) -> tf.Tensor:
+    """texts: [N] or scalar string -> [N, L] or [L] int32 token ids."""
+    texts = tf.convert_to_tensor(texts)
+    scalar = texts.shape.rank == 0
+    words = self.words_of(tf.reshape(texts, [-1]))
+    ids = tf.ragged.map_flat_values(self._table.lookup, words)[:, : self.context_length - 2]
+    n = ids.nrows()
+    ids = tf.concat([tf.fill([n, 1], self.sot_id), ids, tf.fill([n, 1], self.eot_id)], axis=1)
+    ids, _ = tf_text.pad_model_inputs(ids, max_seq_length=self.context_length, pad_value=self.pad_id)
+    ids = tf.cast(ids, tf.int32)
+    return ids[0] if scalar else ids
+
+  def tokenize_numpy(self, texts: list[str]) -> np.ndarray:
+    """Eager convenience: list of N strings -> [N, L] int32."""
+    return self.tokenize(tf.constant(list(texts), tf.string)).numpy()

@@ -1,0 +1,49 @@
+"""Zero-shot classification: class prompts -> text embeddings -> nearest class for each image."""
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def classifier_weights(encode_texts: Callable[[list[str]], np.ndarray], class_names: Sequence[str],
+                       templates: Sequence[str]) -> np.ndarray:
+  """Class embeddings [C, D]: the renormalised mean of the normalised embeddings of each class's prompts.
+
+  Args:
+    encode_texts: list of N strings -> [N, D] text embeddings.
+    class_names: C names; templates: strings with one "{}" for the name.
+  """
+  prompts = [t.format(name) for name in class_names for t in templates]
+  emb = _normalize(np.asarray(encode_texts(prompts), np.float64)).reshape(len(class_names), len(templates), -1)
+  return _normalize(emb.mean(axis=1))
+
+
+def pessimistic_ranks(scores: np.ndarray, true_index: np.ndarray) -> np.ndarray:
+  """Rank of the true column in each row (0 = best): how many OTHER columns score at least as high.
+
+  Ties count against the true item, so a model that scores everything equally is never credited.
+  scores: [N, C]; true_index: [N] -> [N] int.
+  """
+  true = scores[np.arange(len(scores)), true_index][:, None]
+  return (scores >= true).sum(axis=1) - 1
+
+
+def classification_metrics(image_emb: np.ndarray, weights: np.ndarray, labels: np.ndarray,
+                           top_k: Sequence[int] = (1, 5)) -> dict[str, float]:
+  """top-k accuracy (k capped at C) and mean per-class recall of top-1.
+
+  Args:
+    image_emb: [N, D] (normalised here); weights: [C, D] class embeddings; labels: [N] int.
+  Returns:
+    {"zero_shot_top1", "zero_shot_top5", "zero_shot_mean_per_class_recall"} in [0, 1].
+  """
+  scores = _normalize(np.asarray(image_emb, np.float64)) @ weights.T
+  ranks = pessimistic_ranks(scores, labels)
+  out = {f"zero_shot_top{k}": float(np.mean(ranks < min(k, weights.shape[0]))) for k in top_k}
+  present = np.unique(labels)
+  out["zero_shot_mean_per_class_recall"] = float(np.mean([np.mean(ranks[labels == c] == 0) for c in present]))
+  return out

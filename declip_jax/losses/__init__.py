@@ -1,0 +1,1 @@
+"""DeCLIP losses: pure functions of arrays (contrastive, SimSiam, MLM, and their weighted combination)."""

@@ -1,0 +1,64 @@
+"""The DeCLIP objective: CLIP+MVS, ISS, TSS and NNS terms and their weighted sum (DESIGN §2)."""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from declip_jax.losses import contrastive, mlm, simsiam
+
+
+def normalized_views(outputs: dict[str, jax.Array], text_norm_eps: float) -> tuple[list, list]:
+  """L2-normalised image views [img1, (img2)] and text views [text_mlm, (text_eda)], each [B, D].
+
+  Text embeddings get `text_norm_eps` added to the norm, as in the official code.
+  """
+  images = [contrastive.l2_normalize(outputs[k]) for k in ("z_img1", "z_img2") if k in outputs]
+  texts = [contrastive.l2_normalize(outputs[k], text_norm_eps) for k in ("z_txt", "z_txt_eda") if k in outputs]
+  return images, texts
+
+
+def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], nn_texts: Optional[list],
+               logit_scale: jax.Array, config: ml_collections.ConfigDict,
+               mesh: Optional[Mesh] = None) -> dict[str, jax.Array]:
+  """Every enabled loss term, unweighted.
+
+  Args:
+    outputs: the model's outputs (see `DeCLIP.__call__`).
+    mlm_labels: [B, L] labels for TSS (None when TSS is off).
+    nn_texts: the queue neighbours of the normalised text views, same order, each [B, D] unit rows, stop-gradient
+      (None when NNS is off).
+    logit_scale: the capped scale, a scalar.
+    config: the experiment config (`loss`).
+    mesh: device mesh the batch is sharded over (None: unsharded).
+  Returns:
+    `clip_mvs` (official mode) or `clip` and `mvs` (paper mode), and `iss`, `tss`, `nns` when enabled.
+  """
+  w = config.loss.weights
+  images, texts = normalized_views(outputs, config.loss.text_norm_eps)
+  pairs = [contrastive.symmetric_info_nce(i, t, logit_scale, mesh) for i in images for t in texts]
+  terms = {}
+  if config.loss.mvs_mode == "official":
+    terms["clip_mvs"] = jnp.mean(jnp.stack(pairs))
+  else:
+    terms["clip"] = pairs[0]
+    if len(pairs) > 1:
+      terms["mvs"] = jnp.mean(jnp.stack(pairs[1:]))
+  if w.iss > 0:
+    terms["iss"] = simsiam.simsiam_loss(outputs["p1"], outputs["z1"], outputs["p2"], outputs["z2"])
+  if w.tss > 0:
+    terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
+  if w.nns > 0:
+    per_image = [jnp.mean(jnp.stack([contrastive.one_way_info_nce(i, jax.lax.stop_gradient(n), logit_scale, mesh)
+                                     for n in nn_texts])) for i in images]
+    terms["nns"] = jnp.mean(jnp.stack(per_image))
+  return terms
+
+
+def weighted_total(terms: dict[str, jax.Array], config: ml_collections.ConfigDict) -> jax.Array:
+  """sum_k weight_k * term_k; in paper mode `clip` takes weights.clip_mvs and `mvs` weights.mvs."""
+  w = config.loss.weights
+  weight_of = {"clip_mvs": w.clip_mvs, "clip": w.clip_mvs, "mvs": w.mvs, "iss": w.iss, "tss": w.tss, "nns": w.nns}
+  return sum(weight_of[name] * value for name, value in terms.items())

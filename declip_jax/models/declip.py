@@ -1,0 +1,84 @@
+"""The DeCLIP two-tower model: image tower, text tower, SimSiam and MLM heads and the logit scale."""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from declip_jax.models import heads, text, vit
+
+
+class DeCLIP(nn.Module):
+  """Image and text towers plus the heads the enabled losses need.
+
+  Parameter tree: `image_tower`, `text_tower`, `simsiam` (when ISS is on), `mlm_head` (when TSS is on), and the
+  scalar `logit_scale` (the log of the contrastive temperature's inverse).
+  """
+
+  image_tower: vit.VisionTransformer
+  text_tower: text.TextTransformer
+  simsiam: Optional[heads.SimSiamHead]
+  mlm_head: Optional[heads.MLMHead]
+  logit_scale_init: float
+
+  def setup(self):
+    self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
+
+  def encode_image(self, images: jax.Array) -> jax.Array:
+    """images: [B, H, W, 3] normalised -> [B, D] embeddings, not normalised."""
+    return self.image_tower(images).astype(jnp.float32)
+
+  def encode_text(self, tokens: jax.Array) -> jax.Array:
+    """tokens: [B, L] int -> [B, D] embeddings, not normalised."""
+    return self.text_tower(tokens)[0].astype(jnp.float32)
+
+  def __call__(self, batch: dict[str, jax.Array], train: bool = True) -> dict[str, jax.Array]:
+    """Runs the towers and heads on a training batch.
+
+    Args:
+      batch: `img1` [B, H, W, 3]; optional `img2` (same shape); `text_mlm` [B, L] (the caption the CLIP term
+        uses, MLM-masked when TSS is on); optional `text_eda` [B, L].
+      train: BatchNorm uses group statistics and updates its running statistics when True.
+    Returns:
+      `z_img1`, `z_img2`, `z_txt`, `z_txt_eda` [B, D] float32 (each only when its input is present),
+      `mlm_logits` [B, L, V] (with an MLM head), `p1`, `z1`, `p2`, `z2` [B, P] (with a SimSiam head and two views).
+    """
+    out = {"z_img1": self.encode_image(batch["img1"])}
+    if "img2" in batch:
+      out["z_img2"] = self.encode_image(batch["img2"])
+    z_txt, states = self.text_tower(batch["text_mlm"])
+    out["z_txt"] = z_txt.astype(jnp.float32)
+    if self.mlm_head is not None:
+      out["mlm_logits"] = self.mlm_head(states)
+    if "text_eda" in batch:
+      out["z_txt_eda"] = self.encode_text(batch["text_eda"])
+    if self.simsiam is not None and "img2" in batch:
+      out["p1"], out["z1"] = self.simsiam(out["z_img1"], train)
+      out["p2"], out["z2"] = self.simsiam(out["z_img2"], train)
+    return out
+
+
+def build_model(config: ml_collections.ConfigDict, eot_id: int) -> DeCLIP:
+  """Builds the model a config describes.
+
+  Args:
+    config: the experiment config (reads `model`, `ssl`, `loss.weights`).
+    eot_id: the tokenizer's end-of-text id, where the text tower pools.
+  """
+  m = config.model
+  dtype = jnp.dtype(m.dtype)
+  image_tower = vit.VisionTransformer(
+      patch_size=m.image.patch_size, width=m.image.width, layers=m.image.layers, heads=m.image.heads,
+      embed_dim=m.embed_dim, dtype=dtype, scan=m.scan_layers, remat=m.remat)
+  text_tower = text.TextTransformer(
+      vocab_size=m.text.vocab_size, context_length=m.text.context_length, width=m.text.width,
+      layers=m.text.layers, heads=m.text.heads, embed_dim=m.embed_dim, eot_id=eot_id,
+      projection_bias=m.text.projection_bias, dtype=dtype, scan=m.scan_layers, remat=m.remat)
+  simsiam = None
+  if config.loss.weights.iss > 0:
+    simsiam = heads.SimSiamHead(config.ssl.projector_dim, config.ssl.predictor_hidden_dim,
+                                config.ssl.bn_group_size, config.ssl.bn_momentum, config.ssl.bn_epsilon)
+  mlm_head = heads.MLMHead(m.text.vocab_size) if config.loss.weights.tss > 0 else None
+  return DeCLIP(image_tower, text_tower, simsiam, mlm_head, m.logit_scale.init)

@@ -1,0 +1,106 @@
+"""Transformer building blocks shared by the image and text towers (CLIP style: pre-LN, QuickGELU)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def torch_default_init():
+  """PyTorch's default Linear/Conv weight init, U(+-1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5))."""
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
+  """LayerNorm with PyTorch's epsilon; statistics are computed in float32."""
+  return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """The sigmoid approximation of GELU used by OpenAI CLIP and DeCLIP."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+class MultiHeadSelfAttention(nn.Module):
+  """Self-attention with one fused input projection (PyTorch `nn.MultiheadAttention` parameter layout).
+
+  The input projection is `in_proj_kernel` [W, 3W] and `in_proj_bias` [3W], named as in PyTorch so that weight
+  import/export and the weight-decay rules (this bias IS decayed, DESIGN §8) can find it.
+  """
+
+  heads: int
+  causal: bool
+  num_layers: int  # For the CLIP init scale of the output projection.
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, T, W] -> [B, T, W]."""
+    width = x.shape[-1]
+    head_dim = width // self.heads
+    std = width**-0.5
+    kernel = self.param("in_proj_kernel", nn.initializers.normal(std), (width, 3 * width))
+    bias = self.param("in_proj_bias", nn.initializers.zeros, (3 * width,))
+    qkv = jnp.einsum("btw,wk->btk", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    q, k, v = jnp.split(qkv.reshape(*x.shape[:2], 3 * self.heads, head_dim), 3, axis=2)
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+    out = out.reshape(*x.shape[:2], width)
+    out_std = std * (2 * self.num_layers) ** -0.5
+    return nn.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.normal(out_std), name="out_proj")(out)
+
+
+class ResidualAttentionBlock(nn.Module):
+  """x + attn(ln_1(x)), then + mlp(ln_2(x)); MLP is Dense(4W) -> QuickGELU -> Dense(W)."""
+
+  heads: int
+  causal: bool
+  num_layers: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, _=None):
+    """x: [B, T, W] -> ([B, T, W], None); the (carry, output) signature lets `nn.scan` stack blocks."""
+    width = x.shape[-1]
+    std = width**-0.5
+    h = layer_norm("ln_1", self.dtype)(x)
+    x = x + MultiHeadSelfAttention(self.heads, self.causal, self.num_layers, self.dtype, name="attn")(h)
+    h = layer_norm("ln_2", self.dtype)(x)
+    h = nn.Dense(4 * width, dtype=self.dtype, kernel_init=nn.initializers.normal((2 * width) ** -0.5),
+                 name="c_fc")(h)
+    h = quick_gelu(h)
+    h = nn.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.normal(std * (2 * self.num_layers) ** -0.5),
+                 name="c_proj")(h)
+    return x + h, None
+
+
+class Transformer(nn.Module):
+  """A stack of `layers` residual attention blocks.
+
+  With `scan` the blocks' parameters are stacked on a leading [layers] axis under `blocks` (one compiled block,
+  fast compiles); without it they are `block_0 ... block_{L-1}`. `remat` recomputes each block's activations in
+  the backward pass.
+  """
+
+  layers: int
+  heads: int
+  causal: bool
+  dtype: Dtype = jnp.float32
+  scan: bool = True
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, T, W] -> [B, T, W]."""
+    block = ResidualAttentionBlock
+    if self.remat:
+      block = nn.remat(block, prevent_cse=not self.scan)
+    if self.scan:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.layers)
+      x, _ = stack(self.heads, self.causal, self.layers, self.dtype, name="blocks")(x, None)
+      return x
+    for i in range(self.layers):
+      x, _ = block(self.heads, self.causal, self.layers, self.dtype, name=f"block_{i}")(x)
+    return x

@@ -1,0 +1,43 @@
+"""CLIP-style Vision Transformer image tower."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from declip_jax.models import layers
+
+
+class VisionTransformer(nn.Module):
+  """Patch conv (no bias) -> [CLS] + patches + positions -> ln_pre -> transformer -> ln_post([CLS]) -> proj.
+
+  The patch embedding uses PyTorch's default conv init, U(+-1/sqrt(fan_in)); DeCLIP's recipe keeps it frozen
+  there (the optimizer, not the model, enforces that). The projection has no bias.
+  """
+
+  patch_size: int
+  width: int
+  layers: int
+  heads: int
+  embed_dim: int
+  dtype: layers.Dtype = jnp.float32
+  scan: bool = True
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """images: [B, H, W, 3] normalised float -> image embeddings [B, embed_dim], not normalised."""
+    p = self.patch_size
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
+                kernel_init=layers.torch_default_init(), name="patch_embed")(images.astype(self.dtype))
+    x = x.reshape(x.shape[0], -1, self.width)
+    scale = self.width**-0.5
+    cls = self.param("class_embedding", nn.initializers.normal(scale), (self.width,))
+    pos = self.param("positional_embedding", nn.initializers.normal(scale), (x.shape[1] + 1, self.width))
+    cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width))
+    x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
+    x = layers.layer_norm("ln_pre", self.dtype)(x)
+    x = layers.Transformer(self.layers, self.heads, causal=False, dtype=self.dtype, scan=self.scan,
+                           remat=self.remat, name="transformer")(x)
+    x = layers.layer_norm("ln_post", self.dtype)(x[:, 0])
+    proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.embed_dim))
+    return jnp.dot(x, proj.astype(x.dtype))

@@ -1,0 +1,102 @@
+"""The nearest-neighbour supervision queue: `groups` FIFO ring buffers of unit text embeddings (DESIGN §3).
+
+State: `queue` [G, S, D] (unit rows) and `ptr` [G] int32, the next write slot of each buffer. The global batch
+[B, ...] is split into G contiguous slices; slice g is looked up in buffer g ("local", the official per-GPU
+queue) or in every buffer ("global"), and is enqueued into buffer g. Everything here is a pure function of
+arrays; with the batch and the queue sharded the same way over the batch axes, local lookup and enqueue need
+no communication.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def init_queue(key: jax.Array, groups: int, group_size: int, dim: int) -> tuple[jax.Array, jax.Array]:
+  """Random unit vectors [G, S, D] float32 and write pointers [G] int32 (all 0)."""
+  queue = jax.random.normal(key, (groups, group_size, dim), jnp.float32)
+  queue = queue / jnp.linalg.norm(queue, axis=-1, keepdims=True)
+  return queue, jnp.zeros((groups,), jnp.int32)
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+  for c in range(min(n, limit), 0, -1):
+    if n % c == 0:
+      return c
+  return 1
+
+
+def _top1(queries: jax.Array, buffers: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+  """Best cosine slot of each query, scanning the slots in chunks.
+
+  Args:
+    queries: [G, b, D] unit rows.
+    buffers: [G, S, D] unit rows.
+    chunk_size: at most this many slots are scored at once ([G, b, chunk] similarities).
+  Returns:
+    (scores [G, b], slot indices [G, b] int32); ties go to the lowest slot.
+  """
+  s = buffers.shape[1]
+  c = _largest_divisor_at_most(s, chunk_size)
+  score_dtype = jnp.promote_types(queries.dtype, jnp.float32)
+
+  def scan_chunk(carry, start):
+    best, best_idx = carry
+    chunk = jax.lax.dynamic_slice_in_dim(buffers, start, c, axis=1)
+    sims = jnp.einsum("gbd,gcd->gbc", queries, chunk, preferred_element_type=score_dtype)
+    idx = jnp.argmax(sims, axis=-1)
+    score = jnp.take_along_axis(sims, idx[..., None], axis=-1)[..., 0]
+    better = score > best
+    return (jnp.where(better, score, best), jnp.where(better, start + idx.astype(jnp.int32), best_idx)), None
+
+  init = (jnp.full(queries.shape[:2], -jnp.inf, score_dtype), jnp.zeros(queries.shape[:2], jnp.int32))
+  (best, best_idx), _ = jax.lax.scan(scan_chunk, init, jnp.arange(0, s, c, dtype=jnp.int32))
+  return best, best_idx
+
+
+def lookup(queue: jax.Array, queries: jax.Array, search: str = "local",
+           chunk_size: int = 8192) -> tuple[jax.Array, jax.Array]:
+  """Top-1 cosine neighbour of each query in the queue.
+
+  Args:
+    queue: [G, S, D] unit rows.
+    queries: [B, D] unit rows (B divisible by G); rows [g*B/G, (g+1)*B/G) belong to group g.
+    search: "local" (own group's buffer) or "global" (all buffers).
+    chunk_size: slots scored at once.
+  Returns:
+    (neighbours [B, D], renormalised, stop-gradient; their cosine similarity [B]).
+  """
+  groups, size, dim = queue.shape
+  queries = jax.lax.stop_gradient(queries)
+  if search == "local":
+    q = queries.reshape(groups, -1, dim)
+    score, idx = _top1(q, queue, chunk_size)
+    neighbours = jnp.take_along_axis(queue, idx[..., None], axis=1)
+  elif search == "global":
+    flat = queue.reshape(1, groups * size, dim)
+    score, idx = _top1(queries[None], flat, chunk_size)
+    neighbours = jnp.take_along_axis(flat, idx[..., None], axis=1)
+  else:
+    raise ValueError(f"nns.search must be 'local' or 'global', got {search!r}")
+  neighbours = neighbours.reshape(-1, dim)
+  neighbours = neighbours / jnp.linalg.norm(neighbours, axis=-1, keepdims=True)
+  return jax.lax.stop_gradient(neighbours), jax.lax.stop_gradient(score.reshape(-1))
+
+
+def enqueue(queue: jax.Array, ptr: jax.Array, embeddings: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """Writes each group's slice of every array in `embeddings`, in list order, at its buffer's pointer (FIFO).
+
+  Args:
+    queue: [G, S, D]; ptr: [G] int32.
+    embeddings: arrays [B, D] of unit rows (official order: text_eda, then text).
+  Returns:
+    (new queue, new ptr); writes past the end wrap around to slot 0.
+  """
+  groups, size, dim = queue.shape
+  rows = jnp.concatenate([jax.lax.stop_gradient(e).reshape(groups, -1, dim) for e in embeddings], axis=1)
+  n = rows.shape[1]
+  slots = (ptr[:, None] + jnp.arange(n, dtype=jnp.int32)[None]) % size
+
+  def write(buffer, slot, new):
+    return buffer.at[slot].set(new.astype(buffer.dtype))
+
+  return jax.vmap(write)(queue, slots, rows), (ptr + n) % size

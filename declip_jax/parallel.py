@@ -1,0 +1,58 @@
+"""The device mesh, shardings, and host-local <-> global arrays (DESIGN §5)."""
+
+import math
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS_NAMES = ("data", "fsdp", "model")
+BATCH_AXES = ("data", "fsdp")
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
+  """Replaces one -1 in `shape` by what fills `num_devices`; checks the product.
+
+  Raises:
+    ValueError: naming mesh.shape, when the sizes cannot match the device count.
+  """
+  shape = list(shape)
+  if len(shape) != len(AXIS_NAMES):
+    raise ValueError(f"mesh.shape must have {len(AXIS_NAMES)} entries {AXIS_NAMES}, got {tuple(shape)}.")
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh.shape may contain at most one -1, got {tuple(shape)}.")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"mesh.shape {tuple(shape)} does not divide the {num_devices} devices.")
+    shape[shape.index(-1)] = num_devices // known
+  if math.prod(shape) != num_devices:
+    raise ValueError(f"mesh.shape {tuple(shape)} needs {math.prod(shape)} devices, but there are {num_devices}.")
+  return tuple(shape)
+
+
+def make_mesh(shape: Sequence[int], devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A Mesh over `devices` (default: all) with axes ("data", "fsdp", "model")."""
+  devices = list(jax.devices() if devices is None else devices)
+  resolved = resolve_mesh_shape(shape, len(devices))
+  return Mesh(np.asarray(devices).reshape(resolved), AXIS_NAMES)
+
+
+def num_batch_shards(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (example) dimension split over the batch axes."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def host_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's rows of a global batch -> global arrays sharded over the batch axes."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

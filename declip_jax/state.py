@@ -1,0 +1,88 @@
+"""The train state: everything that changes during training, and so everything a checkpoint holds."""
+
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from declip_jax import nn_queue, parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  """All mutable training state (a pytree).
+
+  Attributes:
+    step: batches consumed, int32 scalar (the data position is step x train.batch_size).
+    params: model parameters.
+    batch_stats: BatchNorm running statistics ({} without BatchNorm).
+    opt_state: optax state.
+    nn_queue: [nns.groups, nns.group_size, D] unit text embeddings ([1, 1, D] zeros when NNS is off).
+    nn_queue_ptr: [nns.groups] int32 next write slot of each buffer.
+    rng: PRNG key data (uint32 [2]) for model-side randomness.
+    nonfinite_steps: int32 count of steps whose update was skipped for a non-finite loss or gradient.
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  nn_queue: jax.Array
+  nn_queue_ptr: jax.Array
+  rng: jax.Array
+  nonfinite_steps: jax.Array
+
+
+def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
+                       sample_batch: dict[str, Any], rng: jax.Array) -> TrainState:
+  """Initialises parameters, optimizer state and the NN queue from `rng` (a pure function: use in jit).
+
+  Args:
+    sample_batch: ShapeDtypeStructs with the keys and per-example shapes of a training batch (the batch size
+      does not matter: initialisation runs BatchNorm in inference mode).
+  """
+  init_rng, queue_rng, state_rng = jax.random.split(rng, 3)
+  dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample_batch.items()}
+  variables = model.init(init_rng, dummy, train=False)
+  params = variables["params"]
+  params = {**params, "logit_scale": jnp.clip(params["logit_scale"], config.model.logit_scale.min,
+                                               config.model.logit_scale.max)}
+  if config.loss.weights.nns > 0:
+    queue, ptr = nn_queue.init_queue(queue_rng, config.nns.groups, config.nns.group_size, config.model.embed_dim)
+  else:
+    queue, ptr = jnp.zeros((1, 1, config.model.embed_dim), jnp.float32), jnp.zeros((1,), jnp.int32)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params), nn_queue=queue, nn_queue_ptr=ptr, rng=state_rng,
+                    nonfinite_steps=jnp.zeros((), jnp.int32))
+
+
+def sample_batch_spec(config: ml_collections.ConfigDict, batch_size: Optional[int] = None) -> dict[str, Any]:
+  """ShapeDtypeStructs of a training batch of `batch_size` (default train.batch_size) examples."""
+  b = batch_size or config.train.batch_size
+  s, length = config.model.image.image_size, config.model.text.context_length
+  spec = {"img1": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
+          "text_mlm": jax.ShapeDtypeStruct((b, length), jnp.int32)}
+  if config.data.num_image_views == 2:
+    spec["img2"] = spec["img1"]
+  if config.loss.weights.tss > 0:
+    spec["mlm_labels"] = spec["text_mlm"]
+  if config.data.eda:
+    spec["text_eda"] = spec["text_mlm"]
+  return spec
+
+
+def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
+  """Where each part of the state lives: the NN queue and its pointers split over the batch axes on the
+  groups dimension (when the group count allows it), everything else replicated."""
+  replicated = parallel.replicated(mesh)
+  shardings = jax.tree.map(lambda _: replicated, abstract_state)
+  groups = abstract_state.nn_queue.shape[0]
+  if groups % parallel.num_batch_shards(mesh) == 0:
+    by_group = NamedSharding(mesh, P(parallel.BATCH_AXES))
+    shardings = shardings.replace(nn_queue=by_group, nn_queue_ptr=by_group)
+  return shardings

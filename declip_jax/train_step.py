@@ -1,0 +1,80 @@
+"""One jitted DeCLIP update: (state, batch) -> (state, metrics) (DESIGN §1)."""
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from declip_jax import nn_queue, optim
+from declip_jax.losses import contrastive, declip as declip_loss
+from declip_jax.state import TrainState
+
+
+def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
+                    mesh: Optional[Mesh]) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """Builds the (not yet jitted) train step.
+
+  The step: clamp the logit scale; forward both towers and the heads; look up each text view's nearest
+  neighbour in the queue as it was before this step; compute the weighted DeCLIP loss and its gradients;
+  AdamW update; clamp the logit scale again; enqueue text_eda then text_mlm embeddings. If the loss or the
+  gradient norm is not finite, nothing but `step` and `nonfinite_steps` changes.
+
+  Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
+  `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `update_skipped`.
+  """
+  weights = config.loss.weights
+  schedule = optim.learning_rate_schedule(config.optim)
+  cap = config.model.logit_scale.cap
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    params = optim.clamp_logit_scale(state.params, config)
+
+    def loss_fn(params):
+      outputs, mutated = model.apply({"params": params, "batch_stats": state.batch_stats}, batch, train=True,
+                                     mutable=["batch_stats"])
+      scale = contrastive.capped_logit_scale(params["logit_scale"], cap)
+      _, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
+      aux = {"batch_stats": mutated.get("batch_stats", {}), "texts": [jax.lax.stop_gradient(t) for t in texts],
+             "scale": scale}
+      nn_texts = None
+      if weights.nns > 0:
+        found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size) for t in texts]
+        nn_texts = [n for n, _ in found]
+        aux["nn_similarity"] = jnp.mean(jnp.stack([s for _, s in found]))
+      terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh)
+      aux["terms"] = terms
+      return declip_loss.weighted_total(terms, config), aux
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, params)
+    new_params = optim.clamp_logit_scale(optax.apply_updates(params, updates), config)
+    queue, ptr = state.nn_queue, state.nn_queue_ptr
+    if weights.nns > 0:
+      queue, ptr = nn_queue.enqueue(queue, ptr, aux["texts"][::-1])  # text_eda first, then text (official).
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def keep_if_finite(new, old):
+      return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep_if_finite(new_params, state.params),
+        batch_stats=keep_if_finite(aux["batch_stats"], state.batch_stats),
+        opt_state=keep_if_finite(opt_state, state.opt_state),
+        nn_queue=keep_if_finite(queue, state.nn_queue),
+        nn_queue_ptr=keep_if_finite(ptr, state.nn_queue_ptr),
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    metrics = {"loss": loss, "logit_scale": aux["scale"], "grad_norm": grad_norm,
+               "learning_rate": schedule(state.step - state.nonfinite_steps),
+               "update_skipped": (~finite).astype(jnp.float32)}
+    metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
+    if "nn_similarity" in aux:
+      metrics["nn_similarity"] = aux["nn_similarity"]
+    return new_state, metrics
+
+  return train_step

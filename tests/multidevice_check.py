@@ -1,0 +1,73 @@
+"""Run in a fresh process with 8 virtual CPU devices (see test_multidevice.py).
+
+Trains a few steps of the tiny DeCLIP config on 1 device and on several meshes of 8 devices from the same
+initial state and batches, and prints the largest difference (relative above 1, absolute below) of losses, parameters, BatchNorm
+statistics and NN queue contents against the single-device run, one line per mesh.
+
+AdamW's epsilon is raised to 1e-3 here. Some parameters have an exactly-zero true gradient (the key part of the
+attention input bias: softmax ignores a constant added to every key's logit), so their computed gradient is
+float rounding noise, whose sign depends on the reduction order and so on the device count; with eps=1e-8
+Adam turns that noise into full learning-rate steps. With eps=1e-3 the comparison sees the semantics
+(sharded losses, BatchNorm groups, queue groups), not that amplified noise.
+"""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from declip_jax import parallel, train  # noqa: E402
+from declip_jax.data import pipeline  # noqa: E402
+from tests.tiny_config import tiny_config  # noqa: E402
+
+STEPS = 3
+
+
+def run(config, devices, batches):
+  setup = train.Setup(config, devices)
+  step = setup.jit_train_step(config)
+  state = setup.init_state()
+  losses = []
+  for b in batches:
+    state, metrics = step(state, parallel.host_to_global(b, setup.mesh))
+    losses.append({k: float(v) for k, v in metrics.items()})
+  return jax.device_get(state), losses
+
+
+def max_relative_difference(a, b):
+  """max |a - b| / max(|b|, 1) over all elements: relative for large values, absolute for small ones."""
+  worst = 0.0
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    worst = max(worst, float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1.0))) if x.size else 0.0)
+  return worst
+
+
+def main():
+  search = sys.argv[1] if len(sys.argv) > 1 else "local"
+  assert jax.device_count() == 8, jax.devices()
+  config = tiny_config()
+  config.nns.search = search
+  config.nns.groups = 8  # One buffer per device on the (8, 1, 1) mesh.
+  config.ssl.bn_group_size = 4
+  config.optim.eps = 1e-3
+  tokenizer = train.Setup(config, jax.devices()[:1]).tokenizer
+  batches = list(zip(range(STEPS), pipeline.numpy_batches(pipeline.train_dataset(config, tokenizer))))
+  batches = [b for _, b in batches]
+  reference_state, reference_losses = run(config, jax.devices()[:1], batches)
+  for shape in ((8, 1, 1), (4, 2, 1), (2, 2, 2)):
+    config.mesh.shape = shape
+    state, losses = run(config, jax.devices(), batches)
+    loss_diff = max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for a, b in zip(losses, reference_losses) for k in b)
+    fields = {f: max_relative_difference(getattr(state, f), getattr(reference_state, f))
+              for f in ("params", "batch_stats", "nn_queue", "nn_queue_ptr", "opt_state")}
+    print(f"mesh={shape} search={search} losses={loss_diff:.2e} " +
+          " ".join(f"{k}={v:.2e}" for k, v in fields.items()), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,76 @@
+"""The command line: one clear error line for bad input, and kill -9 then rerun resumes from the checkpoint."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+TINY = "tests/tiny_config.py"
+
+
+def _main(*args, timeout=300):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  return subprocess.run([sys.executable, "-m", "declip_jax.main", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout, env=env)
+
+
+def _error_lines(stderr: str) -> list[str]:
+  return [l for l in stderr.splitlines() if l.strip() and not l.startswith(("W0000", "I0000", "E0000", "WARNING"))]
+
+
+def test_misspelled_config_key_names_itself(tmp_path):
+  out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--config.train.num_stepz=5")
+  assert out.returncode != 0
+  lines = _error_lines(out.stderr)
+  assert "num_stepz" in lines[0] and "Traceback" not in out.stderr and len(lines) <= 2
+
+
+def test_missing_config_file(tmp_path):
+  out = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  lines = _error_lines(out.stderr)
+  assert "configs/nope.py" in lines[0] and "Traceback" not in out.stderr and len(lines) <= 2
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  out = _main(f"--config={TINY}", f"--workdir={blocker}/run")
+  assert out.returncode == 2
+  assert _error_lines(out.stderr) == [_error_lines(out.stderr)[0]]
+  assert "not writable" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_invalid_config_value_is_one_line(tmp_path):
+  out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--config.train.batch_size=12")
+  assert out.returncode == 2
+  assert "ssl.bn_group_size" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sigkill_after_checkpoint_then_rerun_resumes(tmp_path):
+  args = [sys.executable, "-m", "declip_jax.main", f"--config={TINY}", f"--workdir={tmp_path}",
+          "--config.train.num_steps=400", "--config.checkpoint.every_steps=2", "--config.eval.every_steps=1000"]
+  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  checkpoints = pathlib.Path(tmp_path) / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and not any(p.name.isdigit() for p in checkpoints.glob("*")):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  saved = sorted(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
+  assert saved, "no checkpoint was written before the kill"
+  out = _main(f"--config={TINY}", f"--workdir={tmp_path}", f"--config.train.num_steps={saved[-1] + 2}",
+              "--config.checkpoint.every_steps=2", "--config.eval.every_steps=1000")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"Resumed from the checkpoint at step {saved[-1]}" in out.stderr
+  assert f"[zero_shot] step {saved[-1] + 2}" in out.stdout
+  out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--mode=eval")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert (tmp_path / "eval_results.json").exists()

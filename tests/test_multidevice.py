@@ -1,0 +1,23 @@
+"""8 virtual CPU devices compute the same training function as 1 device (run in a subprocess)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("search", ["local", "global"])
+def test_eight_devices_match_one(search):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  out = subprocess.run([sys.executable, "tests/multidevice_check.py", search], cwd=REPO, capture_output=True,
+                       text=True, timeout=600, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = [l for l in out.stdout.splitlines() if l.startswith("mesh=")]
+  assert len(lines) == 3, out.stdout
+  for line in lines:
+    for name, value in re.findall(r"(\w+)=([0-9.e+-]+)", line):
+      assert float(value) < 1e-4, line

@@ -1,0 +1,120 @@
+"""The train step and loop: updates, non-finite skipping, frozen params, queue, exact resume, eval output."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from declip_jax import parallel, train
+from declip_jax.data import pipeline
+from tests.tiny_config import tiny_config
+
+
+@pytest.fixture(scope="module")
+def setup_and_batches():
+  config = tiny_config()
+  setup = train.Setup(config)
+  batches = pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer))
+  return config, setup, [next(batches) for _ in range(3)]
+
+
+def _host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def test_train_step_learns_and_keeps_the_recipe_invariants(setup_and_batches):
+  config, setup, batches = setup_and_batches
+  step = setup.jit_train_step(config)
+  state = setup.init_state()
+  initial = _host(state)
+  batch = parallel.host_to_global(batches[0], setup.mesh)
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  for key in ("loss_clip_mvs", "loss_iss", "loss_tss", "loss_nns", "logit_scale", "grad_norm", "learning_rate",
+              "nn_similarity"):
+    assert np.isfinite(float(metrics[key])), key
+  final = _host(state)
+  np.testing.assert_array_equal(final.params["image_tower"]["patch_embed"]["kernel"],
+                                initial.params["image_tower"]["patch_embed"]["kernel"])
+  assert 3.0 <= float(final.params["logit_scale"]) <= 6.0
+  assert int(final.step) == 8 and int(final.nonfinite_steps) == 0
+  per_step = 2 * config.train.batch_size // config.nns.groups
+  np.testing.assert_array_equal(final.nn_queue_ptr, [(8 * per_step) % config.nns.group_size] * config.nns.groups)
+  assert not np.allclose(final.batch_stats["simsiam"]["projector_bn0"]["mean"],
+                         initial.batch_stats["simsiam"]["projector_bn0"]["mean"])
+
+
+def test_non_finite_loss_skips_the_update(setup_and_batches):
+  config, setup, batches = setup_and_batches
+  step = setup.jit_train_step(config)
+  state = setup.init_state()
+  before = _host(state)
+  bad = dict(batches[0])
+  bad["img1"] = bad["img1"].copy()
+  bad["img1"][0, 0, 0, 0] = np.nan
+  state, metrics = step(state, parallel.host_to_global(bad, setup.mesh))
+  after = _host(state)
+  assert float(metrics["update_skipped"]) == 1.0
+  assert int(after.step) == 1 and int(after.nonfinite_steps) == 1
+  for field in ("params", "opt_state", "batch_stats", "nn_queue", "nn_queue_ptr"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(after, field), getattr(before, field))
+  state, metrics = step(state, parallel.host_to_global(batches[1], setup.mesh))
+  assert float(metrics["update_skipped"]) == 0.0
+
+
+def test_clip_baseline_step_runs_infonce_only():
+  config = tiny_config(clip_baseline=True)
+  setup = train.Setup(config)
+  batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
+  assert set(batch) == {"img1", "text_mlm"}
+  state, metrics = setup.jit_train_step(config)(setup.init_state(), parallel.host_to_global(batch, setup.mesh))
+  assert {k for k in metrics if k.startswith("loss_")} == {"loss_clip_mvs"}
+  assert set(state.params) == {"image_tower", "text_tower", "logit_scale"}
+
+
+def _leaves_equal(a, b):
+  for x, y in zip(jax.tree.leaves(_host(a)), jax.tree.leaves(_host(b))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_resumed_run_matches_uninterrupted_run_exactly(tmp_path):
+  config = tiny_config()
+  straight = train.run(config, str(tmp_path / "straight"))
+  config.train.num_steps = 3
+  train.run(config, str(tmp_path / "resumed"))
+  config.train.num_steps = 6
+  resumed = train.run(config, str(tmp_path / "resumed"))
+  setup = train.Setup(config)
+  from declip_jax import checkpointing
+  states = []
+  for name in ("straight", "resumed"):
+    ckpt = checkpointing.Checkpointer(str(tmp_path / name), keep=3, async_save=False)
+    assert ckpt.latest_step() == 6
+    states.append(ckpt.restore(6, setup.abstract_state)[0])
+    ckpt.close()
+  _leaves_equal(states[0], states[1])
+  assert straight["eval"] == resumed["eval"]
+  results = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
+  assert results["zero_shot"]["step"] == 6
+  assert set(results["zero_shot"]["metrics"]) >= {"zero_shot_top1", "zero_shot_top5"}
+  assert set(results["retrieval"]["metrics"]) >= {"i2t_recall@1", "t2i_recall@10"}
+
+
+def test_evaluate_restores_the_latest_checkpoint(tmp_path):
+  config = tiny_config()
+  config.train.num_steps = 3
+  trained = train.run(config, str(tmp_path))
+  (tmp_path / "eval_results.json").unlink()
+  results = train.evaluate(config, str(tmp_path))
+  assert results == trained["eval"]
+  assert json.loads((tmp_path / "eval_results.json").read_text()) == results
+
+
+def test_evaluate_without_checkpoint_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match="No checkpoint"):
+    train.evaluate(tiny_config(), str(tmp_path))

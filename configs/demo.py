@@ -12,16 +12,16 @@ from declip_jax import config as config_lib
 
 def demo_sizes(c):
   """The tiny model, data and schedule shared by demo.py and clip_demo.py."""
-  c.train.num_steps = 600
+  c.train.num_steps = 1000
   c.train.batch_size = 128
   c.train.log_every_steps = 20
-  c.checkpoint.every_steps = 200
-  c.eval.every_steps = 300
+  c.checkpoint.every_steps = 250
+  c.eval.every_steps = 500
   c.eval.batch_size = 250
 
   c.model.embed_dim = 64
   c.model.image.image_size = 32
-  c.model.image.patch_size = 4
+  c.model.image.patch_size = 8
   c.model.image.width = 64
   c.model.image.layers = 3
   c.model.image.heads = 4

@@ -34,7 +34,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 5000
   c.eval.batch_size = 256
-  c.eval.zero_shot_templates = "builtin_shape"  # Template set; its name is stored with every result.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
@@ -121,7 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.builtin.num_train = 20_000
   c.data.builtin.num_test = 1000
   c.data.builtin.seed = 1234
-  c.data.builtin.zero_shot_attribute = "shape"  # Classes of the zero-shot task: shape, colour, size, ...
+  # One zero-shot evaluation per attribute named here (classes: that attribute's values; prompt templates: the
+  # "builtin_<attribute>" set): any of shape, colour, size, position, background.
+  c.data.builtin.zero_shot_attributes = ("colour", "shape")
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
   c.data.augment.crop_scale = (0.2, 1.0)
@@ -220,7 +221,16 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
            f"data.source {c.data.source!r} is not available in this version; use 'builtin'.")
   _require(c.data.tokenizer == "word",
            f"data.tokenizer {c.data.tokenizer!r} is not available in this version; use 'word'.")
+  for attribute in c.data.builtin.zero_shot_attributes:
+    _require(attribute in ("shape", "colour", "size", "position", "background"),
+             f"data.builtin.zero_shot_attributes: unknown attribute {attribute!r}; use shape, colour, size, position "
+             "or background.")
   _require(c.data.augment.recipe in ("moco_v2", "crop"),
            f"data.augment.recipe must be 'moco_v2' or 'crop', got {c.data.augment.recipe!r}.")
+  for key in ("crop_scale", "crop_ratio", "blur_sigma"):
+    value = c.data.augment[key]
+    _require(len(value) == 2 and value[0] <= value[1],
+             f"data.augment.{key} must be a (min, max) pair with min <= max, got {tuple(value)}.")
+  _require(len(c.mesh.shape) == 3, f"mesh.shape must have 3 entries (data, fsdp, model), got {tuple(c.mesh.shape)}.")
   lo, hi = c.data.augment.crop_scale
   _require(0 < lo <= hi <= 1, f"data.augment.crop_scale must satisfy 0 < min <= max <= 1, got {(lo, hi)}.")

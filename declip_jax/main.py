@@ -3,6 +3,7 @@
 Config values are overridden with `--config.train.num_steps=50` style flags; a misspelled key is an error.
 """
 
+import re
 import sys
 
 from absl import app, flags, logging
@@ -70,10 +71,35 @@ class _QuietLibraries:
     return record.levelno >= 30 or "/orbax/" not in record.pathname
 
 
+def _one_line(error: Exception) -> str:
+  return " ".join(str(error).replace("\\n", " ").split()).replace("\\'", "'")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad flag, config file or config override ends the program with one line saying which."""
+  try:
+    rest = flags.FLAGS(argv)
+    flags.FLAGS["config"].value.get("train")  # A config file that failed to load raises here.
+    return rest
+  except flags.Error as e:
+    _fail(_one_line(e))
+  except OSError as e:
+    reason = _one_line(e).rsplit("]:", 1)[-1].split(":", 1)[0].strip() or _one_line(e)
+    _fail(f"cannot load --config={flags.FLAGS['config'].config_filename}: {reason}.")
+  except AttributeError as e:
+    message = _one_line(e)
+    key = re.search(r"'(\w+)'", message)
+    suggestion = re.search(r'Did you mean "(\w+)"', message)
+    _fail("invalid --config override: the config has no key " + (f"'{key.group(1)}'" if key else message) +
+          (f" (did you mean '{suggestion.group(1)}'?)" if suggestion else "") + ".")
+  except (KeyError, TypeError, ValueError) as e:
+    _fail(f"invalid --config override: {_one_line(e)}")
+
+
 def run():
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

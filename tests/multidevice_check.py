@@ -8,7 +8,9 @@ AdamW's epsilon is raised to 1e-3 here. Some parameters have an exactly-zero tru
 attention input bias: softmax ignores a constant added to every key's logit), so their computed gradient is
 float rounding noise, whose sign depends on the reduction order and so on the device count; with eps=1e-8
 Adam turns that noise into full learning-rate steps. With eps=1e-3 the comparison sees the semantics
-(sharded losses, BatchNorm groups, queue groups), not that amplified noise.
+(sharded losses, BatchNorm groups, queue groups), not that amplified noise. Later steps still drift apart by
+more than the first (reduction-order rounding, then near-tied NN lookups resolved differently), so the test
+holds the first step's metrics to a tighter bound than the state after all steps.
 """
 
 import os
@@ -62,10 +64,10 @@ def main():
   for shape in ((8, 1, 1), (4, 2, 1), (2, 2, 2)):
     config.mesh.shape = shape
     state, losses = run(config, jax.devices(), batches)
-    loss_diff = max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for a, b in zip(losses, reference_losses) for k in b)
+    diffs = [max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for k in b) for a, b in zip(losses, reference_losses)]
     fields = {f: max_relative_difference(getattr(state, f), getattr(reference_state, f))
               for f in ("params", "batch_stats", "nn_queue", "nn_queue_ptr", "opt_state")}
-    print(f"mesh={shape} search={search} losses={loss_diff:.2e} " +
+    print(f"mesh={shape} search={search} first_step_metrics={diffs[0]:.2e} metrics={max(diffs):.2e} " +
           " ".join(f"{k}={v:.2e}" for k, v in fields.items()), flush=True)
 
 

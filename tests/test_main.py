@@ -70,7 +70,7 @@ def test_sigkill_after_checkpoint_then_rerun_resumes(tmp_path):
               "--config.checkpoint.every_steps=2", "--config.eval.every_steps=1000")
   assert out.returncode == 0, out.stderr[-2000:]
   assert f"Resumed from the checkpoint at step {saved[-1]}" in out.stderr
-  assert f"[zero_shot] step {saved[-1] + 2}" in out.stdout
+  assert f"[zero_shot_shape] step {saved[-1] + 2}" in out.stdout
   out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--mode=eval")
   assert out.returncode == 0, out.stderr[-2000:]
   assert (tmp_path / "eval_results.json").exists()

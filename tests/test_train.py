@@ -100,8 +100,8 @@ def test_resumed_run_matches_uninterrupted_run_exactly(tmp_path):
   _leaves_equal(states[0], states[1])
   assert straight["eval"] == resumed["eval"]
   results = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
-  assert results["zero_shot"]["step"] == 6
-  assert set(results["zero_shot"]["metrics"]) >= {"zero_shot_top1", "zero_shot_top5"}
+  assert results["zero_shot_shape"]["step"] == results["zero_shot_colour"]["step"] == 6
+  assert set(results["zero_shot_colour"]["metrics"]) >= {"zero_shot_top1", "zero_shot_top5"}
   assert set(results["retrieval"]["metrics"]) >= {"i2t_recall@1", "t2i_recall@10"}
 
 

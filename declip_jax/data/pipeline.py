@@ -121,20 +121,19 @@ def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
   return ds.as_numpy_iterator()
 
 
-def eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer) -> dict[str, np.ndarray]:
+def eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer) -> dict:
   """The held-out split, eval-transformed.
 
   Returns:
-    `images` [N, S, S, 3] float32 normalised, `captions` [N, L] int32 (caption i belongs to image i),
-    `labels` [N] int32 (zero-shot class), `class_names` [C] str.
+    `images` [N, S, S, 3] float32 normalised, `captions` [N, L] int32 (caption i belongs to image i), and
+    `zero_shot`: {attribute: (labels [N] int32, class names [C])} for each of data.builtin.zero_shot_attributes.
   """
   split = load_split(config, "test")
-  attribute = config.data.builtin.zero_shot_attribute
   size = config.model.image.image_size
   ds = tf.data.Dataset.from_tensor_slices(split.images).map(
       lambda im: image_views.normalize(image_views.eval_view(im, size, config.data.eval_crop_fraction),
                                        config.data.mean, config.data.std),
       num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   images = np.concatenate(list(ds.as_numpy_iterator()), axis=0)
-  return {"images": images, "captions": tokenizer.tokenize_numpy(list(split.captions)),
-          "labels": split.attributes[attribute], "class_names": np.asarray(builtin.ATTRIBUTES[attribute])}
+  zero_shot = {a: (split.attributes[a], builtin.ATTRIBUTES[a]) for a in config.data.builtin.zero_shot_attributes}
+  return {"images": images, "captions": tokenizer.tokenize_numpy(list(split.captions)), "zero_shot": zero_shot}

@@ -10,10 +10,10 @@ from declip_jax.models.declip import DeCLIP
 
 
 class Evaluator:
-  """Zero-shot classification and retrieval on the held-out split of `data.source`.
+  """Zero-shot classification (one evaluation per attribute) and retrieval on the held-out split.
 
   `run(params, step)` returns `{"<name>": {"step", "dataset", "metrics", ...}}`, the schema of
-  `eval_results.json`.
+  `eval_results.json`; names are `zero_shot_<attribute>` and `retrieval`.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: tokenizers.WordTokenizer):
@@ -22,8 +22,6 @@ class Evaluator:
     self.batch_size = config.eval.batch_size
     self.data = pipeline.eval_split(config, tokenizer)
     self.dataset_name = f"{config.data.source}/test"
-    self.template_set = config.eval.zero_shot_templates
-    self.templates = templates.get(self.template_set)
     self._encode_image = jax.jit(lambda p, x: model.apply({"params": p}, x, method=DeCLIP.encode_image))
     self._encode_text = jax.jit(lambda p, t: model.apply({"params": p}, t, method=DeCLIP.encode_text))
 
@@ -49,13 +47,15 @@ class Evaluator:
   def run(self, params, step: int) -> dict:
     d = self.data
     image_emb = self.encode_images(params, d["images"])
-    weights = zero_shot.classifier_weights(lambda t: self.encode_texts(params, t), list(d["class_names"]),
-                                           self.templates)
     text_emb = self._batched(self._encode_text, params, d["captions"])
-    return {
-        "zero_shot": {"step": step, "dataset": self.dataset_name, "template_set": self.template_set,
-                      "num_classes": len(d["class_names"]),
-                      "metrics": zero_shot.classification_metrics(image_emb, weights, d["labels"])},
-        "retrieval": {"step": step, "dataset": self.dataset_name,
-                      "metrics": retrieval.recall_at_k(image_emb, text_emb, np.arange(len(text_emb)))},
-    }
+    results = {}
+    for attribute, (labels, class_names) in d["zero_shot"].items():
+      template_set = f"builtin_{attribute}"
+      weights = zero_shot.classifier_weights(lambda t: self.encode_texts(params, t), list(class_names),
+                                             templates.get(template_set))
+      results[f"zero_shot_{attribute}"] = {
+          "step": step, "dataset": self.dataset_name, "template_set": template_set, "num_classes": len(class_names),
+          "metrics": zero_shot.classification_metrics(image_emb, weights, labels)}
+    results["retrieval"] = {"step": step, "dataset": self.dataset_name,
+                            "metrics": retrieval.recall_at_k(image_emb, text_emb, np.arange(len(text_emb)))}
+    return results

@@ -10,5 +10,5 @@ TEMPLATE_SETS = {
 
 def get(name: str) -> tuple[str, ...]:
   if name not in TEMPLATE_SETS:
-    raise ValueError(f"eval.zero_shot_templates: unknown template set {name!r}; known: {sorted(TEMPLATE_SETS)}.")
+    raise ValueError(f"unknown prompt template set {name!r}; known: {sorted(TEMPLATE_SETS)}.")
   return TEMPLATE_SETS[name]

@@ -8,9 +8,9 @@ AdamW's epsilon is raised to 1e-3 here. Some parameters have an exactly-zero tru
 attention input bias: softmax ignores a constant added to every key's logit), so their computed gradient is
 float rounding noise, whose sign depends on the reduction order and so on the device count; with eps=1e-8
 Adam turns that noise into full learning-rate steps. With eps=1e-3 the comparison sees the semantics
-(sharded losses, BatchNorm groups, queue groups), not that amplified noise. Later steps still drift apart by
-more than the first (reduction-order rounding, then near-tied NN lookups resolved differently), so the test
-holds the first step's metrics to a tighter bound than the state after all steps.
+(sharded losses, BatchNorm groups, queue groups), not that amplified noise. The learning rate is held at 1e-4:
+at the recipe's 1e-3 the tiny model's first steps are chaotic enough (gradient norm ~50) that rounding
+differences of 1e-7 in step 1 grow to 1e-3 by step 3.
 """
 
 import os
@@ -57,6 +57,7 @@ def main():
   config.nns.groups = 8  # One buffer per device on the (8, 1, 1) mesh.
   config.ssl.bn_group_size = 4
   config.optim.eps = 1e-3
+  config.optim.lr = config.optim.warmup_init_lr = 1e-4  # Small steps: the runs stay close enough to compare.
   tokenizer = train.Setup(config, jax.devices()[:1]).tokenizer
   batches = list(zip(range(STEPS), pipeline.numpy_batches(pipeline.train_dataset(config, tokenizer))))
   batches = [b for _, b in batches]

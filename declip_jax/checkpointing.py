@@ -2,7 +2,6 @@
 
 from typing import Any, Optional
 
-import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -43,8 +42,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a pytree of arrays or of ShapeDtypeStructs."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-                      tree)

@@ -58,10 +58,6 @@ def main(argv):
       print(f"wrote {epath.Path(workdir) / 'eval_results.json'}")
   except (config_lib.ConfigError, FileNotFoundError) as e:
     _fail(str(e))
-  except ValueError as e:
-    if "mesh.shape" in str(e):
-      _fail(str(e))
-    raise
 
 
 class _QuietLibraries:

@@ -7,6 +7,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from declip_jax.config import ConfigError
+
 AXIS_NAMES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")
 
@@ -15,20 +17,20 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
   """Replaces one -1 in `shape` by what fills `num_devices`; checks the product.
 
   Raises:
-    ValueError: naming mesh.shape, when the sizes cannot match the device count.
+    ConfigError: naming mesh.shape, when the sizes cannot match the device count.
   """
   shape = list(shape)
   if len(shape) != len(AXIS_NAMES):
-    raise ValueError(f"mesh.shape must have {len(AXIS_NAMES)} entries {AXIS_NAMES}, got {tuple(shape)}.")
+    raise ConfigError(f"mesh.shape must have {len(AXIS_NAMES)} entries {AXIS_NAMES}, got {tuple(shape)}.")
   if shape.count(-1) > 1:
-    raise ValueError(f"mesh.shape may contain at most one -1, got {tuple(shape)}.")
+    raise ConfigError(f"mesh.shape may contain at most one -1, got {tuple(shape)}.")
   known = math.prod(s for s in shape if s != -1)
   if -1 in shape:
     if num_devices % known:
-      raise ValueError(f"mesh.shape {tuple(shape)} does not divide the {num_devices} devices.")
+      raise ConfigError(f"mesh.shape {tuple(shape)} does not divide the {num_devices} devices.")
     shape[shape.index(-1)] = num_devices // known
   if math.prod(shape) != num_devices:
-    raise ValueError(f"mesh.shape {tuple(shape)} needs {math.prod(shape)} devices, but there are {num_devices}.")
+    raise ConfigError(f"mesh.shape {tuple(shape)} needs {math.prod(shape)} devices, but there are {num_devices}.")
   return tuple(shape)
 
 

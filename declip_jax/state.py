@@ -50,8 +50,6 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradi
   dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample_batch.items()}
   variables = model.init(init_rng, dummy, train=False)
   params = variables["params"]
-  params = {**params, "logit_scale": jnp.clip(params["logit_scale"], config.model.logit_scale.min,
-                                               config.model.logit_scale.max)}
   if config.loss.weights.nns > 0:
     queue, ptr = nn_queue.init_queue(queue_rng, config.nns.groups, config.nns.group_size, config.model.embed_dim)
   else:

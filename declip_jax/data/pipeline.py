@@ -16,7 +16,7 @@ from etils import epath
 
 from declip_jax.data import builtin, image_views, text_views, tokenizers
 
-_NO_SPLIT = 2**62  # An effectively endless stream of positions.
+_ENDLESS = 2**62  # Positions never run out.
 
 
 def hide_accelerators_from_tensorflow() -> None:
@@ -60,7 +60,7 @@ def example_positions(start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> tf.data.Dataset:
   """Global positions of this process's rows from `start_step` on: step * B + process_index * b + row."""
   local = global_batch // process_count
-  j = tf.data.Dataset.range(start_step * local, _NO_SPLIT)
+  j = tf.data.Dataset.range(start_step * local, _ENDLESS)
   return j.map(lambda j: (j // local) * global_batch + process_index * local + j % local)
 
 

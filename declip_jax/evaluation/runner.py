@@ -17,7 +17,6 @@ class Evaluator:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: tokenizers.WordTokenizer):
-    self.config = config
     self.tokenizer = tokenizer
     self.batch_size = config.eval.batch_size
     self.data = pipeline.eval_split(config, tokenizer)

@@ -1,0 +1,22 @@
+"""Mesh shapes from config."""
+
+import pytest
+
+from declip_jax import parallel
+from declip_jax.config import ConfigError
+
+
+def test_minus_one_fills_the_remaining_devices():
+  assert parallel.resolve_mesh_shape((-1, 1, 1), 8) == (8, 1, 1)
+  assert parallel.resolve_mesh_shape((2, -1, 2), 8) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (-1, -1, 1), (8, 1), (3, -1, 1)])
+def test_impossible_shapes_name_mesh_shape(shape):
+  with pytest.raises(ConfigError, match="mesh.shape"):
+    parallel.resolve_mesh_shape(shape, 8)
+
+
+def test_single_device_mesh_has_one_batch_shard():
+  mesh = parallel.make_mesh((-1, 1, 1))
+  assert parallel.num_batch_shards(mesh) == mesh.size and mesh.axis_names == parallel.AXIS_NAMES

@@ -2,8 +2,14 @@
 
 from typing import Any, Optional
 
+from absl import logging
+
 import orbax.checkpoint as ocp
 from etils import epath
+
+
+class UnreadableCheckpointsError(RuntimeError):
+  """Checkpoints exist but none of them can be read."""
 
 
 class Checkpointer:
@@ -34,6 +40,31 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
+
+  def restore_newest_readable(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest checkpoint that reads back whole; None when there is no checkpoint at all.
+
+    A checkpoint with missing or truncated files is reported, renamed to `<step>.unreadable` (kept for
+    inspection; the step can then be saved again) and skipped for the one before it.
+
+    Raises:
+      UnreadableCheckpointsError: checkpoints exist but none can be read (never silently start from scratch).
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        state, meta = self.restore(step, abstract_state)
+        return step, state, meta
+      except Exception as e:  # Orbax/TensorStore raise many types for torn files.  # pylint: disable=broad-except
+        first_line = (str(e).splitlines() or [""])[0][:300]
+        logging.warning("The checkpoint at step %d in %s cannot be read (%s: %s); keeping it as %d.unreadable "
+                        "and trying the one before it.", step, self.directory, type(e).__name__, first_line, step)
+        (self.directory / str(step)).rename(self.directory / f"{step}.unreadable")
+        self._manager.reload()
+    if steps:
+      raise UnreadableCheckpointsError(f"None of the checkpoints {steps} in {self.directory} can be read; move them away to "
+                         "start from scratch.")
+    return None
 
   def wait(self) -> None:
     """Blocks until pending saves are on disk."""

@@ -42,21 +42,24 @@ def _print_results(results: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
-  from declip_jax import config as config_lib  # Imported here so that --help stays fast.
-  from declip_jax import train
+  from declip_jax import checkpointing, config as config_lib, train  # Here, so that --help stays fast.
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   _check_writable(workdir)
   try:
     if _MODE.value == "train":
       out = train.run(config, workdir)
+      if out["stopped_by"]:
+        print(f"Stopped by {out['stopped_by']} at step {out['step']}: checkpoint saved in "
+              f"{epath.Path(workdir) / 'checkpoints'}; rerun the same command to resume.")
+        return
       for name, v in out["loss_summary"].items():
         print(f"{name}: first 10% of steps {v['first_10pct_mean']:.4f} -> final {v['final']:.4f}")
       _print_results(out["eval"])
     else:
       _print_results(train.evaluate(config, workdir))
       print(f"wrote {epath.Path(workdir) / 'eval_results.json'}")
-  except (config_lib.ConfigError, FileNotFoundError) as e:
+  except (config_lib.ConfigError, FileNotFoundError, checkpointing.UnreadableCheckpointsError) as e:
     _fail(str(e))
 
 

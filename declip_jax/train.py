@@ -6,7 +6,8 @@ is one; `evaluate(config, workdir)` restores the newest checkpoint and writes `e
 
 import functools
 import json
-import time
+import signal
+import threading
 from typing import Any, Optional
 
 import jax
@@ -55,6 +56,31 @@ class Setup:
                    out_shardings=(self.shardings, parallel.replicated(self.mesh)), donate_argnums=0)
 
 
+class StopRequests:
+  """Context manager recording SIGTERM (preemption notice) and SIGINT, so that the loop can finish its step,
+  save a checkpoint and return instead of dying mid-step. Handlers are installed only in the main thread and
+  restored on exit."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received: Optional[str] = None
+    self._previous = {}
+
+  def _handle(self, signum, _frame):
+    self.received = signal.Signals(signum).name
+    logging.warning("%s received: stopping after this step with a checkpoint.", self.received)
+
+  def __enter__(self) -> "StopRequests":
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+
 def _write_json(path: epath.Path, payload: Any) -> None:
   if jax.process_index() == 0:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
@@ -70,7 +96,12 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains to train.num_steps; returns {"eval": final eval results, "loss_summary": per-term first/last}."""
+  """Trains to train.num_steps, or until SIGTERM/SIGINT (then checkpoints the step reached and returns).
+
+  Returns:
+    {"eval": the last eval results, "loss_summary": per loss term first-10% mean and final value,
+     "step": the step reached, "stopped_by": the signal's name or None}.
+  """
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   setup = Setup(config)
@@ -80,9 +111,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ----------------------------------------------------------------- state: resume or initialise
   ckpt = checkpointing.Checkpointer(str(workdir), config.checkpoint.keep, config.checkpoint.async_save)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, _ = ckpt.restore(latest, setup.abstract_state)
+  try:
+    restored = ckpt.restore_newest_readable(setup.abstract_state)
+  except checkpointing.UnreadableCheckpointsError:
+    ckpt.close()
+    raise
+  if restored is not None:
+    latest, state, _ = restored
     logging.info("Resumed from the checkpoint at step %d in %s.", latest, ckpt.directory)
   else:
     state = setup.init_state()
@@ -106,30 +141,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pending, history, results = [], [], {}
   meta = lambda step: {"step": step, "data_position": step * config.train.batch_size,
                        "config": config.to_dict()}
-  for step in range(start_step + 1, num_steps + 1):
-    batch = parallel.host_to_global(next(batches), mesh)
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = step_fn(state, batch)
-    pending.append(metrics)
-    report(step)
-    if step % config.train.log_every_steps == 0 or step == num_steps:
-      summary = _mean_metrics(pending)
-      pending = []
-      history.append((step, summary))
-      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-    if step % config.checkpoint.every_steps == 0 or step == num_steps:
-      ckpt.save(step, state, meta(step))
-    if step % config.eval.every_steps == 0 or step == num_steps:
-      with report.timed("eval"):
-        results = evaluator.run(state.params, step)
-      writer.write_scalars(step, _eval_scalars(results))
-      _write_json(workdir / "eval_results.json", results)
-  writer.flush()
-  ckpt.wait()
+  step = start_step
+  with StopRequests() as stop:
+    for step in range(start_step + 1, num_steps + 1):
+      batch = parallel.host_to_global(next(batches), mesh)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = step_fn(state, batch)
+      pending.append(metrics)
+      report(step)
+      last = step == num_steps or stop.received is not None
+      if step % config.train.log_every_steps == 0 or last:
+        summary = _mean_metrics(pending)
+        pending = []
+        history.append((step, summary))
+        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+      if step % config.checkpoint.every_steps == 0 or last:
+        ckpt.save(step, state, meta(step))
+      if stop.received is not None:
+        break
+      if step % config.eval.every_steps == 0 or last:
+        with report.timed("eval"):
+          results = evaluator.run(state.params, step)
+        writer.write_scalars(step, _eval_scalars(results))
+        _write_json(workdir / "eval_results.json", results)
+    writer.flush()
+    ckpt.wait()
   ckpt.close()
-  if not results:  # Nothing left to train: evaluate what was restored.
+  if stop.received:
+    logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, step, ckpt.directory)
+  elif not results:  # Nothing left to train: evaluate what was restored.
     results = evaluator.run(state.params, start_step)
-  return {"eval": results, "loss_summary": loss_summary(history)}
+  return {"eval": results, "loss_summary": loss_summary(history), "step": step, "stopped_by": stop.received}
 
 
 def loss_summary(history: list[tuple[int, dict]]) -> dict[str, dict[str, float]]:
@@ -146,11 +188,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Restores the newest checkpoint in workdir, runs every evaluation, writes workdir/eval_results.json."""
   setup = Setup(config)
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.keep, async_save=False)
-  latest = ckpt.latest_step()
-  if latest is None:
+  try:
+    restored = ckpt.restore_newest_readable(setup.abstract_state)
+  finally:
+    ckpt.close()
+  if restored is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass the --workdir of a run.")
-  state, _ = ckpt.restore(latest, setup.abstract_state)
+  latest, state, _ = restored
   results = runner.Evaluator(config, setup.model, setup.tokenizer).run(state.params, latest)
   _write_json(epath.Path(workdir) / "eval_results.json", results)
-  ckpt.close()
   return results

@@ -118,3 +118,37 @@ def test_evaluate_restores_the_latest_checkpoint(tmp_path):
 def test_evaluate_without_checkpoint_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoint"):
     train.evaluate(tiny_config(), str(tmp_path))
+
+
+def _tear(step_dir):
+  """Truncates every data file of a saved checkpoint, as a crash in the middle of writing would."""
+  for f in step_dir.rglob("*"):
+    if f.is_file() and "d" in f.relative_to(step_dir).parts:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+
+
+def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  config = tiny_config()
+  train.run(config, str(tmp_path))
+  setup = train.Setup(config)
+  from declip_jax import checkpointing
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3, async_save=False)
+  good = _host(ckpt.restore(6, setup.abstract_state)[0])
+  ckpt.close()
+  _tear(tmp_path / "checkpoints" / "6")
+  out = train.run(config, str(tmp_path))  # Resumes from step 3 and trains steps 4-6 again.
+  assert out["step"] == 6 and (tmp_path / "checkpoints" / "6.unreadable").exists()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3, async_save=False)
+  assert ckpt.latest_step() == 6
+  _leaves_equal(ckpt.restore(6, setup.abstract_state)[0], good)
+  ckpt.close()
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+  config = tiny_config()
+  config.train.num_steps = 3
+  train.run(config, str(tmp_path))
+  _tear(tmp_path / "checkpoints" / "3")
+  from declip_jax import checkpointing
+  with pytest.raises(checkpointing.UnreadableCheckpointsError, match="None of the checkpoints"):
+    train.run(config, str(tmp_path))

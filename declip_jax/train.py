@@ -102,6 +102,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     {"eval": the last eval results, "loss_summary": per loss term first-10% mean and final value,
      "step": the step reached, "stopped_by": the signal's name or None}.
   """
+  with StopRequests() as stop:  # From the start: a signal during setup stops after the first step.
+    return _train(config, workdir, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopRequests) -> dict:
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   setup = Setup(config)
@@ -142,30 +147,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   meta = lambda step: {"step": step, "data_position": step * config.train.batch_size,
                        "config": config.to_dict()}
   step = start_step
-  with StopRequests() as stop:
-    for step in range(start_step + 1, num_steps + 1):
-      batch = parallel.host_to_global(next(batches), mesh)
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = step_fn(state, batch)
-      pending.append(metrics)
-      report(step)
-      last = step == num_steps or stop.received is not None
-      if step % config.train.log_every_steps == 0 or last:
-        summary = _mean_metrics(pending)
-        pending = []
-        history.append((step, summary))
-        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-      if step % config.checkpoint.every_steps == 0 or last:
-        ckpt.save(step, state, meta(step))
-      if stop.received is not None:
-        break
-      if step % config.eval.every_steps == 0 or last:
-        with report.timed("eval"):
-          results = evaluator.run(state.params, step)
-        writer.write_scalars(step, _eval_scalars(results))
-        _write_json(workdir / "eval_results.json", results)
-    writer.flush()
-    ckpt.wait()
+  logging.info("Training from step %d to %d.", start_step, num_steps)
+  for step in range(start_step + 1, num_steps + 1):
+    batch = parallel.host_to_global(next(batches), mesh)
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = step_fn(state, batch)
+    pending.append(metrics)
+    report(step)
+    last = step == num_steps or stop.received is not None
+    if step % config.train.log_every_steps == 0 or last:
+      summary = _mean_metrics(pending)
+      pending = []
+      history.append((step, summary))
+      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+    if step % config.checkpoint.every_steps == 0 or last:
+      ckpt.save(step, state, meta(step))
+    if stop.received is not None:
+      break
+    if step % config.eval.every_steps == 0 or last:
+      with report.timed("eval"):
+        results = evaluator.run(state.params, step)
+      writer.write_scalars(step, _eval_scalars(results))
+      _write_json(workdir / "eval_results.json", results)
+  writer.flush()
+  ckpt.wait()
   ckpt.close()
   if stop.received:
     logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, step, ckpt.directory)

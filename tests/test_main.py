@@ -83,7 +83,7 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_zero(tmp_path):
   proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   for line in proc.stderr:
-    if "starting at step 0" in line:
+    if "Training from step 0" in line:
       break
   time.sleep(3)
   proc.send_signal(signal.SIGTERM)

@@ -44,6 +44,7 @@ def demo_sizes(c):
   c.optim.warmup_steps = 50
   c.optim.schedule_steps = c.train.get_ref("num_steps")  # Follows --config.train.num_steps overrides.
 
+  c.data.source = "builtin"
   c.data.eval_crop_fraction = 1.0  # Images are rendered at model size; do not crop the border away.
   c.data.augment.crop_scale = (0.35, 1.0)
   return c

@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip_norm = 0.0  # 0 disables clipping (official: none).
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "builtin"
+  c.data.source = "tfrecord"  # The recipe trains on YFCC-15M shards; the demos and tests use "builtin".
   c.data.num_image_views = 2
   c.data.eda = True
   c.data.eval_crop_fraction = 0.875  # Eval: resize to size / 0.875 (256 for 224), centre crop to size.
@@ -218,7 +218,8 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
   _require(c.data.source == "builtin",
-           f"data.source {c.data.source!r} is not available in this version; use 'builtin'.")
+           f"data.source {c.data.source!r} is not available in this version (the TFRecord/TFDS readers come with "
+           "the real-data work); use 'builtin'.")
   _require(c.data.tokenizer == "word",
            f"data.tokenizer {c.data.tokenizer!r} is not available in this version; use 'word'.")
   for attribute in c.data.builtin.zero_shot_attributes:

@@ -35,6 +35,7 @@ def tiny_config(clip_baseline: bool = False):
   c.nns.chunk_size = 16
   c.optim.warmup_steps = 2
   c.optim.schedule_steps = 10
+  c.data.source = "builtin"
   c.data.builtin.num_train = 96
   c.data.builtin.num_test = 40
   c.data.eval_crop_fraction = 1.0

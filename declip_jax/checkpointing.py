@@ -2,9 +2,8 @@
 
 from typing import Any, Optional
 
-from absl import logging
-
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 
@@ -62,8 +61,8 @@ class Checkpointer:
         (self.directory / str(step)).rename(self.directory / f"{step}.unreadable")
         self._manager.reload()
     if steps:
-      raise UnreadableCheckpointsError(f"None of the checkpoints {steps} in {self.directory} can be read; move them away to "
-                         "start from scratch.")
+      raise UnreadableCheckpointsError(f"None of the checkpoints {steps} in {self.directory} can be read; move "
+                                       "them away to start from scratch.")
     return None
 
   def wait(self) -> None:

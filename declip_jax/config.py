@@ -9,6 +9,8 @@ import math
 
 import ml_collections
 
+from declip_jax.data import builtin
+
 LOSS_TERMS = ("clip_mvs", "iss", "tss", "nns")
 
 
@@ -223,15 +225,14 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.data.tokenizer == "word",
            f"data.tokenizer {c.data.tokenizer!r} is not available in this version; use 'word'.")
   for attribute in c.data.builtin.zero_shot_attributes:
-    _require(attribute in ("shape", "colour", "size", "position", "background"),
-             f"data.builtin.zero_shot_attributes: unknown attribute {attribute!r}; use shape, colour, size, position "
-             "or background.")
+    _require(attribute in builtin.ATTRIBUTES,
+             f"data.builtin.zero_shot_attributes: unknown attribute {attribute!r}; use one of "
+             f"{', '.join(builtin.ATTRIBUTES)}.")
   _require(c.data.augment.recipe in ("moco_v2", "crop"),
            f"data.augment.recipe must be 'moco_v2' or 'crop', got {c.data.augment.recipe!r}.")
   for key in ("crop_scale", "crop_ratio", "blur_sigma"):
     value = c.data.augment[key]
     _require(len(value) == 2 and value[0] <= value[1],
              f"data.augment.{key} must be a (min, max) pair with min <= max, got {tuple(value)}.")
-  _require(len(c.mesh.shape) == 3, f"mesh.shape must have 3 entries (data, fsdp, model), got {tuple(c.mesh.shape)}.")
   lo, hi = c.data.augment.crop_scale
   _require(0 < lo <= hi <= 1, f"data.augment.crop_scale must satisfy 0 < min <= max <= 1, got {(lo, hi)}.")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from declip_jax import parallel, train
+from declip_jax import checkpointing, parallel, train
 from declip_jax.data import pipeline
 from tests.tiny_config import tiny_config
 
@@ -90,7 +90,6 @@ def test_resumed_run_matches_uninterrupted_run_exactly(tmp_path):
   config.train.num_steps = 6
   resumed = train.run(config, str(tmp_path / "resumed"))
   setup = train.Setup(config)
-  from declip_jax import checkpointing
   states = []
   for name in ("straight", "resumed"):
     ckpt = checkpointing.Checkpointer(str(tmp_path / name), keep=3, async_save=False)
@@ -131,7 +130,6 @@ def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
   config = tiny_config()
   train.run(config, str(tmp_path))
   setup = train.Setup(config)
-  from declip_jax import checkpointing
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3, async_save=False)
   good = _host(ckpt.restore(6, setup.abstract_state)[0])
   ckpt.close()
@@ -149,6 +147,5 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
   config.train.num_steps = 3
   train.run(config, str(tmp_path))
   _tear(tmp_path / "checkpoints" / "3")
-  from declip_jax import checkpointing
   with pytest.raises(checkpointing.UnreadableCheckpointsError, match="None of the checkpoints"):
     train.run(config, str(tmp_path))

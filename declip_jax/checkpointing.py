@@ -1,10 +1,45 @@
-"""Orbax checkpoints of the train state, plus a small JSON record (data position, config) per step."""
+"""Orbax checkpoints of the train state, plus a small JSON record (data position, config, fingerprint) per step."""
 
 from typing import Any, Optional
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+
+_UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}
+# Odd multipliers per array dimension: an element's weight depends on its position, so moved values show up too.
+_POSITION_MULTIPLIERS = (2654435761, 2246822519, 3266489917, 668265263, 374761393, 2870177450 | 1)
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  """Position-weighted sum of the bit patterns of `x`, modulo 2**32 (uint32 scalar); order-independent."""
+  if x.dtype == jnp.bool_:
+    bits = x.astype(jnp.uint32)
+  else:
+    bits = jax.lax.bitcast_convert_type(x, _UNSIGNED[x.dtype.itemsize]).astype(jnp.uint32)
+  weight = jnp.ones(x.shape, jnp.uint32)
+  for dim in range(x.ndim):
+    index = jax.lax.broadcasted_iota(jnp.uint32, x.shape, dim)
+    weight = weight + index * jnp.uint32(_POSITION_MULTIPLIERS[dim % len(_POSITION_MULTIPLIERS)])
+  return jnp.sum(bits * (2 * weight + 1), dtype=jnp.uint32)
+
+
+@jax.jit
+def fingerprint(tree: Any) -> jax.Array:
+  """[number of leaves] uint32 checksums of a pytree's arrays: any changed bit changes one (with high
+  probability); the same on any number of devices and hosts (integer sums do not depend on order)."""
+  return jnp.stack([_leaf_checksum(x) for x in jax.tree.leaves(tree)])
+
+
+def _leaf_names(tree: Any) -> list[str]:
+  return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint read back with values that differ from the ones written."""
 
 
 class UnreadableCheckpointsError(RuntimeError):
@@ -15,7 +50,8 @@ class Checkpointer:
   """Saves and restores TrainState pytrees under `<workdir>/checkpoints/<step>/`.
 
   Saves are asynchronous (training continues while files are written) and atomic (a step directory appears
-  only when complete); the newest `keep` are kept.
+  only when complete); the newest `keep` are kept. Each save records the state's `fingerprint`, which a restore
+  checks, so that files that read back with changed bytes are caught, not trained on.
   """
 
   def __init__(self, workdir: str, keep: int, async_save: bool = True):
@@ -27,29 +63,54 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, meta: dict) -> bool:
     """Starts saving `state` at `step` (no-op if that step exists); returns whether a save started."""
     if step in self._manager.all_steps():
       return False
+    meta = {**meta, "fingerprint": [int(v) for v in np.asarray(jax.device_get(fingerprint(state)))]}
     return self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                             meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """Restores the state at `step` with the shapes, dtypes and shardings of `abstract_state`."""
+    """Restores the state at `step` with the shapes, dtypes and shardings of `abstract_state`.
+
+    Raises:
+      CorruptCheckpointError: the restored arrays do not match the fingerprint written with them.
+    """
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    expected = restored.meta.get("fingerprint")
+    if expected is not None:
+      actual = np.asarray(jax.device_get(fingerprint(restored.state)))
+      changed = [name for name, a, e in zip(_leaf_names(restored.state), actual, expected) if int(a) != e]
+      if changed or len(expected) != len(actual):
+        raise CorruptCheckpointError(f"restored values differ from the ones saved in {', '.join(changed[:5])}"
+                                     + (" ..." if len(changed) > 5 else ""))
     return restored.state, restored.meta
 
-  def restore_newest_readable(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
-    """Restores the newest checkpoint that reads back whole; None when there is no checkpoint at all.
+  def delete_newer_than(self, step: int) -> list[int]:
+    """Deletes the checkpoints after `step` (e.g. of a trajectory abandoned by a rollback); returns their steps."""
+    self.wait()
+    newer = [s for s in self._manager.all_steps() if s > step]
+    for s in newer:
+      self._manager.delete(s)
+    return sorted(newer)
 
-    A checkpoint with missing or truncated files is reported, renamed to `<step>.unreadable` (kept for
+  def restore_newest_readable(self, abstract_state: Any,
+                              at_most: Optional[int] = None) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest checkpoint (at or before step `at_most`, if given) that reads back whole and
+    unchanged; None when there is no such checkpoint at all.
+
+    A checkpoint with missing, truncated or altered files is reported, renamed to `<step>.unreadable` (kept for
     inspection; the step can then be saved again) and skipped for the one before it.
 
     Raises:
       UnreadableCheckpointsError: checkpoints exist but none can be read (never silently start from scratch).
     """
-    steps = sorted(self._manager.all_steps(), reverse=True)
+    steps = sorted((s for s in self._manager.all_steps() if at_most is None or s <= at_most), reverse=True)
     for step in steps:
       try:
         state, meta = self.restore(step, abstract_state)
@@ -64,6 +125,11 @@ class Checkpointer:
       raise UnreadableCheckpointsError(f"None of the checkpoints {steps} in {self.directory} can be read; move "
                                        "them away to start from scratch.")
     return None
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every process at the same step once any of them got a preemption notice (JAX's preemption sync
+    point, with the distributed runtime on TPU/multi-host); always False in a single process without it."""
+    return self._manager.reached_preemption(step)
 
   def wait(self) -> None:
     """Blocks until pending saves are on disk."""

@@ -27,6 +27,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 4096  # Global: 128 per GPU x 32 GPUs (official).
   c.train.seed = 0
   c.train.log_every_steps = 100
+  # Official loss-spike recovery (DESIGN §8): on a spike or a non-finite streak, restore a checkpoint at least
+  # min_steps_back steps old and multiply the learning rate by lr_factor; give up after max_rollbacks.
+  c.train.recovery = ml_collections.ConfigDict()
+  c.train.recovery.spike_window = 100  # Running mean over the last this many finite losses.
+  c.train.recovery.spike_threshold = 10.0  # Additive; float("inf") turns spike detection off.
+  # Official: the first NaN rolls back. Here a non-finite step is skipped (the state does not change), so a
+  # single bad batch costs one batch, and only a streak this long (a diverged model) rolls back.
+  c.train.recovery.max_consecutive_nonfinite = 5
+  c.train.recovery.min_steps_back = 600  # Official: reload from 600-800 steps back.
+  c.train.recovery.lr_factor = 0.997
+  c.train.recovery.max_rollbacks = 5  # Then abort with the cause; 0 aborts at the first trigger.
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 1000
@@ -118,6 +129,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tokenizer = "word"
   c.data.vocab_path = ""  # Word vocabulary file (one token per line); empty: the built-in dataset's vocabulary.
   c.data.synonyms_path = ""  # TSV "word<TAB>syn1|syn2"; empty: the built-in dataset's table.
+  c.data.shuffle_window = 4096  # Streamed sources: records permuted together (memory: window x record size).
+  c.data.max_caption_chars = 1000  # Longer captions are truncated (and counted).
+  # TFRecord shards of tf.train.Examples; defaults: img2dataset's --output_format tfrecord.
+  c.data.tfrecord = ml_collections.ConfigDict()
+  c.data.tfrecord.files = ""  # Glob, or comma-separated globs (local paths or gs://).
+  c.data.tfrecord.image_key = "jpg"  # Encoded image bytes (any format tf.io.decode_image reads).
+  c.data.tfrecord.caption_key = "txt"
+  c.data.tfrecord.cycle_length = 16  # Files read in turn by each process.
+  c.data.tfrecord.read_buffer_bytes = 8 << 20
+  c.data.tfrecord.eval_files = ""  # Held-out shards for retrieval evaluation; empty: none.
+  c.data.tfrecord.num_eval_examples = 5000
   c.data.builtin = ml_collections.ConfigDict()
   c.data.builtin.num_train = 20_000
   c.data.builtin.num_test = 1000
@@ -179,6 +201,12 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep"):
     section, name = key.split(".")
     _require(c[section][name] > 0, f"{key} must be positive, got {c[section][name]}.")
+  r = c.train.recovery
+  for key in ("spike_window", "max_consecutive_nonfinite", "min_steps_back"):
+    _require(r[key] > 0, f"train.recovery.{key} must be positive, got {r[key]}.")
+  _require(r.spike_threshold > 0, f"train.recovery.spike_threshold must be positive, got {r.spike_threshold}.")
+  _require(0 < r.lr_factor <= 1, f"train.recovery.lr_factor must be in (0, 1], got {r.lr_factor}.")
+  _require(r.max_rollbacks >= 0, f"train.recovery.max_rollbacks must be >= 0, got {r.max_rollbacks}.")
   for term in LOSS_TERMS + ("mvs",):
     _require(w[term] >= 0, f"loss.weights.{term} must be >= 0, got {w[term]}.")
   _require(w.clip_mvs > 0, "loss.weights.clip_mvs must be > 0: every DeCLIP variant trains the CLIP term.")
@@ -219,9 +247,16 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
-  _require(c.data.source == "builtin",
-           f"data.source {c.data.source!r} is not available in this version (the TFRecord/TFDS readers come with "
-           "the real-data work); use 'builtin'.")
+  _require(c.data.source in ("builtin", "tfrecord"),
+           f"data.source must be 'builtin' or 'tfrecord', got {c.data.source!r} (TFDS sources are not available "
+           "in this version).")
+  if c.data.source == "tfrecord":
+    _require(bool(c.data.tfrecord.files), "data.source 'tfrecord' needs data.tfrecord.files (a glob of shards).")
+    _require(c.data.tfrecord.cycle_length > 0, "data.tfrecord.cycle_length must be positive.")
+    _require(c.data.max_caption_chars > 0, "data.max_caption_chars must be positive.")
+    _require(c.data.tokenizer != "word" or bool(c.data.vocab_path),
+             "data.source 'tfrecord' with data.tokenizer 'word' needs data.vocab_path (one word per line; "
+             "python -m declip_jax.data.write_tfrecords writes one with the shards).")
   _require(c.data.tokenizer == "word",
            f"data.tokenizer {c.data.tokenizer!r} is not available in this version; use 'word'.")
   for attribute in c.data.builtin.zero_shot_attributes:

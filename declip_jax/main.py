@@ -22,6 +22,11 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _abort(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
 def _check_writable(workdir: str) -> None:
   path = epath.Path(workdir)
   try:
@@ -42,7 +47,8 @@ def _print_results(results: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
-  from declip_jax import checkpointing, config as config_lib, train  # Here, so that --help stays fast.
+  # Imported here, so that --help stays fast.
+  from declip_jax import checkpointing, config as config_lib, recovery, train  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   _check_writable(workdir)
@@ -53,6 +59,8 @@ def main(argv):
         print(f"Stopped by {out['stopped_by']} at step {out['step']}: checkpoint saved in "
               f"{epath.Path(workdir) / 'checkpoints'}; rerun the same command to resume.")
         return
+      for step, reason in out["rollbacks"]:
+        print(f"rolled back: {reason}")
       for name, v in out["loss_summary"].items():
         print(f"{name}: first 10% of steps {v['first_10pct_mean']:.4f} -> final {v['final']:.4f}")
       _print_results(out["eval"])
@@ -61,6 +69,8 @@ def main(argv):
       print(f"wrote {epath.Path(workdir) / 'eval_results.json'}")
   except (config_lib.ConfigError, FileNotFoundError, checkpointing.UnreadableCheckpointsError) as e:
     _fail(str(e))
+  except recovery.TrainingAbortedError as e:
+    _abort(f"training aborted: {e}")
 
 
 class _QuietLibraries:

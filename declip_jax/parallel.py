@@ -58,3 +58,24 @@ def host_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   """This process's rows of a global batch -> global arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def sum_over_processes(values: np.ndarray) -> np.ndarray:
+  """Element-wise sum of a small host array over all processes (itself with one process)."""
+  if jax.process_count() == 1:
+    return np.asarray(values)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(np.asarray(values))).sum(axis=0)
+
+
+def gather_strings(text: str) -> list[str]:
+  """Every process's `text`, in process order ([text] with one process)."""
+  if jax.process_count() == 1:
+    return [text]
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  data = np.frombuffer(text.encode(), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int64))).reshape(-1)
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[: len(data)] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+  return [bytes(row[:n]).decode() for row, n in zip(rows, lengths)]

@@ -10,7 +10,7 @@ import optax
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from declip_jax import nn_queue, parallel
+from declip_jax import nn_queue, parallel, recovery
 
 
 @flax.struct.dataclass
@@ -25,7 +25,7 @@ class TrainState:
     nn_queue: [nns.groups, nns.group_size, D] unit text embeddings ([1, 1, D] zeros when NNS is off).
     nn_queue_ptr: [nns.groups] int32 next write slot of each buffer.
     rng: PRNG key data (uint32 [2]) for model-side randomness.
-    nonfinite_steps: int32 count of steps whose update was skipped for a non-finite loss or gradient.
+    health: the recovery record (loss window, non-finite counts, learning-rate scale, rollbacks).
   """
 
   step: jax.Array
@@ -35,7 +35,7 @@ class TrainState:
   nn_queue: jax.Array
   nn_queue_ptr: jax.Array
   rng: jax.Array
-  nonfinite_steps: jax.Array
+  health: recovery.Health
 
 
 def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
@@ -56,7 +56,7 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradi
     queue, ptr = jnp.zeros((1, 1, config.model.embed_dim), jnp.float32), jnp.zeros((1,), jnp.int32)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(params), nn_queue=queue, nn_queue_ptr=ptr, rng=state_rng,
-                    nonfinite_steps=jnp.zeros((), jnp.int32))
+                    health=recovery.init_health(config.train.recovery.spike_window))
 
 
 def sample_batch_spec(config: ml_collections.ConfigDict, batch_size: Optional[int] = None) -> dict[str, Any]:

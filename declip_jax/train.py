@@ -17,8 +17,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from declip_jax import checkpointing, config as config_lib, optim, parallel, state as state_lib, train_step
-from declip_jax.data import pipeline
+from declip_jax import checkpointing, config as config_lib, optim, parallel, recovery, state as state_lib, train_step
+from declip_jax.data import pipeline, tfrecord_source
 from declip_jax.evaluation import runner
 from declip_jax.models import declip
 
@@ -58,8 +58,10 @@ class Setup:
 
 class StopRequests:
   """Context manager recording SIGTERM (preemption notice) and SIGINT, so that the loop can finish its step,
-  save a checkpoint and return instead of dying mid-step. Handlers are installed only in the main thread and
-  restored on exit."""
+  save a checkpoint and return instead of dying mid-step. Handlers are installed only in the main thread of a
+  single-process run and restored on exit. With several processes a local signal would stop one host at a step
+  the others do not know; there JAX's preemption service (SIGTERM, started by `jax.distributed.initialize`)
+  and `Checkpointer.reached_preemption` make every process stop at the same step instead."""
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -72,7 +74,7 @@ class StopRequests:
     logging.warning("%s received: stopping after this step with a checkpoint.", self.received)
 
   def __enter__(self) -> "StopRequests":
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
       self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
     return self
 
@@ -92,91 +94,190 @@ def _eval_scalars(results: dict) -> dict[str, float]:
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
   host = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "rollback_cause"}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains to train.num_steps, or until SIGTERM/SIGINT (then checkpoints the step reached and returns).
 
+  Loss spikes and non-finite streaks roll back to an older checkpoint (`train.recovery`).
+
   Returns:
     {"eval": the last eval results, "loss_summary": per loss term first-10% mean and final value,
-     "step": the step reached, "stopped_by": the signal's name or None}.
+     "step": the step reached, "stopped_by": the signal's name or None, "rollbacks": [(step, cause), ...]}.
+
+  Raises:
+    recovery.TrainingAbortedError: more than train.recovery.max_rollbacks rollbacks were needed.
   """
   with StopRequests() as stop:  # From the start: a signal during setup stops after the first step.
     return _train(config, workdir, stop)
 
 
+def _rollback_reason(cause: int, step: int, metrics: dict, config: ml_collections.ConfigDict) -> str:
+  r = config.train.recovery
+  if cause == recovery.LOSS_SPIKE:
+    return (f"loss spike at step {step}: loss {float(metrics['loss']):.4g} > running mean "
+            f"{float(metrics['recent_loss_mean']):.4g} + {r.spike_threshold:g}")
+  if cause == recovery.NONFINITE_STREAK:
+    return f"non-finite loss or gradients for {r.max_consecutive_nonfinite} consecutive steps up to step {step}"
+  return f"non-finite parameters or optimizer state at step {step}"
+
+
+class _Trainer:
+  """The loop's state between steps: the train state, its checkpoints, the batches and the logs."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path, stop: StopRequests):
+    self.config, self.workdir, self.stop = config, workdir, stop
+    self.setup = setup = Setup(config)
+    self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+    logging.info("Mesh %s on %d devices (%s).", dict(setup.mesh.shape), setup.mesh.size, jax.default_backend())
+    self.ckpt = checkpointing.Checkpointer(str(workdir), config.checkpoint.keep, config.checkpoint.async_save)
+    try:
+      restored = self.ckpt.restore_newest_readable(setup.abstract_state)
+    except checkpointing.UnreadableCheckpointsError:
+      self.ckpt.close()
+      raise
+    meta = {}
+    if restored is not None:
+      latest, self.state, meta = restored
+      logging.info("Resumed from the checkpoint at step %d in %s.", latest, self.ckpt.directory)
+    else:
+      self.state = setup.init_state()
+    self.start_step = int(jax.device_get(self.state.step))
+    num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+    logging.info("Model: %.2fM parameters; starting at step %d of %d.", num_params / 1e6, self.start_step,
+                 config.train.num_steps)
+    self.step_fn = setup.jit_train_step(config)
+    self.state_is_finite = jax.jit(lambda s: recovery.all_finite((s.params, s.opt_state, s.batch_stats, s.nn_queue)))
+    self.evaluator = runner.Evaluator(config, setup.model, setup.tokenizer)
+    self.rollbacks: list[tuple[int, str]] = []
+    self.history: list[tuple[int, dict]] = []
+    self.bad_records: Optional[np.ndarray] = None
+    self._restart_from(self.start_step, meta)
+
+  def _restart_from(self, step: int, meta: dict) -> None:
+    """Points the input pipeline (at the position saved in `meta`, if any) and the progress report at `step`
+    (the state's step)."""
+    self.step = step
+    config = self.config
+    data_states = meta.get("data_state")
+    dataset = pipeline.train_dataset(config, self.setup.tokenizer, 0 if data_states else step,
+                                     jax.process_index(), jax.process_count())
+    self.batches = pipeline.TrainBatches(dataset)
+    if data_states:
+      self.batches.restore(data_states[jax.process_index()])
+    self.report = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=self.writer,
+                                                  every_steps=config.train.log_every_steps)
+    self.pending: list[dict] = []
+    self.history = [(s, m) for s, m in self.history if s <= step]
+
+  def _meta(self, step: int) -> dict:
+    meta = {"step": step, "data_position": step * self.config.train.batch_size, "config": self.config.to_dict()}
+    if self.config.data.source != "builtin":  # Streams: each process's iterator position (built-in: the step).
+      meta["data_state"] = parallel.gather_strings(self.batches.save())
+    return meta
+
+  def roll_back(self, cause: int, failed_step: int, metrics: dict) -> None:
+    """Restores the newest checkpoint at least recovery.min_steps_back steps before `failed_step` (the initial
+    state if there is none), deletes the newer ones, and scales the learning rate by recovery.lr_factor."""
+    r = self.config.train.recovery
+    reason = _rollback_reason(cause, failed_step, metrics, self.config)
+    health = jax.device_get(self.state.health)
+    count = int(health.rollbacks) + 1
+    if count > r.max_rollbacks:
+      self.close()
+      raise recovery.TrainingAbortedError(
+          f"{reason}; giving up after {r.max_rollbacks} rollbacks (train.recovery.max_rollbacks). Checkpoints "
+          f"{self.ckpt.all_steps()} in {self.ckpt.directory} are kept.")
+    self.ckpt.wait()
+    limit = failed_step - r.min_steps_back
+    restored = None
+    if limit >= 0:
+      try:
+        restored = self.ckpt.restore_newest_readable(self.setup.abstract_state, at_most=limit)
+      except checkpointing.UnreadableCheckpointsError as e:
+        logging.warning("%s Rolling back to the initial state instead.", e)
+    target, state, meta = restored if restored else (0, self.setup.init_state(), {})
+    deleted = self.ckpt.delete_newer_than(target)
+    new_health = state.health.replace(lr_scale=np.float32(health.lr_scale * r.lr_factor), rollbacks=np.int32(count))
+    self.state = state.replace(health=jax.device_put(new_health, self.setup.shardings.health))
+    lr_scale = float(health.lr_scale * r.lr_factor)
+    logging.warning("%s: rolling back to %s (rollback %d of at most %d), learning rate x%.6f from now on%s.",
+                    reason, f"the checkpoint at step {target}" if restored else "the initial state", count,
+                    r.max_rollbacks, lr_scale, f"; deleted the checkpoints at steps {deleted}" if deleted else "")
+    self.writer.write_scalars(failed_step, {"recovery/rollbacks": count, "recovery/lr_scale": lr_scale,
+                                            "recovery/rolled_back_to": target})
+    self.rollbacks.append((failed_step, reason))
+    self._restart_from(target, meta)
+
+  def train(self) -> dict:
+    config, stop = self.config, self.stop
+    num_steps = config.train.num_steps
+    results = {}
+    unchecked: Optional[tuple[int, dict]] = None  # The previous step, whose verdict is read while the next runs.
+    logging.info("Training from step %d to %d.", self.step, num_steps)
+    while self.step < num_steps:
+      step = self.step = self.step + 1
+      local_batch = next(self.batches)
+      if "bad_records" in local_batch:
+        self.bad_records = local_batch.pop("bad_records")[-1]
+      batch = parallel.host_to_global(local_batch, self.setup.mesh)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        self.state, metrics = self.step_fn(self.state, batch)
+      self.pending.append(metrics)
+      if stop.received is None and self.ckpt.reached_preemption(step):
+        stop.received = "preemption notice"
+      last = step == num_steps or stop.received is not None
+      log = step % config.train.log_every_steps == 0 or last
+      save = step % config.checkpoint.every_steps == 0 or last
+      evaluate = (step % config.eval.every_steps == 0 or last) and stop.received is None
+      checks = [unchecked] + ([(step, metrics)] if log or save or evaluate else [])
+      unchecked = None if log or save or evaluate else (step, metrics)
+      failure = next(((s, m, c) for s, m in filter(None, checks) if (c := int(m["rollback_cause"]))), None)
+      if failure is None and save and not bool(self.state_is_finite(self.state)):
+        failure = (step, metrics, recovery.NONFINITE_PARAMS)
+      if failure is not None:
+        unchecked = None
+        self.roll_back(failure[2], failure[0], failure[1])
+        continue
+      self.report(step)
+      if log:
+        summary = _mean_metrics(self.pending)
+        self.pending = []
+        self.history.append((step, summary))
+        self.writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+        if self.bad_records is not None:
+          totals = parallel.sum_over_processes(self.bad_records)
+          self.writer.write_scalars(step, {f"data/{name}": int(n) for name, n in
+                                           zip(tfrecord_source.BAD_RECORD_COUNTERS, totals)})
+      if save:
+        self.ckpt.save(step, self.state, self._meta(step))
+      if stop.received is not None:
+        break
+      if evaluate:
+        with self.report.timed("eval"):
+          results = self.evaluator.run(self.state.params, step)
+        self.writer.write_scalars(step, _eval_scalars(results))
+        _write_json(self.workdir / "eval_results.json", results)
+    self.close()
+    if stop.received:
+      logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, self.step,
+                      self.ckpt.directory)
+    elif not results:  # Nothing left to train: evaluate what was restored.
+      results = self.evaluator.run(self.state.params, self.step)
+    return {"eval": results, "loss_summary": loss_summary(self.history), "step": self.step,
+            "stopped_by": stop.received, "rollbacks": self.rollbacks}
+
+  def close(self) -> None:
+    self.writer.flush()
+    self.ckpt.wait()
+    self.ckpt.close()
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopRequests) -> dict:
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  setup = Setup(config)
-  mesh, tokenizer = setup.mesh, setup.tokenizer
-  writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
-  logging.info("Mesh %s on %d devices (%s).", dict(mesh.shape), mesh.size, jax.default_backend())
-
-  # ----------------------------------------------------------------- state: resume or initialise
-  ckpt = checkpointing.Checkpointer(str(workdir), config.checkpoint.keep, config.checkpoint.async_save)
-  try:
-    restored = ckpt.restore_newest_readable(setup.abstract_state)
-  except checkpointing.UnreadableCheckpointsError:
-    ckpt.close()
-    raise
-  if restored is not None:
-    latest, state, _ = restored
-    logging.info("Resumed from the checkpoint at step %d in %s.", latest, ckpt.directory)
-  else:
-    state = setup.init_state()
-  start_step = int(jax.device_get(state.step))
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("Model: %.2fM parameters; starting at step %d of %d.", num_params / 1e6, start_step,
-               config.train.num_steps)
-
-  # ----------------------------------------------------------------- input pipeline
-  dataset = pipeline.train_dataset(config, tokenizer, start_step, jax.process_index(), jax.process_count())
-  batches = pipeline.numpy_batches(dataset)
-
-  # ----------------------------------------------------------------- update step
-  step_fn = setup.jit_train_step(config)
-  evaluator = runner.Evaluator(config, setup.model, tokenizer)
-
-  # ----------------------------------------------------------------- train loop
-  num_steps = config.train.num_steps
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.train.log_every_steps)
-  pending, history, results = [], [], {}
-  meta = lambda step: {"step": step, "data_position": step * config.train.batch_size,
-                       "config": config.to_dict()}
-  step = start_step
-  logging.info("Training from step %d to %d.", start_step, num_steps)
-  for step in range(start_step + 1, num_steps + 1):
-    batch = parallel.host_to_global(next(batches), mesh)
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = step_fn(state, batch)
-    pending.append(metrics)
-    report(step)
-    last = step == num_steps or stop.received is not None
-    if step % config.train.log_every_steps == 0 or last:
-      summary = _mean_metrics(pending)
-      pending = []
-      history.append((step, summary))
-      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-    if step % config.checkpoint.every_steps == 0 or last:
-      ckpt.save(step, state, meta(step))
-    if stop.received is not None:
-      break
-    if step % config.eval.every_steps == 0 or last:
-      with report.timed("eval"):
-        results = evaluator.run(state.params, step)
-      writer.write_scalars(step, _eval_scalars(results))
-      _write_json(workdir / "eval_results.json", results)
-  writer.flush()
-  ckpt.wait()
-  ckpt.close()
-  if stop.received:
-    logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, step, ckpt.directory)
-  elif not results:  # Nothing left to train: evaluate what was restored.
-    results = evaluator.run(state.params, start_step)
-  return {"eval": results, "loss_summary": loss_summary(history), "step": step, "stopped_by": stop.received}
+  return _Trainer(config, workdir, stop).train()
 
 
 def loss_summary(history: list[tuple[int, dict]]) -> dict[str, dict[str, float]]:

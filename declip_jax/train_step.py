@@ -8,7 +8,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from declip_jax import nn_queue, optim
+from declip_jax import nn_queue, optim, recovery
 from declip_jax.losses import contrastive, declip as declip_loss
 from declip_jax.state import TrainState
 
@@ -19,11 +19,13 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
   The step: clamp the logit scale; forward both towers and the heads; look up each text view's nearest
   neighbour in the queue as it was before this step; compute the weighted DeCLIP loss and its gradients;
-  AdamW update; clamp the logit scale again; enqueue text_eda then text_mlm embeddings. If the loss or the
-  gradient norm is not finite, nothing but `step` and `nonfinite_steps` changes.
+  AdamW update scaled by `health.lr_scale`; clamp the logit scale again; enqueue text_eda then text_mlm
+  embeddings; record the loss in `health`. If the loss or the gradient norm is not finite, nothing but `step`
+  and the `health` counters changes.
 
   Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
-  `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `update_skipped`.
+  `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `update_skipped`,
+  `recent_loss_mean`, and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
   """
   weights = config.loss.weights
   schedule = optim.learning_rate_schedule(config.optim)
@@ -51,12 +53,14 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, params)
+    updates = jax.tree.map(lambda u: state.health.lr_scale * u, updates)
     new_params = optim.clamp_logit_scale(optax.apply_updates(params, updates), config)
     queue, ptr = state.nn_queue, state.nn_queue_ptr
     if weights.nns > 0:
       queue, ptr = nn_queue.enqueue(queue, ptr, aux["texts"][::-1])  # text_eda first, then text (official).
 
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    health, rollback_cause = recovery.observe(state.health, loss, finite, config.train.recovery)
 
     def keep_if_finite(new, old):
       return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -68,10 +72,11 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
         opt_state=keep_if_finite(opt_state, state.opt_state),
         nn_queue=keep_if_finite(queue, state.nn_queue),
         nn_queue_ptr=keep_if_finite(ptr, state.nn_queue_ptr),
-        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+        health=health)
     metrics = {"loss": loss, "logit_scale": aux["scale"], "grad_norm": grad_norm,
-               "learning_rate": schedule(state.step - state.nonfinite_steps),
-               "update_skipped": (~finite).astype(jnp.float32)}
+               "learning_rate": state.health.lr_scale * schedule(state.step - state.health.nonfinite_steps),
+               "update_skipped": (~finite).astype(jnp.float32),
+               "recent_loss_mean": recovery.window_mean(state.health), "rollback_cause": rollback_cause}
     metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
     if "nn_similarity" in aux:
       metrics["nn_similarity"] = aux["nn_similarity"]

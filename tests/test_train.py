@@ -42,7 +42,7 @@ def test_train_step_learns_and_keeps_the_recipe_invariants(setup_and_batches):
   np.testing.assert_array_equal(final.params["image_tower"]["patch_embed"]["kernel"],
                                 initial.params["image_tower"]["patch_embed"]["kernel"])
   assert 3.0 <= float(final.params["logit_scale"]) <= 6.0
-  assert int(final.step) == 8 and int(final.nonfinite_steps) == 0
+  assert int(final.step) == 8 and int(final.health.nonfinite_steps) == 0
   per_step = 2 * config.train.batch_size // config.nns.groups
   np.testing.assert_array_equal(final.nn_queue_ptr, [(8 * per_step) % config.nns.group_size] * config.nns.groups)
   assert not np.allclose(final.batch_stats["simsiam"]["projector_bn0"]["mean"],
@@ -60,7 +60,7 @@ def test_non_finite_loss_skips_the_update(setup_and_batches):
   state, metrics = step(state, parallel.host_to_global(bad, setup.mesh))
   after = _host(state)
   assert float(metrics["update_skipped"]) == 1.0
-  assert int(after.step) == 1 and int(after.nonfinite_steps) == 1
+  assert int(after.step) == 1 and int(after.health.nonfinite_steps) == 1
   for field in ("params", "opt_state", "batch_stats", "nn_queue", "nn_queue_ptr"):
     jax.tree.map(np.testing.assert_array_equal, getattr(after, field), getattr(before, field))
   state, metrics = step(state, parallel.host_to_global(batches[1], setup.mesh))

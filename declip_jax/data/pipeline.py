@@ -6,6 +6,10 @@ it is seeded by (train.seed, p). So a run is reproducible, a resumed run at step
 have seen, and each process builds only its own rows of every global batch.
 """
 
+import base64
+import json
+import os
+import tempfile
 from typing import Iterator, Optional
 
 import ml_collections
@@ -14,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from declip_jax.data import builtin, image_views, text_views, tokenizers
+from declip_jax.data import builtin, image_views, text_views, tfrecord_source, tokenizers
 
 _ENDLESS = 2**62  # Positions never run out.
 
@@ -73,29 +77,71 @@ def example_index(pos: tf.Tensor, num_examples: int, seed: int) -> tf.Tensor:
       max_index=tf.constant(num_examples - 1, tf.int64))
 
 
+def _local_to_global_position(j: tf.Tensor, start_step: int, global_batch: int, process_index: int,
+                              process_count: int) -> tf.Tensor:
+  """Global position of this process's j-th example from start_step on (see example_positions)."""
+  local = global_batch // process_count
+  j = tf.cast(j, tf.int64) + start_step * local
+  return (j // local) * global_batch + process_index * local + j % local
+
+
+def _builtin_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
+                      process_count: int) -> tf.data.Dataset:
+  """(position, {"image", "caption"}) pairs of the built-in data, drawn by position (nothing to skip)."""
+  split = load_split(config, "train")
+  n = len(split.labels)
+  images, captions = tf.constant(split.images), tf.constant(split.captions.astype(str))
+  seed = config.train.seed
+
+  def example(pos):
+    index = example_index(pos, n, seed)
+    return pos, {"image": tf.gather(images, index), "caption": tf.gather(captions, index)}
+
+  return example_positions(start_step, config.train.batch_size, process_index, process_count).map(example)
+
+
+def _tfrecord_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
+                       process_count: int) -> tf.data.Dataset:
+  """(position, {"image", "caption", "bad_records"}) pairs streamed from TFRecord shards.
+
+  Streams have no random access: a resumed run restores the iterator's checkpointed position
+  (`TrainBatches.restore`); started at start_step > 0 without one, it reads and drops the earlier examples.
+  """
+  files = tfrecord_source.list_files(config.data.tfrecord.files)
+  tfrecord_source.check_usable(files, config.data.tfrecord, config.data)
+  logging.info("data.source tfrecord: %d files (%s ...), process %d of %d.", len(files), files[0], process_index,
+               process_count)
+  if len(files) < process_count * config.data.tfrecord.cycle_length:
+    logging.warning("%d files for %d processes reading %d at a time (data.tfrecord.cycle_length): processes read "
+                    "some of the same files at the same time; use more, smaller shards.", len(files),
+                    process_count, config.data.tfrecord.cycle_length)
+  ds = tfrecord_source.examples(files, config.data.tfrecord, config.data, config.train.seed, process_index,
+                                process_count)
+  skip = start_step * (config.train.batch_size // process_count)
+  ds = ds.skip(skip).enumerate()
+  return ds.map(lambda j, e: (_local_to_global_position(j, start_step, config.train.batch_size, process_index,
+                                                        process_count), e))
+
+
 def train_dataset(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Endless local batches of training examples.
 
   Each element is a dict: `img1` (and `img2` with two views) [b, S, S, 3] float32 normalised, `text_mlm` [b, L]
   int32 (MLM-masked when loss.weights.tss > 0), `mlm_labels` [b, L] (TSS only), `text_eda` [b, L] (EDA only),
-  with b = train.batch_size / process_count.
+  with b = train.batch_size / process_count; streamed sources add `bad_records` [b, K] int64 (cumulative
+  counts of tfrecord_source.BAD_RECORD_COUNTERS).
   """
   data, aug = config.data, config.data.augment
-  split = load_split(config, "train")
-  n = len(split.labels)
-  images = tf.constant(split.images)
-  captions = tf.constant(split.captions.astype(str))
   size = config.model.image.image_size
   seed = config.train.seed
   table = _synonym_table(config) if data.eda else None
   use_mlm = config.loss.weights.tss > 0
   m = config.mlm
 
-  def example(pos):
-    index = example_index(pos, n, seed)
+  def views(pos, example):
     seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), pos]), 4)
-    image, caption = tf.gather(images, index), tf.gather(captions, index)
+    image, caption = example["image"], example["caption"]
     out = {}
     for v in range(data.num_image_views):
       view = image_views.train_view(image, seeds[v], size, aug)
@@ -109,31 +155,99 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordT
       out["text_mlm"] = tokens
     if data.eda:
       out["text_eda"] = tokenizer.tokenize(text_views.eda(caption, seeds[3], table))
+    if "bad_records" in example:
+      out["bad_records"] = example["bad_records"]
     return out
 
-  ds = example_positions(start_step, config.train.batch_size, process_index, process_count)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  sources = {"builtin": _builtin_examples, "tfrecord": _tfrecord_examples}
+  ds = sources[data.source](config, start_step, process_index, process_count)
+  ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(config.train.batch_size // process_count, drop_remainder=True)
-  return ds.prefetch(data.prefetch_batches)
+  options = tf.data.Options()
+  options.experimental_symbolic_checkpoint = True  # Positions only: buffered elements are recomputed.
+  options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE  # Pure decode.
+  return ds.prefetch(data.prefetch_batches).with_options(options)
+
+
+class TrainBatches:
+  """Local numpy batches of `train_dataset` whose position can be saved and restored (a few KB of state)."""
+
+  def __init__(self, dataset: tf.data.Dataset):
+    self._iterator = iter(dataset)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in next(self._iterator).items()}
+
+  def save(self) -> str:
+    """The iterator's position, as a string (JSON of the base64 TensorFlow checkpoint files)."""
+    with tempfile.TemporaryDirectory() as tmp:
+      prefix = tf.train.Checkpoint(iterator=self._iterator).write(os.path.join(tmp, "iterator"))
+      files = {os.path.basename(f)[len("iterator"):]: base64.b64encode(tf.io.gfile.GFile(f, "rb").read()).decode()
+               for f in tf.io.gfile.glob(prefix + "*")}
+    return json.dumps(files, sort_keys=True)
+
+  def restore(self, state: str) -> None:
+    """Moves the iterator to a position returned by `save` (of a dataset built from the same config)."""
+    with tempfile.TemporaryDirectory() as tmp:
+      for suffix, content in json.loads(state).items():
+        with open(os.path.join(tmp, "iterator" + suffix), "wb") as f:
+          f.write(base64.b64decode(content))
+      tf.train.Checkpoint(iterator=self._iterator).read(os.path.join(tmp, "iterator")).assert_consumed()
 
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
   return ds.as_numpy_iterator()
 
 
-def eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer) -> dict:
-  """The held-out split, eval-transformed.
+def eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer) -> Optional[dict]:
+  """The held-out split, eval-transformed; None when the source has none (tfrecord without eval_files).
 
   Returns:
     `images` [N, S, S, 3] float32 normalised, `captions` [N, L] int32 (caption i belongs to image i), and
-    `zero_shot`: {attribute: (labels [N] int32, class names [C])} for each of data.builtin.zero_shot_attributes.
+    `zero_shot`: {attribute: (labels [N] int32, class names [C])} for each of data.builtin.zero_shot_attributes
+    (built-in data only).
   """
-  split = load_split(config, "test")
   size = config.model.image.image_size
-  ds = tf.data.Dataset.from_tensor_slices(split.images).map(
-      lambda im: image_views.normalize(image_views.eval_view(im, size, config.data.eval_crop_fraction),
-                                       config.data.mean, config.data.std),
-      num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+
+  def transform(image):
+    return image_views.normalize(image_views.eval_view(image, size, config.data.eval_crop_fraction),
+                                 config.data.mean, config.data.std)
+
+  if config.data.source == "tfrecord":
+    return _tfrecord_eval_split(config, tokenizer, transform)
+  split = load_split(config, "test")
+  ds = tf.data.Dataset.from_tensor_slices(split.images).map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   images = np.concatenate(list(ds.as_numpy_iterator()), axis=0)
   zero_shot = {a: (split.attributes[a], builtin.ATTRIBUTES[a]) for a in config.data.builtin.zero_shot_attributes}
   return {"images": images, "captions": tokenizer.tokenize_numpy(list(split.captions)), "zero_shot": zero_shot}
+
+
+def _tfrecord_eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer,
+                         transform) -> Optional[dict]:
+  """The first data.tfrecord.num_eval_examples usable records of data.tfrecord.eval_files, in file order."""
+  cfg = config.data.tfrecord
+  if not cfg.eval_files:
+    logging.info("data.tfrecord.eval_files is empty: no held-out retrieval evaluation.")
+    return None
+  files = tfrecord_source.list_files(cfg.eval_files)
+  features = {cfg.image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
+              cfg.caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
+
+  def parse(record):
+    parsed = tf.io.parse_single_example(record, features)
+    caption, flags = tfrecord_source.clean_caption(parsed[cfg.caption_key], config.data.max_caption_chars)
+    return parsed[cfg.image_key], caption, flags["empty"]
+
+  ds = tf.data.TFRecordDataset(files).map(parse).filter(lambda _, c, empty: tf.logical_not(empty))
+  ds = ds.map(lambda image, caption, _: (transform(tfrecord_source.decode_image(image)), caption),
+              num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().take(cfg.num_eval_examples).batch(256)
+  images, captions = [], []
+  for image_batch, caption_batch in ds.as_numpy_iterator():
+    images.append(image_batch)
+    captions.extend(c.decode() for c in caption_batch)
+  if not captions:
+    raise tfrecord_source.NoUsableFilesError(f"data.tfrecord.eval_files {cfg.eval_files!r}: no usable record.")
+  return {"images": np.concatenate(images), "captions": tokenizer.tokenize_numpy(captions), "zero_shot": {}}

@@ -13,14 +13,16 @@ class Evaluator:
   """Zero-shot classification (one evaluation per attribute) and retrieval on the held-out split.
 
   `run(params, step)` returns `{"<name>": {"step", "dataset", "metrics", ...}}`, the schema of
-  `eval_results.json`; names are `zero_shot_<attribute>` and `retrieval`.
+  `eval_results.json`; names are `zero_shot_<attribute>` and `retrieval` ({} when the source has no held-out
+  split).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: tokenizers.WordTokenizer):
     self.tokenizer = tokenizer
     self.batch_size = config.eval.batch_size
     self.data = pipeline.eval_split(config, tokenizer)
-    self.dataset_name = f"{config.data.source}/test"
+    self.dataset_name = (f"{config.data.source}/test" if config.data.source == "builtin"
+                         else f"tfrecord:{config.data.tfrecord.eval_files}")
     self._encode_image = jax.jit(lambda p, x: model.apply({"params": p}, x, method=DeCLIP.encode_image))
     self._encode_text = jax.jit(lambda p, t: model.apply({"params": p}, t, method=DeCLIP.encode_text))
 
@@ -45,6 +47,8 @@ class Evaluator:
 
   def run(self, params, step: int) -> dict:
     d = self.data
+    if d is None:
+      return {}
     image_emb = self.encode_images(params, d["images"])
     text_emb = self._batched(self._encode_text, params, d["captions"])
     results = {}

@@ -1,0 +1,176 @@
+"""Image-caption TFRecord shards (img2dataset's `tfrecord` layout): file order, per-process files, windowed
+shuffle, parsing, and the checks that skip or repair bad records and count them.
+
+Every step is a tf.data op whose position can be checkpointed symbolically (a few KB, no buffered images):
+the file order is a stateless permutation per epoch, and shuffling permutes consecutive windows of
+`data.shuffle_window` records with a stateless seed per window, instead of a shuffle buffer.
+"""
+
+from typing import Sequence
+
+import ml_collections
+import tensorflow as tf
+
+# Cumulative per-process counts attached to every example, in this order (`data/<name>` in the train metrics).
+BAD_RECORD_COUNTERS = ("skipped_undecodable_image", "skipped_empty_caption", "repaired_invalid_utf8_caption",
+                       "truncated_long_caption")
+_ENDLESS = 2**62
+
+
+class NoUsableFilesError(ValueError):
+  """The configured files do not exist or hold no usable example."""
+
+
+def list_files(patterns: str | Sequence[str]) -> list[str]:
+  """Sorted, de-duplicated files matching a glob, a comma-separated list of globs, or a list of them.
+
+  Raises:
+    NoUsableFilesError: a pattern matches nothing.
+  """
+  if isinstance(patterns, str):
+    patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+  if not patterns:
+    raise NoUsableFilesError("data.tfrecord.files is empty: give a glob of TFRecord shards, e.g. "
+                             "'/data/cc3m/*.tfrecord'.")
+  files = []
+  for pattern in patterns:
+    matched = tf.io.gfile.glob(pattern)
+    if not matched:
+      raise NoUsableFilesError(f"data.tfrecord.files: no file matches {pattern!r}.")
+    files.extend(matched)
+  return sorted(set(files))
+
+
+def file_order(files: Sequence[str], seed: int, process_index: int, process_count: int) -> tf.data.Dataset:
+  """Endless file names for one process: global slot g = k * process_count + process_index reads file
+  perm_e(g mod F) of epoch e = g // F, so within an epoch the processes read disjoint files."""
+  names = tf.constant(list(files))
+  num_files = len(files)
+
+  def name(k):
+    g = k * process_count + process_index
+    index = tf.raw_ops.RandomIndexShuffle(
+        index=g % num_files, seed=tf.stack([tf.constant(seed, tf.int64), g // num_files, tf.constant(1, tf.int64)]),
+        max_index=tf.constant(num_files - 1, tf.int64))
+    return tf.gather(names, index)
+
+  return tf.data.Dataset.range(_ENDLESS).map(name)
+
+
+def raw_records(files: Sequence[str], cfg: ml_collections.ConfigDict, seed: int, shuffle_window: int,
+                process_index: int, process_count: int) -> tf.data.Dataset:
+  """Endless serialized records of this process: `cfg.cycle_length` files read in turn, then each window of
+  `shuffle_window` consecutive records permuted with a seed of (seed, window number)."""
+  ds = file_order(files, seed, process_index, process_count).interleave(
+      lambda f: tf.data.TFRecordDataset(f, buffer_size=cfg.read_buffer_bytes), cycle_length=cfg.cycle_length,
+      block_length=1)  # Sequential: TF 2.21 hangs restoring a parallel interleave's symbolic checkpoint here.
+  if shuffle_window > 1:
+    ds = ds.batch(shuffle_window).enumerate().map(
+        lambda w, window: tf.random.experimental.stateless_shuffle(
+            window, seed=tf.stack([tf.constant(seed, tf.int64), w])), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True).unbatch()
+  return ds
+
+
+def clean_caption(caption: tf.Tensor, max_chars: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+  """Makes a caption usable: invalid UTF-8 sequences replaced by U+FFFD, whitespace collapsed, at most
+  `max_chars` characters. Returns the caption and bool flags `invalid_utf8`, `truncated`, `empty`."""
+  valid = tf.strings.unicode_transcode(caption, "UTF-8", "UTF-8", errors="replace")
+  invalid = tf.not_equal(valid, caption)
+  text = tf.strings.strip(tf.strings.regex_replace(valid, r"\s+", " "))
+  length = tf.strings.length(text, unit="UTF8_CHAR")
+  truncated = length > max_chars
+  text = tf.strings.substr(text, 0, max_chars, unit="UTF8_CHAR")
+  return text, {"invalid_utf8": invalid, "truncated": truncated, "empty": tf.equal(length, 0)}
+
+
+def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
+  """JPEG/PNG/GIF/BMP/WebP bytes (grey, RGB, RGBA, CMYK, 16-bit) -> [H, W, 3] uint8.
+
+  Raises tf.errors.InvalidArgumentError on undecodable bytes and on empty images.
+  """
+  image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+  shape = tf.shape(image)
+  with tf.control_dependencies([tf.debugging.assert_positive(shape[0] * shape[1], message="empty image")]):
+    return tf.identity(image)
+
+
+def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Eager (inside tf.py_function): (image, True), or (an empty image, False) when undecodable or unwanted.
+
+  TensorFlow has no decode op that reports failure instead of raising, and `ignore_errors` cannot be
+  checkpointed symbolically, so the one fallible op runs here under try/except; the kernel itself runs in C++.
+  """
+  if bool(wanted):
+    try:
+      return decode_image(image_bytes), tf.constant(True)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+      pass
+  return tf.zeros([0, 0, 3], tf.uint8), tf.constant(False)
+
+
+def examples(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict, seed: int,
+             process_index: int, process_count: int) -> tf.data.Dataset:
+  """Endless decoded examples of this process: {"image": [H, W, 3] uint8, "caption": string,
+  "bad_records": [len(BAD_RECORD_COUNTERS)] int64 cumulative counts up to this example}.
+
+  Use with tf.data option experimental_external_state_policy IGNORE (the decode's py_function is pure).
+  """
+  features = {cfg.image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
+              cfg.caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
+
+  def parse_and_decode(record):
+    parsed = tf.io.parse_single_example(record, features)
+    caption, flags = clean_caption(parsed[cfg.caption_key], data.max_caption_chars)
+    image, decoded = tf.py_function(_decode_or_flag, [parsed[cfg.image_key], tf.logical_not(flags["empty"])],
+                                    [tf.uint8, tf.bool])
+    image.set_shape([None, None, 3])
+    decoded.set_shape([])
+    bad = tf.stack([tf.logical_not(decoded) & tf.logical_not(flags["empty"]), flags["empty"],
+                    flags["invalid_utf8"] & decoded, flags["truncated"] & decoded])
+    return {"image": image, "caption": caption, "usable": decoded, "bad": tf.cast(bad, tf.int64)}
+
+  def count(totals, example):
+    totals = totals + example["bad"]
+    return totals, {"image": example["image"], "caption": example["caption"], "usable": example["usable"],
+                    "bad_records": totals}
+
+  ds = raw_records(files, cfg, seed, data.shuffle_window, process_index, process_count)
+  ds = ds.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.scan(tf.zeros([len(BAD_RECORD_COUNTERS)], tf.int64), count).filter(lambda e: e["usable"])
+  return ds.map(lambda e: {k: v for k, v in e.items() if k != "usable"})
+
+
+def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+                 max_records: int = 1000) -> None:
+  """Reads the first records of the files, eagerly, until one is usable.
+
+  Raises:
+    NoUsableFilesError: none of the first `max_records` records is usable; says which features the records
+      have, so that a wrong `data.tfrecord.image_key` / `caption_key` shows.
+  """
+  seen, keys = 0, set()
+  for path in files:
+    for record in tf.data.TFRecordDataset(path).take(max_records - seen):
+      seen += 1
+      example = tf.train.Example.FromString(record.numpy())
+      keys |= set(example.features.feature)
+      feature = example.features.feature
+      image = feature[cfg.image_key].bytes_list.value if cfg.image_key in feature else []
+      caption = feature[cfg.caption_key].bytes_list.value if cfg.caption_key in feature else []
+      if not image or not caption or bool(clean_caption(tf.constant(caption[0]), data.max_caption_chars)[1]["empty"]):
+        continue
+      try:
+        decode_image(tf.constant(image[0]))
+        return
+      except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+        continue
+    if seen >= max_records:
+      break
+  where = f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
+  if not seen:
+    raise NoUsableFilesError(f"data.tfrecord.files: {where} hold no records.")
+  raise NoUsableFilesError(
+      f"data.tfrecord.files: none of the first {seen} records of {where} has a decodable image in feature "
+      f"{cfg.image_key!r} and a non-empty caption in feature {cfg.caption_key!r}; the records have the features "
+      f"{sorted(keys)} (set data.tfrecord.image_key / caption_key).")

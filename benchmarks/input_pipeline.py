@@ -66,6 +66,7 @@ def benchmark(files: str, vocab: str, threads: int, batches: int, batch_size: in
   c = config_lib.base_config()
   c.data.source = "tfrecord"
   c.data.tfrecord.files = files
+  c.data.tokenizer = "word"
   c.data.vocab_path = vocab
   c.data.shuffle_window = 256
   c.train.batch_size = batch_size

@@ -45,6 +45,7 @@ def demo_sizes(c):
   c.optim.schedule_steps = c.train.get_ref("num_steps")  # Follows --config.train.num_steps overrides.
 
   c.data.source = "builtin"
+  c.data.tokenizer = "word"  # The built-in word vocabulary.
   c.data.eval_crop_fraction = 1.0  # Images are rendered at model size; do not crop the border away.
   c.data.augment.crop_scale = (0.35, 1.0)
   return c

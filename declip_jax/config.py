@@ -126,8 +126,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mean = (0.485, 0.456, 0.406)  # ImageNet statistics (official).
   c.data.std = (0.229, 0.224, 0.225)
   c.data.prefetch_batches = 2
-  c.data.tokenizer = "word"
-  c.data.vocab_path = ""  # Word vocabulary file (one token per line); empty: the built-in dataset's vocabulary.
+  # "clip_bpe" (official: CLIP's byte-level BPE), "sentencepiece", or "word" (the demos' word list).
+  c.data.tokenizer = "clip_bpe"
+  # clip_bpe: OpenAI's merges file (bpe_simple_vocab_16e6.txt.gz); sentencepiece: a .model file; word: one word
+  # per line (empty: the built-in dataset's vocabulary).
+  c.data.vocab_path = ""
+  c.data.token_layout = "declip"  # clip_bpe ids: "declip" (mask 49406, SOT 49407, EOT 49408) or "openai".
+  c.data.bpe_num_merges = 48_894  # Merges of the file used (CLIP's); 0: all.
   c.data.synonyms_path = ""  # TSV "word<TAB>syn1|syn2"; empty: the built-in dataset's table.
   c.data.shuffle_window = 4096  # Streamed sources: records permuted together (memory: window x record size).
   c.data.max_caption_chars = 1000  # Longer captions are truncated (and counted).
@@ -140,6 +145,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tfrecord.read_buffer_bytes = 8 << 20
   c.data.tfrecord.eval_files = ""  # Held-out shards for retrieval evaluation; empty: none.
   c.data.tfrecord.num_eval_examples = 5000
+  # A prepared TFDS image-caption dataset (read with data.tfrecord.cycle_length / read_buffer_bytes).
+  c.data.tfds = ml_collections.ConfigDict()
+  c.data.tfds.name = "coco_captions"
+  c.data.tfds.data_dir = ""  # Empty: TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  c.data.tfds.split = "train"
+  c.data.tfds.image_key = "image"
+  c.data.tfds.caption_key = "captions/text"  # A path; several captions per image: one drawn per visit.
+  c.data.tfds.eval_split = ""  # Retrieval with every caption of each image, e.g. "val"; empty: none.
+  c.data.tfds.num_eval_examples = 5000
+  # data.source "mixture": ("WEIGHT:tfrecord:GLOB", "WEIGHT:tfds:NAME/SPLIT", ...), see declip_jax/data/mixture.py.
+  c.data.mixture = ()
   c.data.builtin = ml_collections.ConfigDict()
   c.data.builtin.num_train = 20_000
   c.data.builtin.num_test = 1000
@@ -242,23 +258,36 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   img = c.model.image
   _require(img.arch == "vit", f"model.image.arch {img.arch!r} is not available; this version provides 'vit'.")
   _require(img.image_size % img.patch_size == 0,
-           f"model.image.image_size ({img.image_size}) must be a multiple of model.image.patch_size ({img.patch_size}).")
+           f"model.image.image_size ({img.image_size}) must be a multiple of model.image.patch_size "
+           f"({img.patch_size}).")
   _require(img.width % img.heads == 0, "model.image.width must be divisible by model.image.heads.")
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
-  _require(c.data.source in ("builtin", "tfrecord"),
-           f"data.source must be 'builtin' or 'tfrecord', got {c.data.source!r} (TFDS sources are not available "
-           "in this version).")
+  _require(c.data.source in ("builtin", "tfrecord", "tfds", "mixture"),
+           f"data.source must be 'builtin', 'tfrecord', 'tfds' or 'mixture', got {c.data.source!r}.")
+  if c.data.source == "mixture":
+    from declip_jax.data import mixture  # pylint: disable=g-import-not-at-top
+    try:
+      _require(len(mixture.parse_specs(c.data.mixture)) > 0, "data.source 'mixture' needs data.mixture entries.")
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
   if c.data.source == "tfrecord":
     _require(bool(c.data.tfrecord.files), "data.source 'tfrecord' needs data.tfrecord.files (a glob of shards).")
+  if c.data.source != "builtin":
     _require(c.data.tfrecord.cycle_length > 0, "data.tfrecord.cycle_length must be positive.")
     _require(c.data.max_caption_chars > 0, "data.max_caption_chars must be positive.")
     _require(c.data.tokenizer != "word" or bool(c.data.vocab_path),
-             "data.source 'tfrecord' with data.tokenizer 'word' needs data.vocab_path (one word per line; "
+             f"data.source {c.data.source!r} with data.tokenizer 'word' needs data.vocab_path (one word per line; "
              "python -m declip_jax.data.write_tfrecords writes one with the shards).")
-  _require(c.data.tokenizer == "word",
-           f"data.tokenizer {c.data.tokenizer!r} is not available in this version; use 'word'.")
+  _require(c.data.tokenizer in ("clip_bpe", "sentencepiece", "word"),
+           f"data.tokenizer must be 'clip_bpe', 'sentencepiece' or 'word', got {c.data.tokenizer!r}.")
+  _require(c.data.tokenizer == "word" or bool(c.data.vocab_path),
+           f"data.tokenizer {c.data.tokenizer!r} needs data.vocab_path ("
+           + ("OpenAI's CLIP merges file, bpe_simple_vocab_16e6.txt.gz" if c.data.tokenizer == "clip_bpe" else
+              "a SentencePiece .model; python -m declip_jax.data.train_sentencepiece trains one") + ").")
+  _require(c.data.token_layout in ("declip", "openai"),
+           f"data.token_layout must be 'declip' or 'openai', got {c.data.token_layout!r}.")
   for attribute in c.data.builtin.zero_shot_attributes:
     _require(attribute in builtin.ATTRIBUTES,
              f"data.builtin.zero_shot_attributes: unknown attribute {attribute!r}; use one of "

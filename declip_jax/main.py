@@ -49,6 +49,7 @@ def main(argv):
     _fail(f"unexpected arguments {argv[1:]}")
   # Imported here, so that --help stays fast.
   from declip_jax import checkpointing, config as config_lib, recovery, train  # pylint: disable=g-import-not-at-top
+  from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   _check_writable(workdir)
@@ -67,7 +68,8 @@ def main(argv):
     else:
       _print_results(train.evaluate(config, workdir))
       print(f"wrote {epath.Path(workdir) / 'eval_results.json'}")
-  except (config_lib.ConfigError, FileNotFoundError, checkpointing.UnreadableCheckpointsError) as e:
+  except (config_lib.ConfigError, FileNotFoundError, checkpointing.UnreadableCheckpointsError,
+          tfrecord_source.DataSourceError) as e:
     _fail(str(e))
   except recovery.TrainingAbortedError as e:
     _abort(f"training aborted: {e}")

@@ -170,3 +170,19 @@ def test_builtin_dataset_is_deterministic_and_has_vocabulary_coverage():
                                                  for s in builtin.ATTRIBUTES[a]])
   assert not np.any(ids == tok.unk_id)
   assert set(a.labels.tolist()) <= set(range(len(builtin.SHAPES)))
+
+
+def test_wordnet_synonyms_from_an_installed_corpus(monkeypatch):
+  """With nltk's wordnet importable, single-word lemmas map to their single-word synonyms; without it, {}."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  synsets = {"car": [["car", "auto", "motor_car"], ["car", "railcar"]], "auto": [["car", "auto"]],
+             "motor_car": [["car", "motor_car"]], "railcar": [["car", "railcar"]], "red": [["red"]]}
+  wordnet = types.SimpleNamespace(
+      all_lemma_names=lambda: iter(synsets),
+      synsets=lambda w: [types.SimpleNamespace(lemma_names=lambda names=names: names) for names in synsets[w]])
+  corpus = types.ModuleType("nltk.corpus")
+  corpus.wordnet = wordnet
+  monkeypatch.setitem(sys.modules, "nltk", types.ModuleType("nltk"))
+  monkeypatch.setitem(sys.modules, "nltk.corpus", corpus)
+  assert text_views.wordnet_synonyms() == {"car": ("auto", "railcar"), "auto": ("car",), "railcar": ("car",)}

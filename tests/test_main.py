@@ -95,3 +95,12 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_zero(tmp_path):
   assert (tmp_path / "checkpoints" / str(step)).is_dir()
   out = _main(f"--config={TINY}", f"--workdir={tmp_path}", f"--config.train.num_steps={step + 1}")
   assert out.returncode == 0 and f"Resumed from the checkpoint at step {step}" in out.stderr
+
+
+def test_a_glob_that_matches_nothing_is_one_line(tmp_path):
+  (tmp_path / "vocab.txt").write_text("red\ncircle\n")
+  out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--config.data.source=tfrecord",
+              f"--config.data.tfrecord.files={tmp_path}/none/*.tfrecord",
+              f"--config.data.vocab_path={tmp_path}/vocab.txt")
+  assert out.returncode == 2
+  assert "no file matches" in out.stderr and "Traceback" not in out.stderr

@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 from declip_jax import config as config_lib
-from declip_jax.data import pipeline, tfrecord_source, tokenizers, write_tfrecords
+from declip_jax.data import pipeline, tfrecord_source, write_tfrecords
+from tests import pipeline_checks
 from tests.tiny_config import tiny_config
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -81,8 +82,8 @@ def tfrecord_config(files: str, vocab: str):
 
 
 def _examples(files, config, process_index=0, process_count=1):
-  return tfrecord_source.examples(files, config.data.tfrecord, config.data, config.train.seed, process_index,
-                                  process_count)
+  return tfrecord_source.examples(files, tfrecord_source.example_parser(config.data.tfrecord), config.data.tfrecord,
+                                  config.data, config.train.seed, process_index, process_count)
 
 
 BAD_KEYS = {"bad0": "skipped_undecodable_image", "bad1": "skipped_undecodable_image",
@@ -159,32 +160,21 @@ def test_processes_read_disjoint_files(shards):
 def test_train_batches_resume_batch_for_batch(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   tokenizer = pipeline.build_tokenizer(config)
-  first = pipeline.TrainBatches(pipeline.train_dataset(config, tokenizer))
-  for _ in range(5):
-    next(first)
-  state = first.save()
-  assert len(state) < 100_000
-  expected = [next(first) for _ in range(4)]
-  resumed = pipeline.TrainBatches(pipeline.train_dataset(config, tokenizer))
-  resumed.restore(state)
-  for want in expected:
-    got = next(resumed)
-    assert set(got) == set(want) and "bad_records" in got
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=5, compared=4)
+  assert "bad_records" in batches[0]
   skipped = pipeline.TrainBatches(pipeline.train_dataset(config, tokenizer, start_step=5))
-  np.testing.assert_array_equal(next(skipped)["img1"], expected[0]["img1"])
+  np.testing.assert_array_equal(next(skipped)["img1"], batches[5]["img1"])
 
 
 def test_no_matching_files_names_the_pattern(shards):
-  with pytest.raises(tfrecord_source.NoUsableFilesError, match="nothing_here"):
+  with pytest.raises(tfrecord_source.DataSourceError, match="nothing_here"):
     tfrecord_source.list_files(str(shards / "nothing_here*.tfrecord"))
 
 
 def test_wrong_feature_names_are_explained(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.data.tfrecord.image_key = "image"
-  with pytest.raises(tfrecord_source.NoUsableFilesError, match=r"'image'.*\['jpg', 'key', 'txt'\]"):
+  with pytest.raises(tfrecord_source.DataSourceError, match=r"'image'.*\['jpg', 'key', 'txt'\]"):
     tfrecord_source.check_usable(tfrecord_source.list_files(config.data.tfrecord.files), config.data.tfrecord,
                                  config.data)
 

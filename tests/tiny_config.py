@@ -36,6 +36,7 @@ def tiny_config(clip_baseline: bool = False):
   c.optim.warmup_steps = 2
   c.optim.schedule_steps = 10
   c.data.source = "builtin"
+  c.data.tokenizer = "word"  # The built-in word vocabulary.
   c.data.builtin.num_train = 96
   c.data.builtin.num_test = 40
   c.data.eval_crop_fraction = 1.0

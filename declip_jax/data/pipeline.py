@@ -15,10 +15,12 @@ from typing import Iterator, Optional
 import ml_collections
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from declip_jax.data import builtin, image_views, text_views, tfrecord_source, tokenizers
+from declip_jax.data import (builtin, clip_bpe, image_views, mixture, sentencepiece_tokenizer, text_views,
+                             tfds_source, tfrecord_source, tokenizers)
 
 _ENDLESS = 2**62  # Positions never run out.
 
@@ -32,23 +34,34 @@ def hide_accelerators_from_tensorflow() -> None:
       pass
 
 
-def build_tokenizer(config: ml_collections.ConfigDict) -> tokenizers.WordTokenizer:
-  """The tokenizer `data.tokenizer` names, with `model.text.context_length`."""
-  length = config.model.text.context_length
-  if config.data.vocab_path:
-    return tokenizers.WordTokenizer.from_file(config.data.vocab_path, length)
+Tokenizer = tokenizers.WordTokenizer | clip_bpe.ClipBpeTokenizer | sentencepiece_tokenizer.SentencePieceTokenizer
+
+
+def build_tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
+  """The tokenizer `data.tokenizer` names, reading `data.vocab_path`, with `model.text.context_length`."""
+  length, data = config.model.text.context_length, config.data
+  if data.tokenizer == "clip_bpe":
+    return clip_bpe.ClipBpeTokenizer.from_file(data.vocab_path, length, data.token_layout,
+                                                data.bpe_num_merges or None)
+  if data.tokenizer == "sentencepiece":
+    return sentencepiece_tokenizer.SentencePieceTokenizer.from_file(data.vocab_path, length)
+  if data.vocab_path:
+    return tokenizers.WordTokenizer.from_file(data.vocab_path, length)
   return tokenizers.WordTokenizer(builtin.vocabulary(), length)
 
 
 def _synonym_table(config: ml_collections.ConfigDict) -> Optional[tf.lookup.StaticHashTable]:
+  """EDA's synonyms: data.synonyms_path (TSV), else the built-in data's table, else WordNet when an installed
+  nltk has its corpus; None (with one log line) when there is none."""
   if config.data.synonyms_path:
     table = text_views.load_synonyms_tsv(epath.Path(config.data.synonyms_path).read_text())
   elif config.data.source == "builtin":
     table = builtin.SYNONYMS
   else:
-    table = {}
+    table = text_views.wordnet_synonyms()
   if not table:
-    logging.info("No synonym table: EDA draws from random swap and random deletion only.")
+    logging.warning("No synonym table (data.synonyms_path empty, no WordNet corpus for nltk): EDA draws from "
+                    "random swap and random deletion only.")
     return None
   return text_views.synonym_table(table)
 
@@ -100,30 +113,39 @@ def _builtin_examples(config: ml_collections.ConfigDict, start_step: int, proces
   return example_positions(start_step, config.train.batch_size, process_index, process_count).map(example)
 
 
-def _tfrecord_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
+def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
                        process_count: int) -> tf.data.Dataset:
-  """(position, {"image", "caption", "bad_records"}) pairs streamed from TFRecord shards.
+  """(position, {"image", "caption", "bad_records"}) pairs streamed from TFRecord shards, a TFDS split, or a
+  weighted mixture of them.
 
   Streams have no random access: a resumed run restores the iterator's checkpointed position
   (`TrainBatches.restore`); started at start_step > 0 without one, it reads and drops the earlier examples.
   """
-  files = tfrecord_source.list_files(config.data.tfrecord.files)
-  tfrecord_source.check_usable(files, config.data.tfrecord, config.data)
-  logging.info("data.source tfrecord: %d files (%s ...), process %d of %d.", len(files), files[0], process_index,
-               process_count)
-  if len(files) < process_count * config.data.tfrecord.cycle_length:
-    logging.warning("%d files for %d processes reading %d at a time (data.tfrecord.cycle_length): processes read "
-                    "some of the same files at the same time; use more, smaller shards.", len(files),
-                    process_count, config.data.tfrecord.cycle_length)
-  ds = tfrecord_source.examples(files, config.data.tfrecord, config.data, config.train.seed, process_index,
-                                process_count)
+  data, seed = config.data, config.train.seed
+  if data.source == "mixture":
+    specs = mixture.parse_specs(data.mixture)
+  elif data.source == "tfds":
+    specs = [mixture.SourceSpec(1.0, "tfds", f"{data.tfds.name}/{data.tfds.split}")]
+  else:
+    specs = [mixture.SourceSpec(1.0, "tfrecord", data.tfrecord.files)]
+  streams = []
+  for spec in specs:
+    files, parse = mixture.files_and_parser(spec, data, seed)
+    logging.info("Data from %s:%s: %d files (%s ...), weight %g, process %d of %d.", spec.kind, spec.target,
+                 len(files), files[0], spec.weight, process_index, process_count)
+    if len(files) < process_count * data.tfrecord.cycle_length:
+      logging.warning("%d files for %d processes reading %d at a time (data.tfrecord.cycle_length): processes "
+                      "read some of the same files at the same time; use more, smaller shards.", len(files),
+                      process_count, data.tfrecord.cycle_length)
+    streams.append(tfrecord_source.examples(files, parse, data.tfrecord, data, seed, process_index, process_count))
+  ds = streams[0] if len(streams) == 1 else mixture.mix(streams, [s.weight for s in specs], seed)
   skip = start_step * (config.train.batch_size // process_count)
   ds = ds.skip(skip).enumerate()
   return ds.map(lambda j, e: (_local_to_global_position(j, start_step, config.train.batch_size, process_index,
                                                         process_count), e))
 
 
-def train_dataset(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer, start_step: int = 0,
+def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Endless local batches of training examples.
 
@@ -159,7 +181,8 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordT
       out["bad_records"] = example["bad_records"]
     return out
 
-  sources = {"builtin": _builtin_examples, "tfrecord": _tfrecord_examples}
+  sources = {"builtin": _builtin_examples, "tfrecord": _streamed_examples, "tfds": _streamed_examples,
+             "mixture": _streamed_examples}
   ds = sources[data.source](config, start_step, process_index, process_count)
   ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(config.train.batch_size // process_count, drop_remainder=True)
@@ -202,11 +225,12 @@ def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
   return ds.as_numpy_iterator()
 
 
-def eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer) -> Optional[dict]:
+def eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> Optional[dict]:
   """The held-out split, eval-transformed; None when the source has none (tfrecord without eval_files).
 
   Returns:
-    `images` [N, S, S, 3] float32 normalised, `captions` [N, L] int32 (caption i belongs to image i), and
+    `images` [N, S, S, 3] float32 normalised, `captions` [M, L] int32, `text_to_image` [M] (the image of each
+    caption; M = N and caption i belongs to image i except for multi-caption TFDS splits), and
     `zero_shot`: {attribute: (labels [N] int32, class names [C])} for each of data.builtin.zero_shot_attributes
     (built-in data only).
   """
@@ -216,22 +240,26 @@ def eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordToke
     return image_views.normalize(image_views.eval_view(image, size, config.data.eval_crop_fraction),
                                  config.data.mean, config.data.std)
 
-  if config.data.source == "tfrecord":
-    return _tfrecord_eval_split(config, tokenizer, transform)
+  if config.data.source != "builtin":  # Streamed sources: held-out TFRecord files, else a TFDS split, else none.
+    if config.data.source in ("tfrecord", "mixture") and config.data.tfrecord.eval_files:
+      return _tfrecord_eval_split(config, tokenizer, transform)
+    if config.data.source in ("tfds", "mixture") and config.data.tfds.eval_split:
+      return _tfds_eval_split(config, tokenizer, transform)
+    logging.info("No held-out split configured (data.tfrecord.eval_files, data.tfds.eval_split): no retrieval "
+                 "evaluation.")
+    return None
   split = load_split(config, "test")
   ds = tf.data.Dataset.from_tensor_slices(split.images).map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   images = np.concatenate(list(ds.as_numpy_iterator()), axis=0)
   zero_shot = {a: (split.attributes[a], builtin.ATTRIBUTES[a]) for a in config.data.builtin.zero_shot_attributes}
-  return {"images": images, "captions": tokenizer.tokenize_numpy(list(split.captions)), "zero_shot": zero_shot}
+  return {"images": images, "captions": tokenizer.tokenize_numpy(list(split.captions)),
+          "text_to_image": np.arange(len(images)), "zero_shot": zero_shot}
 
 
-def _tfrecord_eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizers.WordTokenizer,
-                         transform) -> Optional[dict]:
+def _tfrecord_eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                         transform) -> dict:
   """The first data.tfrecord.num_eval_examples usable records of data.tfrecord.eval_files, in file order."""
   cfg = config.data.tfrecord
-  if not cfg.eval_files:
-    logging.info("data.tfrecord.eval_files is empty: no held-out retrieval evaluation.")
-    return None
   files = tfrecord_source.list_files(cfg.eval_files)
   features = {cfg.image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
               cfg.caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
@@ -249,5 +277,23 @@ def _tfrecord_eval_split(config: ml_collections.ConfigDict, tokenizer: tokenizer
     images.append(image_batch)
     captions.extend(c.decode() for c in caption_batch)
   if not captions:
-    raise tfrecord_source.NoUsableFilesError(f"data.tfrecord.eval_files {cfg.eval_files!r}: no usable record.")
-  return {"images": np.concatenate(images), "captions": tokenizer.tokenize_numpy(captions), "zero_shot": {}}
+    raise tfrecord_source.DataSourceError(f"data.tfrecord.eval_files {cfg.eval_files!r}: no usable record.")
+  return {"images": np.concatenate(images), "captions": tokenizer.tokenize_numpy(captions),
+          "text_to_image": np.arange(len(captions)), "zero_shot": {}}
+
+
+def _tfds_eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                     transform) -> dict:
+  """The first data.tfds.num_eval_examples images of data.tfds.eval_split with all their captions."""
+  cfg = config.data.tfds
+  ds = tfds.load(cfg.name, split=cfg.eval_split, data_dir=cfg.data_dir or None, shuffle_files=False)
+  ds = ds.take(cfg.num_eval_examples).map(
+      lambda e: (transform(tfds_source.get(e, cfg.image_key)), tf.reshape(tfds_source.get(e, cfg.caption_key), [-1])),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  images, captions, text_to_image = [], [], []
+  for image, texts in ds.as_numpy_iterator():
+    captions.extend(t.decode() for t in texts)
+    text_to_image.extend([len(images)] * len(texts))
+    images.append(image)
+  return {"images": np.stack(images), "captions": tokenizer.tokenize_numpy(captions),
+          "text_to_image": np.asarray(text_to_image), "zero_shot": {}}

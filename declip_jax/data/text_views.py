@@ -24,6 +24,24 @@ def load_synonyms_tsv(text: str) -> dict[str, tuple[str, ...]]:
   return table
 
 
+def wordnet_synonyms() -> dict[str, tuple[str, ...]]:
+  """Single-word WordNet synonyms of every single-word lemma ({} when nltk or its wordnet corpus is missing)."""
+  try:
+    from nltk.corpus import wordnet  # pylint: disable=g-import-not-at-top
+    lemmas = list(wordnet.all_lemma_names())
+  except (ImportError, LookupError, OSError):
+    return {}
+  table = {}
+  for word in lemmas:
+    if "_" in word:
+      continue
+    alternatives = {name.lower() for synset in wordnet.synsets(word) for name in synset.lemma_names()
+                    if "_" not in name and name.lower() != word}
+    if alternatives:
+      table[word] = tuple(sorted(alternatives))
+  return table
+
+
 def _uniform(seed: tf.Tensor, shape=()) -> tf.Tensor:
   return tf.random.stateless_uniform(shape, seed=seed)
 

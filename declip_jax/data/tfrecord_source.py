@@ -6,7 +6,7 @@ the file order is a stateless permutation per epoch, and shuffling permutes cons
 `data.shuffle_window` records with a stateless seed per window, instead of a shuffle buffer.
 """
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import ml_collections
 import tensorflow as tf
@@ -14,29 +14,29 @@ import tensorflow as tf
 # Cumulative per-process counts attached to every example, in this order (`data/<name>` in the train metrics).
 BAD_RECORD_COUNTERS = ("skipped_undecodable_image", "skipped_empty_caption", "repaired_invalid_utf8_caption",
                        "truncated_long_caption")
-_ENDLESS = 2**62
+ENDLESS = 2**62
 
 
-class NoUsableFilesError(ValueError):
-  """The configured files do not exist or hold no usable example."""
+class DataSourceError(ValueError):
+  """The configured data cannot be read: no matching files, nothing usable in them, a missing feature or split."""
 
 
 def list_files(patterns: str | Sequence[str]) -> list[str]:
   """Sorted, de-duplicated files matching a glob, a comma-separated list of globs, or a list of them.
 
   Raises:
-    NoUsableFilesError: a pattern matches nothing.
+    DataSourceError: a pattern matches nothing.
   """
   if isinstance(patterns, str):
     patterns = [p.strip() for p in patterns.split(",") if p.strip()]
   if not patterns:
-    raise NoUsableFilesError("data.tfrecord.files is empty: give a glob of TFRecord shards, e.g. "
+    raise DataSourceError("data.tfrecord.files is empty: give a glob of TFRecord shards, e.g. "
                              "'/data/cc3m/*.tfrecord'.")
   files = []
   for pattern in patterns:
     matched = tf.io.gfile.glob(pattern)
     if not matched:
-      raise NoUsableFilesError(f"data.tfrecord.files: no file matches {pattern!r}.")
+      raise DataSourceError(f"data.tfrecord.files: no file matches {pattern!r}.")
     files.extend(matched)
   return sorted(set(files))
 
@@ -54,7 +54,7 @@ def file_order(files: Sequence[str], seed: int, process_index: int, process_coun
         max_index=tf.constant(num_files - 1, tf.int64))
     return tf.gather(names, index)
 
-  return tf.data.Dataset.range(_ENDLESS).map(name)
+  return tf.data.Dataset.range(ENDLESS).map(name)
 
 
 def raw_records(files: Sequence[str], cfg: ml_collections.ConfigDict, seed: int, shuffle_window: int,
@@ -109,20 +109,36 @@ def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor) -> tuple[tf.Tenso
   return tf.zeros([0, 0, 3], tf.uint8), tf.constant(False)
 
 
-def examples(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict, seed: int,
-             process_index: int, process_count: int) -> tf.data.Dataset:
-  """Endless decoded examples of this process: {"image": [H, W, 3] uint8, "caption": string,
-  "bad_records": [len(BAD_RECORD_COUNTERS)] int64 cumulative counts up to this example}.
-
-  Use with tf.data option experimental_external_state_policy IGNORE (the decode's py_function is pure).
-  """
+def example_parser(cfg: ml_collections.ConfigDict):
+  """parse(record_index, serialized tf.train.Example) -> (image bytes, caption bytes), with the feature names of
+  `cfg` (data.tfrecord); a missing feature parses as empty (and the record is then skipped and counted)."""
   features = {cfg.image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
               cfg.caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
 
-  def parse_and_decode(record):
+  def parse(record_index, record):
+    del record_index
     parsed = tf.io.parse_single_example(record, features)
-    caption, flags = clean_caption(parsed[cfg.caption_key], data.max_caption_chars)
-    image, decoded = tf.py_function(_decode_or_flag, [parsed[cfg.image_key], tf.logical_not(flags["empty"])],
+    return parsed[cfg.image_key], parsed[cfg.caption_key]
+
+  return parse
+
+
+def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigDict,
+             data: ml_collections.ConfigDict, seed: int, process_index: int, process_count: int) -> tf.data.Dataset:
+  """Endless decoded examples of this process: {"image": [H, W, 3] uint8, "caption": string,
+  "bad_records": [len(BAD_RECORD_COUNTERS)] int64 cumulative counts up to this example}.
+
+  Args:
+    parse: (record index in this process's stream, serialized record) -> (image bytes, caption bytes).
+    read: cycle_length and read_buffer_bytes of the file reads.
+
+  Use with tf.data option experimental_external_state_policy IGNORE (the decode's py_function is pure).
+  """
+
+  def parse_and_decode(record_index, record):
+    image_bytes, raw_caption = parse(record_index, record)
+    caption, flags = clean_caption(raw_caption, data.max_caption_chars)
+    image, decoded = tf.py_function(_decode_or_flag, [image_bytes, tf.logical_not(flags["empty"])],
                                     [tf.uint8, tf.bool])
     image.set_shape([None, None, 3])
     decoded.set_shape([])
@@ -135,7 +151,7 @@ def examples(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_coll
     return totals, {"image": example["image"], "caption": example["caption"], "usable": example["usable"],
                     "bad_records": totals}
 
-  ds = raw_records(files, cfg, seed, data.shuffle_window, process_index, process_count)
+  ds = raw_records(files, read, seed, data.shuffle_window, process_index, process_count).enumerate()
   ds = ds.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.scan(tf.zeros([len(BAD_RECORD_COUNTERS)], tf.int64), count).filter(lambda e: e["usable"])
   return ds.map(lambda e: {k: v for k, v in e.items() if k != "usable"})
@@ -146,7 +162,7 @@ def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_
   """Reads the first records of the files, eagerly, until one is usable.
 
   Raises:
-    NoUsableFilesError: none of the first `max_records` records is usable; says which features the records
+    DataSourceError: none of the first `max_records` records is usable; says which features the records
       have, so that a wrong `data.tfrecord.image_key` / `caption_key` shows.
   """
   seen, keys = 0, set()
@@ -169,8 +185,8 @@ def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_
       break
   where = f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
   if not seen:
-    raise NoUsableFilesError(f"data.tfrecord.files: {where} hold no records.")
-  raise NoUsableFilesError(
+    raise DataSourceError(f"data.tfrecord.files: {where} hold no records.")
+  raise DataSourceError(
       f"data.tfrecord.files: none of the first {seen} records of {where} has a decodable image in feature "
       f"{cfg.image_key!r} and a non-empty caption in feature {cfg.caption_key!r}; the records have the features "
       f"{sorted(keys)} (set data.tfrecord.image_key / caption_key).")

@@ -11,6 +11,15 @@ import tensorflow_text as tf_text
 from etils import epath
 
 
+def frame(ids: tf.RaggedTensor, sot_id: int, eot_id: int, pad_id: int, length: int) -> tf.Tensor:
+  """Ragged [N, (tokens)] -> [N, length] int32: [SOT] tokens [EOT] [PAD]..., tokens cut so SOT and EOT survive."""
+  ids = tf.cast(ids[:, : length - 2], tf.int32)
+  n = ids.nrows()
+  ids = tf.concat([tf.fill([n, 1], sot_id), ids, tf.fill([n, 1], eot_id)], axis=1)
+  ids, _ = tf_text.pad_model_inputs(ids, max_seq_length=length, pad_value=pad_id)
+  return tf.cast(ids, tf.int32)
+
+
 class WordTokenizer:
   """Word-level tokenizer, usable inside tf.data maps.
 
@@ -55,11 +64,8 @@ class WordTokenizer:
     texts = tf.convert_to_tensor(texts)
     scalar = texts.shape.rank == 0
     words = self.words_of(tf.reshape(texts, [-1]))
-    ids = tf.ragged.map_flat_values(self._table.lookup, words)[:, : self.context_length - 2]
-    n = ids.nrows()
-    ids = tf.concat([tf.fill([n, 1], self.sot_id), ids, tf.fill([n, 1], self.eot_id)], axis=1)
-    ids, _ = tf_text.pad_model_inputs(ids, max_seq_length=self.context_length, pad_value=self.pad_id)
-    ids = tf.cast(ids, tf.int32)
+    ids = frame(tf.ragged.map_flat_values(self._table.lookup, words), self.sot_id, self.eot_id, self.pad_id,
+                self.context_length)
     return ids[0] if scalar else ids
 
   def tokenize_numpy(self, texts: list[str]) -> np.ndarray:

@@ -28,7 +28,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the shards go.")
 _IMAGE_COLUMN = flags.DEFINE_string("image_column", "image", "Column / key holding the image path.")
 _CAPTION_COLUMN = flags.DEFINE_string("caption_column", "caption", "Column / key holding the caption.")
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 10_000, "Records per shard (img2dataset's default).")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 30_000, "Most frequent caption words written to vocab.txt.")
+_VOCAB_WORDS = flags.DEFINE_integer("vocab_words", 30_000, "Most frequent caption words written to vocab.txt.")
 
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -93,7 +93,7 @@ def write_shards(images_dir: str, rows: Iterator[tuple[str, str]], output_dir: s
 def main(argv):
   del argv
   result = write_shards(_IMAGES_DIR.value, read_rows(_CAPTIONS.value, _IMAGE_COLUMN.value, _CAPTION_COLUMN.value),
-                        _OUTPUT_DIR.value, _SHARD_SIZE.value, _VOCAB_SIZE.value)
+                        _OUTPUT_DIR.value, _SHARD_SIZE.value, _VOCAB_WORDS.value)
   if result["missing_images"]:
     logging.warning("%d images not found, left out (first: %s).", len(result["missing_images"]),
                     result["missing_images"][:5])

@@ -4,7 +4,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from declip_jax.data import pipeline, tokenizers
+from declip_jax.data import pipeline
 from declip_jax.evaluation import retrieval, templates, zero_shot
 from declip_jax.models.declip import DeCLIP
 
@@ -17,12 +17,14 @@ class Evaluator:
   split).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: tokenizers.WordTokenizer):
+  def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: pipeline.Tokenizer):
     self.tokenizer = tokenizer
     self.batch_size = config.eval.batch_size
     self.data = pipeline.eval_split(config, tokenizer)
-    self.dataset_name = (f"{config.data.source}/test" if config.data.source == "builtin"
-                         else f"tfrecord:{config.data.tfrecord.eval_files}")
+    data = config.data
+    self.dataset_name = ("builtin/test" if data.source == "builtin" else
+                         f"tfrecord:{data.tfrecord.eval_files}" if data.source != "tfds" and data.tfrecord.eval_files
+                         else f"{data.tfds.name}/{data.tfds.eval_split}")
     self._encode_image = jax.jit(lambda p, x: model.apply({"params": p}, x, method=DeCLIP.encode_image))
     self._encode_text = jax.jit(lambda p, t: model.apply({"params": p}, t, method=DeCLIP.encode_text))
 
@@ -60,5 +62,5 @@ class Evaluator:
           "step": step, "dataset": self.dataset_name, "template_set": template_set, "num_classes": len(class_names),
           "metrics": zero_shot.classification_metrics(image_emb, weights, labels)}
     results["retrieval"] = {"step": step, "dataset": self.dataset_name,
-                            "metrics": retrieval.recall_at_k(image_emb, text_emb, np.arange(len(text_emb)))}
+                            "metrics": retrieval.recall_at_k(image_emb, text_emb, d["text_to_image"])}
     return results

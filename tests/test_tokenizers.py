@@ -1,0 +1,86 @@
+"""CLIP BPE (both id layouts) and SentencePiece: ids, round trips, in-graph use, EOT pooling with [MASK] present."""
+
+import gzip
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from declip_jax.data import clip_bpe, pipeline, sentencepiece_tokenizer, text_views, train_sentencepiece, \
+    write_tfrecords
+from declip_jax.models import text as text_model
+from tests.tiny_config import tiny_config
+
+# "photo" merges to one token; everything else stays bytes.
+MERGES = [("p", "h"), ("ph", "o"), ("t", "o</w>"), ("pho", "to</w>")]
+
+
+@pytest.fixture(scope="module")
+def merges_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("bpe") / "merges.txt.gz"
+  path.write_bytes(gzip.compress(("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in MERGES)).encode()))
+  return str(path)
+
+
+def test_byte_symbols_cover_every_byte_once():
+  symbols = clip_bpe.byte_symbols()
+  assert len(set(symbols)) == 256
+  assert all(symbols[b] == chr(b) for b in range(ord("!"), ord("~") + 1))
+  assert symbols[ord(" ")] == chr(256 + 32)  # Space is the 33rd non-printable byte (0..32).
+
+
+@pytest.mark.parametrize("layout, sot, eot, mask", [("declip", 517, 518, 516), ("openai", 516, 517, 518)])
+def test_ids_of_a_fixed_caption_in_both_layouts(merges_file, layout, sot, eot, mask):
+  tok = clip_bpe.ClipBpeTokenizer.from_file(merges_file, context_length=8, layout=layout, num_merges=None)
+  assert (tok.sot_id, tok.eot_id, tok.mask_id, tok.vocab_size, tok.pad_id) == (sot, eot, mask, 519, 0)
+  a_end = 256 + (ord("a") - ord("!"))  # "a</w>": the second block of byte symbols.
+  photo = 512 + 3  # The 4th merge.
+  bang_end = 256 + 0  # "!</w>"
+  ids = tok.tokenize_numpy(["A  &amp; photo!"])[0]
+  amp_end = 256 + (ord("&") - ord("!"))
+  np.testing.assert_array_equal(ids, [sot, a_end, amp_end, photo, bang_end, eot, 0, 0])
+  long = tok.tokenize_numpy(["photo " * 20])[0]
+  assert long[0] == sot and long[-1] == eot and list(long[1:-1]) == [photo] * 6
+
+
+def test_round_trip_of_any_unicode(merges_file):
+  tok = clip_bpe.ClipBpeTokenizer.from_file(merges_file, context_length=77, num_merges=None)
+  for text in ["Zürich café, 東京タワー at 42°C!", "emoji 🙂 and\ttabs\n", "PHOTO photo phot"]:
+    decoded = tok.decode(tok.tokenize_numpy([text])[0])
+    assert decoded.replace(" ", "") == clip_bpe.clean(text).replace(" ", "")
+
+
+def test_in_graph_tokenization_matches_numpy_and_pools_at_eot_with_masks(merges_file):
+  tok = clip_bpe.ClipBpeTokenizer.from_file(merges_file, context_length=16, layout="openai", num_merges=None)
+  texts = ["a photo of a photo", "photo photo photo photo", ""]
+  ds = tf.data.Dataset.from_tensor_slices(texts).map(tok.tokenize).batch(3)
+  ids = next(iter(ds)).numpy()
+  np.testing.assert_array_equal(ids, tok.tokenize_numpy(texts))
+  masked = np.stack([text_views.mlm_mask(tf.constant(row), tf.constant([1, i], tf.int64), tok.special_ids,
+                                         tok.mask_id, tok.vocab_size, 0.9, 1.0, 0.0)[0].numpy()
+                     for i, row in enumerate(ids)])
+  assert (masked == tok.mask_id).any() and tok.mask_id > tok.eot_id
+  np.testing.assert_array_equal(np.asarray(text_model.eot_positions(masked, tok.eot_id)),
+                                [list(row).index(tok.eot_id) for row in ids])
+
+
+def test_sentencepiece_trained_on_shards(tmp_path):
+  captions = [f"a {c} {s} on a {b} background" for c in ("red", "green", "blue") for s in ("circle", "square")
+              for b in ("dark", "light")] * 20
+  with tf.io.TFRecordWriter(str(tmp_path / "00000.tfrecord")) as writer:
+    for i, caption in enumerate(captions):
+      writer.write(write_tfrecords.example(str(i), b"", caption))
+  model = train_sentencepiece.train([str(tmp_path / "00000.tfrecord")], str(tmp_path / "sp"), vocab_size=40,
+                                    max_captions=1000)
+  tok = sentencepiece_tokenizer.SentencePieceTokenizer.from_file(model, context_length=12)
+  assert (tok.pad_id, tok.unk_id, tok.sot_id, tok.eot_id, tok.mask_id) == (0, 1, 2, 3, 4)
+  ids = tok.tokenize_numpy(["a red circle on a dark background", ""])
+  assert ids.shape == (2, 12) and ids[0, 0] == 2 and 3 in ids[0] and list(ids[1, :3]) == [2, 3, 0]
+  assert tok.decode(ids[0]) == "a red circle on a dark background"[: len(tok.decode(ids[0]))]
+
+
+def test_build_tokenizer_reads_the_configured_file(merges_file):
+  config = tiny_config()
+  config.data.tokenizer, config.data.vocab_path, config.data.bpe_num_merges = "clip_bpe", merges_file, 0
+  tok = pipeline.build_tokenizer(config)
+  assert isinstance(tok, clip_bpe.ClipBpeTokenizer) and tok.layout == "declip" and tok.vocab_size == 519

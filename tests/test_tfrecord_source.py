@@ -166,6 +166,15 @@ def test_train_batches_resume_batch_for_batch(shards):
   np.testing.assert_array_equal(next(skipped)["img1"], batches[5]["img1"])
 
 
+@pytest.mark.parametrize("process_index", [0, 1])
+def test_each_process_resumes_its_own_rows(shards, process_index):
+  config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
+  tokenizer = pipeline.build_tokenizer(config)
+  batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=3, compared=2,
+                                                           process_index=process_index, process_count=2)
+  assert batches[0]["img1"].shape[0] == config.train.batch_size // 2
+
+
 def test_no_matching_files_names_the_pattern(shards):
   with pytest.raises(tfrecord_source.DataSourceError, match="nothing_here"):
     tfrecord_source.list_files(str(shards / "nothing_here*.tfrecord"))

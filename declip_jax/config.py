@@ -51,6 +51,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
 
+  # Several processes (TPU pod slices, multi-node GPU): see declip_jax/distributed.py.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.mode = "auto"  # "auto": when num_processes > 1 or SLURM/TPU/MPI says so; "always"; "never".
+  c.distributed.coordinator_address = ""  # host:port of process 0; empty: from the environment.
+  c.distributed.num_processes = 0  # 0: from the environment.
+  c.distributed.process_id = -1
+  c.distributed.cpu_collectives = "gloo"  # Collectives between CPU devices of different processes.
+
   c.model = ml_collections.ConfigDict()
   c.model.embed_dim = 512
   c.model.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
@@ -203,6 +211,17 @@ def _require(condition: bool, message: str):
     raise ConfigError(message)
 
 
+def validate_distributed(c: ml_collections.ConfigDict) -> None:
+  """The distributed.* keys (checked before the runtime starts, i.e. before the rest of validate can run)."""
+  d = c.distributed
+  _require(d.mode in ("auto", "always", "never"),
+           f"distributed.mode must be 'auto', 'always' or 'never', got {d.mode!r}.")
+  if d.num_processes > 1:
+    _require(bool(d.coordinator_address) and 0 <= d.process_id < d.num_processes,
+             "distributed.num_processes > 1 needs distributed.coordinator_address (host:port) and a "
+             "distributed.process_id in [0, num_processes).")
+
+
 def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   """Raises ConfigError naming the keys when `c` is inconsistent.
 
@@ -217,6 +236,7 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep"):
     section, name = key.split(".")
     _require(c[section][name] > 0, f"{key} must be positive, got {c[section][name]}.")
+  validate_distributed(c)
   r = c.train.recovery
   for key in ("spike_window", "max_consecutive_nonfinite", "min_steps_back"):
     _require(r[key] > 0, f"train.recovery.{key} must be positive, got {r[key]}.")

@@ -3,6 +3,7 @@
 Config values are overridden with `--config.train.num_steps=50` style flags; a misspelled key is an error.
 """
 
+import os
 import re
 import sys
 
@@ -31,7 +32,7 @@ def _check_writable(workdir: str) -> None:
   path = epath.Path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_probe"
+    probe = path / f".write_probe_{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
@@ -48,10 +49,16 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
   # Imported here, so that --help stays fast.
-  from declip_jax import checkpointing, config as config_lib, recovery, train  # pylint: disable=g-import-not-at-top
+  from declip_jax import (checkpointing, config as config_lib, distributed, recovery,  # pylint: disable=g-import-not-at-top
+                          train)
   from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
+  try:
+    config_lib.validate_distributed(config)
+  except config_lib.ConfigError as e:
+    _fail(str(e))
+  distributed.maybe_initialize(config)  # Before anything starts a JAX backend.
   _check_writable(workdir)
   try:
     if _MODE.value == "train":

@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
+  c.mesh.fsdp_min_size = 2**20  # Parameters/optimizer moments with this many elements are split over "fsdp".
 
   # Several processes (TPU pod slices, multi-node GPU): see declip_jax/distributed.py.
   c.distributed = ml_collections.ConfigDict()
@@ -96,6 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
   # "paper": weights.clip_mvs * InfoNCE(img1, text_mlm) + weights.mvs * mean(the other pairs).
   c.loss.mvs_mode = "official"
   c.loss.text_norm_eps = 1e-10  # Official: text embeddings are normalised with +1e-10 in the norm.
+  # InfoNCE scores this many gathered columns at a time (0: all B_global at once). Same value and gradient;
+  # per-device logits memory B_local x chunk instead of B_local x B_global (e.g. for B_global = 32k).
+  c.loss.contrastive_chunk_size = 0
 
   c.ssl = ml_collections.ConfigDict()
   c.ssl.bn_group_size = 128  # BatchNorm statistics over groups of this many examples (official per-GPU batch).

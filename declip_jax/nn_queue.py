@@ -7,8 +7,12 @@ arrays; with the batch and the queue sharded the same way over the batch axes, l
 no communication.
 """
 
+import math
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec as P
 
 
 def init_queue(key: jax.Array, groups: int, group_size: int, dim: int) -> tuple[jax.Array, jax.Array]:
@@ -39,22 +43,50 @@ def _top1(queries: jax.Array, buffers: jax.Array, chunk_size: int) -> tuple[jax.
   c = _largest_divisor_at_most(s, chunk_size)
   score_dtype = jnp.promote_types(queries.dtype, jnp.float32)
 
-  def scan_chunk(carry, start):
-    best, best_idx = carry
+  def chunk_best(start):
     chunk = jax.lax.dynamic_slice_in_dim(buffers, start, c, axis=1)
     sims = jnp.einsum("gbd,gcd->gbc", queries, chunk, preferred_element_type=score_dtype)
     idx = jnp.argmax(sims, axis=-1)
-    score = jnp.take_along_axis(sims, idx[..., None], axis=-1)[..., 0]
-    better = score > best
-    return (jnp.where(better, score, best), jnp.where(better, start + idx.astype(jnp.int32), best_idx)), None
+    return jnp.take_along_axis(sims, idx[..., None], axis=-1)[..., 0], start + idx.astype(jnp.int32)
 
-  init = (jnp.full(queries.shape[:2], -jnp.inf, score_dtype), jnp.zeros(queries.shape[:2], jnp.int32))
-  (best, best_idx), _ = jax.lax.scan(scan_chunk, init, jnp.arange(0, s, c, dtype=jnp.int32))
+  def scan_chunk(carry, start):
+    best, best_idx = carry
+    score, idx = chunk_best(start)
+    better = score > best
+    return (jnp.where(better, score, best), jnp.where(better, idx, best_idx)), None
+
+  # The first chunk starts the carry, so that it has the chunks' type (also inside shard_map).
+  (best, best_idx), _ = jax.lax.scan(scan_chunk, chunk_best(jnp.int32(0)), jnp.arange(c, s, c, dtype=jnp.int32))
   return best, best_idx
 
 
-def lookup(queue: jax.Array, queries: jax.Array, search: str = "local",
-           chunk_size: int = 8192) -> tuple[jax.Array, jax.Array]:
+def _global_lookup_sharded(queue: jax.Array, queries: jax.Array, chunk_size: int, mesh: Mesh,
+                           axes: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
+  """Global top-1 with the buffers split over `axes`: every device scores all queries (all-gathered) against
+  its own buffers in chunks; the best score per query is agreed on from the gathered [devices, B] scores, and
+  the winners' rows are summed back to their queries' devices (reduce-scatter). No device holds the queue.
+  Returns (unnormalised neighbours [B, D], scores [B]), sharded like `queries`."""
+
+  def local(queue, queries):
+    dim = queue.shape[-1]
+    everyone = jax.lax.all_gather(queries, axes, tiled=True)
+    flat = queue.reshape(1, -1, dim)
+    score, idx = _top1(everyone[None], flat, chunk_size)
+    score, candidates = score[0], jnp.take_along_axis(flat, idx[..., None], axis=1)[0]
+    scores = jax.lax.all_gather(score, axes)  # [devices, B]
+    winner = jnp.argmax(scores, axis=0)  # Ties: the lowest device, i.e. the lowest group, as unsharded.
+    mine = (winner == jax.lax.axis_index(axes))[:, None]
+    neighbours = jax.lax.psum_scatter(jnp.where(mine, candidates, 0.0), axes, scatter_dimension=0, tiled=True)
+    n = queries.shape[0]
+    best = jax.lax.dynamic_slice_in_dim(jnp.max(scores, axis=0), jax.lax.axis_index(axes) * n, n)
+    return neighbours, best
+
+  spec = P(axes)
+  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec))(queue, queries)
+
+
+def lookup(queue: jax.Array, queries: jax.Array, search: str = "local", chunk_size: int = 8192,
+           mesh: Optional[Mesh] = None, batch_axes: tuple[str, ...] = ("data", "fsdp")) -> tuple[jax.Array, jax.Array]:
   """Top-1 cosine neighbour of each query in the queue.
 
   Args:
@@ -62,12 +94,17 @@ def lookup(queue: jax.Array, queries: jax.Array, search: str = "local",
     queries: [B, D] unit rows (B divisible by G); rows [g*B/G, (g+1)*B/G) belong to group g.
     search: "local" (own group's buffer) or "global" (all buffers).
     chunk_size: slots scored at once.
+    mesh: when given and the buffers are split over `batch_axes` (G divisible by their size), "global" runs
+      sharded (`_global_lookup_sharded`); otherwise as plain array code.
   Returns:
     (neighbours [B, D], renormalised, stop-gradient; their cosine similarity [B]).
   """
   groups, size, dim = queue.shape
   queries = jax.lax.stop_gradient(queries)
-  if search == "local":
+  shards = 1 if mesh is None else math.prod(mesh.shape[a] for a in batch_axes)
+  if search == "global" and shards > 1 and groups % shards == 0:
+    neighbours, score = _global_lookup_sharded(queue, queries, chunk_size, mesh, tuple(batch_axes))
+  elif search == "local":
     q = queries.reshape(groups, -1, dim)
     score, idx = _top1(q, queue, chunk_size)
     neighbours = jnp.take_along_axis(queue, idx[..., None], axis=1)

@@ -54,6 +54,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def fsdp_partition(shape: Sequence[int], fsdp_size: int, min_size: int) -> P:
+  """Where a parameter-like tensor lives: its largest dimension divisible by the "fsdp" axis size is split over
+  that axis when the tensor has at least `min_size` elements; otherwise (and for scalars) replicated."""
+  if fsdp_size <= 1 or math.prod(shape) < min_size:
+    return P()
+  candidates = [d for d in range(len(shape)) if shape[d] % fsdp_size == 0]
+  if not candidates:
+    return P()
+  dim = max(candidates, key=lambda d: (shape[d], -d))
+  return P(*([None] * dim + ["fsdp"]))
+
+
 def host_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows of a global batch -> global arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)

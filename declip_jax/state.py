@@ -74,11 +74,16 @@ def sample_batch_spec(config: ml_collections.ConfigDict, batch_size: Optional[in
   return spec
 
 
-def state_shardings(abstract_state: TrainState, mesh: Mesh) -> TrainState:
-  """Where each part of the state lives: the NN queue and its pointers split over the batch axes on the
-  groups dimension (when the group count allows it), everything else replicated."""
+def state_shardings(abstract_state: TrainState, mesh: Mesh, fsdp_min_size: int = 2**20) -> TrainState:
+  """Where each part of the state lives: parameters and optimizer moments with >= fsdp_min_size elements split
+  over the "fsdp" axis on their largest divisible dimension (`parallel.fsdp_partition`; XLA gathers them where
+  a layer needs them), the NN queue and its pointers split over the batch axes on the groups dimension (when
+  the group count allows it), everything else replicated."""
   replicated = parallel.replicated(mesh)
   shardings = jax.tree.map(lambda _: replicated, abstract_state)
+  by_rule = lambda x: NamedSharding(mesh, parallel.fsdp_partition(x.shape, mesh.shape["fsdp"], fsdp_min_size))
+  shardings = shardings.replace(params=jax.tree.map(by_rule, abstract_state.params),
+                                opt_state=jax.tree.map(by_rule, abstract_state.opt_state))
   groups = abstract_state.nn_queue.shape[0]
   if groups % parallel.num_batch_shards(mesh) == 0:
     by_group = NamedSharding(mesh, P(parallel.BATCH_AXES))

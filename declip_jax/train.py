@@ -41,7 +41,7 @@ class Setup:
                                      state_lib.sample_batch_spec(config, batch_size=1))
     self.rng = jax.random.PRNGKey(config.train.seed)
     abstract = jax.eval_shape(self.init_fn, self.rng)
-    self.shardings = state_lib.state_shardings(abstract, self.mesh)
+    self.shardings = state_lib.state_shardings(abstract, self.mesh, config.mesh.fsdp_min_size)
     self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                        abstract, self.shardings)
 

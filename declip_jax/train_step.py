@@ -43,7 +43,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
              "scale": scale}
       nn_texts = None
       if weights.nns > 0:
-        found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size) for t in texts]
+        found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size, mesh)
+                 for t in texts]
         nn_texts = [n for n, _ in found]
         aux["nn_similarity"] = jnp.mean(jnp.stack([s for _, s in found]))
       terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh)

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.test_util import check_grads
 
 from declip_jax.losses import contrastive, mlm, simsiam
@@ -65,3 +66,18 @@ def test_masked_lm_averages_over_chosen_positions_only():
                              rtol=1e-5)
   none_chosen = np.full((3, 5), mlm.IGNORE_LABEL)
   assert float(mlm.masked_lm_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(none_chosen))) == 0.0
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 10, 64])
+def test_chunked_info_nce_has_the_same_value_and_gradients(chunk):
+
+  rng = np.random.default_rng(chunk)
+  a = contrastive.l2_normalize(jnp.asarray(rng.normal(size=(10, 6)), jnp.float32))
+  b = contrastive.l2_normalize(jnp.asarray(rng.normal(size=(10, 6)), jnp.float32))
+  scale = jnp.float32(14.3)
+  for loss in (contrastive.symmetric_info_nce, contrastive.one_way_info_nce):
+    plain = jax.value_and_grad(lambda a, b, s: loss(a, b, s), argnums=(0, 1, 2))(a, b, scale)
+    chunked = jax.value_and_grad(lambda a, b, s: loss(a, b, s, chunk=chunk), argnums=(0, 1, 2))(a, b, scale)
+    np.testing.assert_allclose(chunked[0], plain[0], rtol=1e-6)
+    for g_chunked, g_plain in zip(chunked[1], plain[1]):
+      np.testing.assert_allclose(g_chunked, g_plain, rtol=1e-5, atol=1e-6)

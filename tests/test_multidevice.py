@@ -7,17 +7,17 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, virtual_devices_flags
 
 
 @pytest.mark.parametrize("search", ["local", "global"])
 def test_eight_devices_match_one(search):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": virtual_devices_flags(8)}
   out = subprocess.run([sys.executable, "tests/multidevice_check.py", search], cwd=REPO, capture_output=True,
                        text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   lines = [l for l in out.stdout.splitlines() if l.startswith("mesh=")]
-  assert len(lines) == 3, out.stdout
+  assert len(lines) == 4, out.stdout  # (8,1,1), (4,2,1), (2,2,2), (1,8,1): data, mixed, model axis, FSDP.
   for line in lines:
     for name, value in re.findall(r"(\w+)=([0-9.e+-]+)", line):
       bound = 1e-5 if name == "first_step_metrics" else 2e-4

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from declip_jax import checkpointing, train
-from tests.conftest import REPO
+from tests.conftest import REPO, virtual_devices_flags
 from tests.tiny_config import tiny_config
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives")
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def _launch(workdir: pathlib.Path, devices: int, *flags) -> subprocess.Popen:
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": virtual_devices_flags(devices)}
   return subprocess.Popen([sys.executable, "-m", "declip_jax.main", "--config=tests/tiny_config.py",
                            f"--workdir={workdir}", *OVERRIDES, *flags], cwd=REPO, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -20,3 +20,13 @@ def test_impossible_shapes_name_mesh_shape(shape):
 def test_single_device_mesh_has_one_batch_shard():
   mesh = parallel.make_mesh((-1, 1, 1))
   assert parallel.num_batch_shards(mesh) == mesh.size and mesh.axis_names == parallel.AXIS_NAMES
+
+
+def test_fsdp_partition_splits_the_largest_divisible_dimension_of_large_tensors():
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  assert parallel.fsdp_partition((768, 3072), 8, 1000) == P(None, "fsdp")
+  assert parallel.fsdp_partition((3072, 768), 8, 1000) == P("fsdp")
+  assert parallel.fsdp_partition((49409, 512), 8, 1000) == P(None, "fsdp")  # 49,409 is not divisible by 8.
+  assert parallel.fsdp_partition((12, 10), 8, 1000) == P()  # Too small.
+  assert parallel.fsdp_partition((7, 9, 1000), 1, 10) == P()  # No fsdp axis.
+  assert parallel.fsdp_partition((), 8, 0) == P()

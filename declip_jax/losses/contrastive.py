@@ -29,17 +29,49 @@ def l2_normalize(x: jax.Array, eps: float = 0.0) -> jax.Array:
   return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
 
 
-def _cross_entropy_sum(rows: jax.Array, columns: jax.Array, scale: jax.Array, axis) -> jax.Array:
-  """Sum over local rows of -log softmax(scale * rows @ all_columns.T)[i, own column i]."""
-  n = rows.shape[0]
-  offset = 0
+def _chunked_logsumexp(rows: jax.Array, columns: jax.Array, scale: jax.Array, chunk: int,
+                       dtype) -> jax.Array:
+  """[n] logsumexp_j(scale * rows @ columns[j]) computed `chunk` columns at a time (streaming max and sum).
+
+  The scan body is rematerialised, so neither pass keeps more than one [n, chunk] block of logits.
+  """
+  n, total = rows.shape[0], columns.shape[0]
+  pad = (-total) % chunk
+  blocks = jnp.pad(columns, ((0, pad), (0, 0))).reshape((total + pad) // chunk, chunk, columns.shape[1])
+  valid = (jnp.arange(total + pad) < total).reshape(-1, chunk)
+
+  @jax.checkpoint
+  def body(carry, block):
+    running_max, running_sum = carry
+    cols, ok = block
+    logits = scale * jnp.dot(rows, cols.T, preferred_element_type=dtype)
+    logits = jnp.where(ok[None, :], logits, -jnp.inf)
+    new_max = jnp.maximum(running_max, jnp.max(logits, axis=1))
+    running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(logits - new_max[:, None]), 1)
+    return (new_max, running_sum), None
+
+  init = (jnp.full((n,), -jnp.inf, dtype), jnp.zeros((n,), dtype))
+  (running_max, running_sum), _ = jax.lax.scan(body, init, (blocks, valid))
+  return running_max + jnp.log(running_sum)
+
+
+def _cross_entropy_sum(rows: jax.Array, columns: jax.Array, scale: jax.Array, axis,
+                       chunk: Optional[int] = None) -> jax.Array:
+  """Sum over local rows of -log softmax(scale * rows @ all_columns.T)[i, own column i].
+
+  Row i's own column is the local columns[i], so the target logit needs no gathered data; with `chunk`, the
+  normaliser is accumulated over blocks of gathered columns instead of one [n, B_global] matrix.
+  """
+  dtype = jnp.promote_types(rows.dtype, jnp.float32)
+  target = scale * jnp.sum(rows.astype(dtype) * columns.astype(dtype), axis=-1)
   if axis is not None:
     columns = jax.lax.all_gather(columns, axis, tiled=True)
-    offset = jax.lax.axis_index(axis) * n
-  logits = scale * jnp.dot(rows, columns.T, preferred_element_type=jnp.promote_types(rows.dtype, jnp.float32))
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  labels = offset + jnp.arange(n)
-  return -jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+  if chunk and chunk < columns.shape[0]:
+    normaliser = _chunked_logsumexp(rows, columns, scale, chunk, dtype)
+  else:
+    logits = scale * jnp.dot(rows, columns.T, preferred_element_type=dtype)
+    normaliser = jax.nn.logsumexp(logits, axis=-1)
+  return jnp.sum(normaliser - target)
 
 
 def _global_mean(local_sum: jax.Array, local_rows: int, axis) -> jax.Array:
@@ -49,11 +81,11 @@ def _global_mean(local_sum: jax.Array, local_rows: int, axis) -> jax.Array:
 
 
 def _contrastive(a: jax.Array, b: jax.Array, scale: jax.Array, symmetric: bool, mesh: Optional[Mesh],
-                 batch_axes: Sequence[str]) -> jax.Array:
+                 batch_axes: Sequence[str], chunk: Optional[int]) -> jax.Array:
   def local(a, b, scale, axis):
-    ce = _cross_entropy_sum(a, b, scale, axis)
+    ce = _cross_entropy_sum(a, b, scale, axis, chunk)
     if symmetric:
-      ce = 0.5 * (ce + _cross_entropy_sum(b, a, scale, axis))
+      ce = 0.5 * (ce + _cross_entropy_sum(b, a, scale, axis, chunk))
     return _global_mean(ce, a.shape[0], axis)
 
   if mesh is None:
@@ -65,20 +97,22 @@ def _contrastive(a: jax.Array, b: jax.Array, scale: jax.Array, symmetric: bool, 
 
 
 def symmetric_info_nce(a: jax.Array, b: jax.Array, scale: jax.Array, mesh: Optional[Mesh] = None,
-                       batch_axes: Sequence[str] = BATCH_AXES) -> jax.Array:
+                       batch_axes: Sequence[str] = BATCH_AXES, chunk: Optional[int] = None) -> jax.Array:
   """1/2 [CE(a -> b) + CE(b -> a)], mean over the global batch.
 
   Args:
     a, b: L2-normalised embeddings [B, D], row i of a paired with row i of b; sharded over `batch_axes`.
     scale: the (capped) logit scale, a scalar.
     mesh: the device mesh; None for unsharded arrays.
+    chunk: score this many gathered columns at a time (None or 0: all at once); memory per device
+      O(B_local x chunk) instead of O(B_local x B_global).
   Returns:
     A scalar.
   """
-  return _contrastive(a, b, scale, True, mesh, batch_axes)
+  return _contrastive(a, b, scale, True, mesh, batch_axes, chunk)
 
 
 def one_way_info_nce(a: jax.Array, b: jax.Array, scale: jax.Array, mesh: Optional[Mesh] = None,
-                     batch_axes: Sequence[str] = BATCH_AXES) -> jax.Array:
+                     batch_axes: Sequence[str] = BATCH_AXES, chunk: Optional[int] = None) -> jax.Array:
   """CE(a -> b) only (each row of a classifies its partner among all rows of b), mean over the global batch."""
-  return _contrastive(a, b, scale, False, mesh, batch_axes)
+  return _contrastive(a, b, scale, False, mesh, batch_axes, chunk)

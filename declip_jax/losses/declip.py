@@ -38,7 +38,8 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
   """
   w = config.loss.weights
   images, texts = normalized_views(outputs, config.loss.text_norm_eps)
-  pairs = [contrastive.symmetric_info_nce(i, t, logit_scale, mesh) for i in images for t in texts]
+  chunk = config.loss.contrastive_chunk_size or None
+  pairs = [contrastive.symmetric_info_nce(i, t, logit_scale, mesh, chunk=chunk) for i in images for t in texts]
   terms = {}
   if config.loss.mvs_mode == "official":
     terms["clip_mvs"] = jnp.mean(jnp.stack(pairs))
@@ -51,8 +52,8 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
   if w.tss > 0:
     terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
   if w.nns > 0:
-    per_image = [jnp.mean(jnp.stack([contrastive.one_way_info_nce(i, jax.lax.stop_gradient(n), logit_scale, mesh)
-                                     for n in nn_texts])) for i in images]
+    per_image = [jnp.mean(jnp.stack([contrastive.one_way_info_nce(i, jax.lax.stop_gradient(n), logit_scale, mesh,
+                                                                  chunk=chunk) for n in nn_texts])) for i in images]
     terms["nns"] = jnp.mean(jnp.stack(per_image))
   return terms
 

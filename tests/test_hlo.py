@@ -6,7 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+# Processes with 8 CPU device threads each: run them one at a time (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("virtual_devices")
 
 
 def test_no_device_holds_global_by_global_logits():

@@ -15,7 +15,9 @@ from declip_jax import checkpointing, train
 from tests.conftest import REPO, virtual_devices_flags
 from tests.tiny_config import tiny_config
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives")
+# Processes with several CPU device threads each: run them one at a time (pytest -n 2 --dist loadgroup).
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives"),
+              pytest.mark.xdist_group("virtual_devices")]
 
 # Adam's epsilon raised and the LR held low, as in multidevice_check.py: with eps=1e-8, exactly-zero true
 # gradients turn reduction-order noise into full steps.

@@ -259,12 +259,14 @@ class _Trainer:
           results = self.evaluator.run(self.state.params, step)
         self.writer.write_scalars(step, _eval_scalars(results))
         _write_json(self.workdir / "eval_results.json", results)
+    if stop.received is None and not results:  # Nothing left to train: evaluate what was restored.
+      results = self.evaluator.run(self.state.params, self.step)
+      self.writer.write_scalars(self.step, _eval_scalars(results))
+      _write_json(self.workdir / "eval_results.json", results)
     self.close()
     if stop.received:
       logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, self.step,
                       self.ckpt.directory)
-    elif not results:  # Nothing left to train: evaluate what was restored.
-      results = self.evaluator.run(self.state.params, self.step)
     return {"eval": results, "loss_summary": loss_summary(self.history), "step": self.step,
             "stopped_by": stop.received, "rollbacks": self.rollbacks}
 

@@ -199,9 +199,9 @@ class _Trainer:
         logging.warning("%s Rolling back to the initial state instead.", e)
     target, state, meta = restored if restored else (0, self.setup.init_state(), {})
     deleted = self.ckpt.delete_newer_than(target)
-    new_health = state.health.replace(lr_scale=np.float32(health.lr_scale * r.lr_factor), rollbacks=np.int32(count))
-    self.state = state.replace(health=jax.device_put(new_health, self.setup.shardings.health))
     lr_scale = float(health.lr_scale * r.lr_factor)
+    new_health = state.health.replace(lr_scale=np.float32(lr_scale), rollbacks=np.int32(count))
+    self.state = state.replace(health=jax.device_put(new_health, self.setup.shardings.health))
     logging.warning("%s: rolling back to %s (rollback %d of at most %d), learning rate x%.6f from now on%s.",
                     reason, f"the checkpoint at step {target}" if restored else "the initial state", count,
                     r.max_rollbacks, lr_scale, f"; deleted the checkpoints at steps {deleted}" if deleted else "")

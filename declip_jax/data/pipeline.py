@@ -261,13 +261,12 @@ def _tfrecord_eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer
   """The first data.tfrecord.num_eval_examples usable records of data.tfrecord.eval_files, in file order."""
   cfg = config.data.tfrecord
   files = tfrecord_source.list_files(cfg.eval_files)
-  features = {cfg.image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
-              cfg.caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
+  parse_record = tfrecord_source.example_parser(cfg)
 
   def parse(record):
-    parsed = tf.io.parse_single_example(record, features)
-    caption, flags = tfrecord_source.clean_caption(parsed[cfg.caption_key], config.data.max_caption_chars)
-    return parsed[cfg.image_key], caption, flags["empty"]
+    image_bytes, raw_caption = parse_record(None, record)
+    caption, flags = tfrecord_source.clean_caption(raw_caption, config.data.max_caption_chars)
+    return image_bytes, caption, flags["empty"]
 
   ds = tf.data.TFRecordDataset(files).map(parse).filter(lambda _, c, empty: tf.logical_not(empty))
   ds = ds.map(lambda image, caption, _: (transform(tfrecord_source.decode_image(image)), caption),

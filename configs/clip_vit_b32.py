@@ -9,4 +9,6 @@ from declip_jax import config as config_lib
 
 
 def get_config():
-  return config_lib.use_clip_baseline(config_lib.base_config())
+  c = config_lib.use_clip_baseline(config_lib.base_config())
+  c.evals.zero_shot_imagenet = config_lib.imagenet_zero_shot()  # As configs/declip_vit_b32.py.
+  return c

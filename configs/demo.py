@@ -20,6 +20,7 @@ def demo_sizes(c):
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 750
   c.eval.batch_size = 250
+  c.evals = config_lib.builtin_evals(("colour", "shape"), linear_probe=True)
 
   c.model.embed_dim = 64
   c.model.image.image_size = 32

@@ -42,6 +42,29 @@ class CorruptCheckpointError(RuntimeError):
   """A checkpoint read back with values that differ from the ones written."""
 
 
+def verify_part(restored: Any, field: str, abstract_state: Any, meta: dict) -> None:
+  """Checks one restored field of the state (e.g. the params alone) against the fingerprint saved in `meta`.
+
+  Args:
+    restored: the restored subtree; field: its attribute name in the state; abstract_state: the whole state's
+      structure, which fixes where the field's checksums sit in the saved list.
+  Raises:
+    CorruptCheckpointError: a leaf's checksum differs.
+  """
+  expected = meta.get("fingerprint")
+  if expected is None:
+    return
+  names = _leaf_names(abstract_state)
+  if len(names) != len(expected):
+    raise CorruptCheckpointError(f"the checkpoint's fingerprint has {len(expected)} entries, the state {len(names)}")
+  saved = dict(zip(names, expected))
+  actual = np.asarray(jax.device_get(fingerprint(restored)))
+  changed = [name for name, a in zip((f".{field}{n}" for n in _leaf_names(restored)), actual) if saved.get(name) != int(a)]
+  if changed:
+    raise CorruptCheckpointError(f"restored values differ from the ones saved in {', '.join(changed[:5])}"
+                                 + (" ..." if len(changed) > 5 else ""))
+
+
 class UnreadableCheckpointsError(RuntimeError):
   """Checkpoints exist but none of them can be read."""
 

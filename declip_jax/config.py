@@ -9,8 +9,6 @@ import math
 
 import ml_collections
 
-from declip_jax.data import builtin
-
 LOSS_TERMS = ("clip_mvs", "iss", "tss", "nns")
 
 
@@ -45,8 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 5000
-  c.eval.batch_size = 256
+  c.eval.every_steps = 5000  # The period of every evaluation whose evals.<name>.every_steps is 0.
+  c.eval.batch_size = 256  # Global, split over the mesh's batch axes.
+  # Named evaluations (see eval_spec), run every evals.<name>.every_steps, at the end of training, and all of
+  # them with --mode=eval; results in TensorBoard (eval/<name>/<metric>) and <workdir>/eval_results.json.
+  c.evals = ml_collections.ConfigDict({"retrieval": eval_spec("retrieval", "heldout")})
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
@@ -172,9 +173,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.builtin.num_train = 20_000
   c.data.builtin.num_test = 1000
   c.data.builtin.seed = 1234
-  # One zero-shot evaluation per attribute named here (classes: that attribute's values; prompt templates: the
-  # "builtin_<attribute>" set): any of shape, colour, size, position, background.
-  c.data.builtin.zero_shot_attributes = ("colour", "shape")
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
   c.data.augment.crop_scale = (0.2, 1.0)
@@ -191,6 +189,62 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment.blur_kernel_fraction = 0.1  # Kernel size = this x image size, made odd (23 at 224).
   c.data.augment.flip_prob = 0.5
   return c
+
+
+EVAL_KINDS = ("zero_shot", "retrieval", "linear_probe")
+
+
+def eval_spec(kind: str, dataset: str, **settings) -> ml_collections.ConfigDict:
+  """One entry of `config.evals`: what to evaluate, on which data (declip_jax/evaluation/datasets.py), and the
+  settings of its kind; keys another kind uses are ignored.
+
+  Args:
+    kind: "zero_shot" (top-1/top-5/mean per-class recall), "retrieval" (image<->text Recall@1/5/10, any of an
+      image's captions is a hit) or "linear_probe" (logistic regression on frozen image-tower features).
+    dataset: "builtin:SPLIT", "tfds:NAME/SPLIT", "tfrecord:GLOB" or "heldout" (retrieval on the training data's
+      held-out split: data.tfrecord.eval_files / data.tfds.eval_split / the built-in test split).
+    **settings: values for the keys below; an unknown key is an error.
+  """
+  s = ml_collections.ConfigDict()
+  s.kind = kind
+  s.dataset = dataset
+  s.enabled = True
+  s.every_steps = 0  # 0: eval.every_steps.
+  s.num_examples = 0  # Evaluate the first this many examples of the split; 0: all.
+  s.tfds_data_dir = ""  # Empty: data.tfds.data_dir, else TFDS's default.
+  s.image_key = ""  # Empty: "image" (TFDS) or "jpg" (TFRecord).
+  s.label_key = ""  # Empty: "label"; for "builtin:" data the attribute (shape, colour, size, position, background).
+  s.caption_key = ""  # Retrieval; empty: "captions/text" (TFDS) or "txt" (TFRecord; one or several strings).
+  s.class_names_file = ""  # One class name per line in label order; empty: the TFDS label feature's names.
+  s.templates = "openai_imagenet_80"  # Zero-shot prompt template set (declip_jax/evaluation/templates.py).
+  s.train_dataset = ""  # Linear probe: the split the classifier is fitted on (the same forms as dataset).
+  s.num_train_examples = 0  # Linear probe: the first this many training examples; 0: all.
+  s.validation_fraction = 0.2  # Linear probe: training examples held out to choose the L2 strength.
+  s.l2_grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # Linear probe: L2 strengths tried.
+  s.max_iterations = 1000  # Linear probe: L-BFGS iterations at most.
+  for key, value in settings.items():
+    if key not in s:
+      raise ConfigError(f"eval_spec: unknown setting {key!r}; known: {', '.join(s)}.")
+    s[key] = value
+  return s
+
+
+def builtin_evals(attributes=("colour", "shape"), linear_probe: bool = False) -> ml_collections.ConfigDict:
+  """Evaluations on the built-in data: zero-shot per attribute (`zero_shot_<attribute>`, templates
+  `builtin_<attribute>`), retrieval on the test split, and optionally a linear probe of the shape."""
+  evals = {f"zero_shot_{a}": eval_spec("zero_shot", "builtin:test", label_key=a, templates=f"builtin_{a}")
+           for a in attributes}
+  evals["retrieval"] = eval_spec("retrieval", "heldout")
+  if linear_probe:
+    evals["linear_probe_shape"] = eval_spec("linear_probe", "builtin:test", train_dataset="builtin:train",
+                                            label_key="shape", num_train_examples=5000)
+  return ml_collections.ConfigDict(evals)
+
+
+def imagenet_zero_shot(templates: str = "openai_imagenet_80") -> ml_collections.ConfigDict:
+  """ImageNet-1k validation zero-shot (TFDS imagenet2012; class names from its label feature unless a
+  class_names_file is set, e.g. OpenAI's curated names), as the official DeCLIP code evaluates during training."""
+  return eval_spec("zero_shot", "tfds:imagenet2012/validation", templates=templates)
 
 
 def use_clip_baseline(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -312,10 +366,7 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
               "a SentencePiece .model; python -m declip_jax.data.train_sentencepiece trains one") + ").")
   _require(c.data.token_layout in ("declip", "openai"),
            f"data.token_layout must be 'declip' or 'openai', got {c.data.token_layout!r}.")
-  for attribute in c.data.builtin.zero_shot_attributes:
-    _require(attribute in builtin.ATTRIBUTES,
-             f"data.builtin.zero_shot_attributes: unknown attribute {attribute!r}; use one of "
-             f"{', '.join(builtin.ATTRIBUTES)}.")
+  _validate_evals(c)
   _require(c.data.augment.recipe in ("moco_v2", "crop"),
            f"data.augment.recipe must be 'moco_v2' or 'crop', got {c.data.augment.recipe!r}.")
   for key in ("crop_scale", "crop_ratio", "blur_sigma"):
@@ -324,3 +375,28 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
              f"data.augment.{key} must be a (min, max) pair with min <= max, got {tuple(value)}.")
   lo, hi = c.data.augment.crop_scale
   _require(0 < lo <= hi <= 1, f"data.augment.crop_scale must satisfy 0 < min <= max <= 1, got {(lo, hi)}.")
+
+
+def _validate_evals(c: ml_collections.ConfigDict) -> None:
+  from declip_jax.evaluation import templates  # pylint: disable=g-import-not-at-top
+  _require(c.eval.batch_size > 0, f"eval.batch_size must be positive, got {c.eval.batch_size}.")
+  for name, spec in c.evals.items():
+    key = f"evals.{name}"
+    _require(isinstance(spec, ml_collections.ConfigDict) and "kind" in spec,
+             f"{key} must be made with config.eval_spec(kind, dataset, ...).")
+    _require(spec.kind in EVAL_KINDS, f"{key}.kind must be one of {', '.join(EVAL_KINDS)}, got {spec.kind!r}.")
+    _require(spec.every_steps >= 0, f"{key}.every_steps must be >= 0 (0: eval.every_steps), got {spec.every_steps}.")
+    _require(spec.num_examples >= 0 and spec.num_train_examples >= 0, f"{key}: example counts must be >= 0.")
+    dataset_forms = ("builtin:", "tfds:", "tfrecord:") + (("heldout",) if spec.kind == "retrieval" else ())
+    _require(spec.dataset.startswith(dataset_forms),
+             f"{key}.dataset {spec.dataset!r} must start with one of {', '.join(dataset_forms)}.")
+    if spec.kind == "zero_shot":
+      _require(spec.templates in templates.TEMPLATE_SETS,
+               f"{key}.templates {spec.templates!r} is not a template set; known: "
+               f"{', '.join(sorted(templates.TEMPLATE_SETS))}.")
+    if spec.kind == "linear_probe":
+      _require(spec.train_dataset.startswith(("builtin:", "tfds:", "tfrecord:")),
+               f"{key}.train_dataset must name the split the probe is fitted on (e.g. 'tfds:cifar10/train').")
+      _require(0 < spec.validation_fraction < 1, f"{key}.validation_fraction must be in (0, 1).")
+      _require(len(spec.l2_grid) > 0 and min(spec.l2_grid) >= 0, f"{key}.l2_grid must be non-negative values.")
+      _require(spec.max_iterations > 0, f"{key}.max_iterations must be positive.")

@@ -149,7 +149,8 @@ class _Trainer:
                  config.train.num_steps)
     self.step_fn = setup.jit_train_step(config)
     self.state_is_finite = jax.jit(lambda s: recovery.all_finite((s.params, s.opt_state, s.batch_stats, s.nn_queue)))
-    self.evaluator = runner.Evaluator(config, setup.model, setup.tokenizer)
+    self.evaluations = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh)
+    self.eval_results: dict = {}
     self.rollbacks: list[tuple[int, str]] = []
     self.history: list[tuple[int, dict]] = []
     self.bad_records: Optional[np.ndarray] = None
@@ -213,7 +214,6 @@ class _Trainer:
   def train(self) -> dict:
     config, stop = self.config, self.stop
     num_steps = config.train.num_steps
-    results = {}
     unchecked: Optional[tuple[int, dict]] = None  # The previous step, whose verdict is read while the next runs.
     logging.info("Training from step %d to %d.", self.step, num_steps)
     while self.step < num_steps:
@@ -230,7 +230,8 @@ class _Trainer:
       last = step == num_steps or stop.received is not None
       log = step % config.train.log_every_steps == 0 or last
       save = step % config.checkpoint.every_steps == 0 or last
-      evaluate = (step % config.eval.every_steps == 0 or last) and stop.received is None
+      evals_due = self.evaluations.due(step, last) if stop.received is None else []
+      evaluate = bool(evals_due)
       checks = [unchecked] + ([(step, metrics)] if log or save or evaluate else [])
       unchecked = None if log or save or evaluate else (step, metrics)
       failure = next(((s, m, c) for s, m in filter(None, checks) if (c := int(m["rollback_cause"]))), None)
@@ -256,19 +257,23 @@ class _Trainer:
         break
       if evaluate:
         with self.report.timed("eval"):
-          results = self.evaluator.run(self.state.params, step)
-        self.writer.write_scalars(step, _eval_scalars(results))
-        _write_json(self.workdir / "eval_results.json", results)
-    if stop.received is None and not results:  # Nothing left to train: evaluate what was restored.
-      results = self.evaluator.run(self.state.params, self.step)
-      self.writer.write_scalars(self.step, _eval_scalars(results))
-      _write_json(self.workdir / "eval_results.json", results)
+          self._evaluate(step, evals_due)
+    if stop.received is None and self.start_step >= num_steps:  # Nothing left to train: evaluate what was restored.
+      self._evaluate(self.step, None)
     self.close()
     if stop.received:
       logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, self.step,
                       self.ckpt.directory)
-    return {"eval": results, "loss_summary": loss_summary(self.history), "step": self.step,
+    return {"eval": self.eval_results, "loss_summary": loss_summary(self.history), "step": self.step,
             "stopped_by": stop.received, "rollbacks": self.rollbacks}
+
+  def _evaluate(self, step: int, names: Optional[list[str]]) -> None:
+    """Runs the named evaluations (None: all), logs them and rewrites eval_results.json with the newest result
+    of every evaluation."""
+    results = self.evaluations.run(self.state.params, step, names)
+    self.eval_results.update(results)
+    self.writer.write_scalars(step, _eval_scalars(results))
+    _write_json(self.workdir / "eval_results.json", self.eval_results)
 
   def close(self) -> None:
     self.writer.flush()
@@ -303,6 +308,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass the --workdir of a run.")
   latest, state, _ = restored
-  results = runner.Evaluator(config, setup.model, setup.tokenizer).run(state.params, latest)
+  results = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh).run(state.params, latest)
   _write_json(epath.Path(workdir) / "eval_results.json", results)
   return results

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from declip_jax.data import pipeline, tfds_source
+from declip_jax.evaluation import datasets
 from tests import pipeline_checks
 from tests.tiny_config import tiny_config
 
@@ -88,11 +89,12 @@ def test_training_batches_resume_and_retrieval_uses_every_caption(data_dir):
   config = tfds_config(data_dir)
   tokenizer = pipeline.build_tokenizer(config)
   pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=1, compared=3)
-  split = pipeline.eval_split(config, tokenizer)
-  assert split["images"].shape[0] == 8
-  counts = np.bincount(split["text_to_image"])  # TFDS stores examples in its own order.
-  assert sorted(counts) == sorted(1 + i % 3 for i in range(8)) and (np.diff(split["text_to_image"]) >= 0).all()
-  assert len(split["captions"]) == counts.sum()
+  data = datasets.captioned_images(config.evals.retrieval, config, "retrieval")  # "heldout": data.tfds.eval_split.
+  assert data.name == "tfds:declip_test_captions/val"
+  rows = list(datasets.batches(data.dataset, 3, ("index", "captions")))
+  counts = [int((row != b"").sum()) for batch in rows for row in batch["captions"]]
+  assert sorted(counts) == sorted(1 + i % 3 for i in range(8))  # TFDS stores examples in its own order.
+  assert [i for batch in rows for i in batch["index"]] == list(range(8))
 
 
 def test_unknown_feature_path_is_named(data_dir):

@@ -16,6 +16,7 @@ def tiny_config(clip_baseline: bool = False):
   c.checkpoint.async_save = True
   c.eval.every_steps = 3
   c.eval.batch_size = 32
+  c.evals = config_lib.builtin_evals(("colour", "shape"))
   c.model.embed_dim = 16
   c.model.image.image_size = 16
   c.model.image.patch_size = 4

@@ -15,12 +15,11 @@ from typing import Iterator, Optional
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
 from declip_jax.data import (builtin, clip_bpe, image_views, mixture, sentencepiece_tokenizer, text_views,
-                             tfds_source, tfrecord_source, tokenizers)
+                             tfrecord_source, tokenizers)
 
 _ENDLESS = 2**62  # Positions never run out.
 
@@ -223,76 +222,3 @@ class TrainBatches:
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
   return ds.as_numpy_iterator()
-
-
-def eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> Optional[dict]:
-  """The held-out split, eval-transformed; None when the source has none (tfrecord without eval_files).
-
-  Returns:
-    `images` [N, S, S, 3] float32 normalised, `captions` [M, L] int32, `text_to_image` [M] (the image of each
-    caption; M = N and caption i belongs to image i except for multi-caption TFDS splits), and
-    `zero_shot`: {attribute: (labels [N] int32, class names [C])} for each of data.builtin.zero_shot_attributes
-    (built-in data only).
-  """
-  size = config.model.image.image_size
-
-  def transform(image):
-    return image_views.normalize(image_views.eval_view(image, size, config.data.eval_crop_fraction),
-                                 config.data.mean, config.data.std)
-
-  if config.data.source != "builtin":  # Streamed sources: held-out TFRecord files, else a TFDS split, else none.
-    if config.data.source in ("tfrecord", "mixture") and config.data.tfrecord.eval_files:
-      return _tfrecord_eval_split(config, tokenizer, transform)
-    if config.data.source in ("tfds", "mixture") and config.data.tfds.eval_split:
-      return _tfds_eval_split(config, tokenizer, transform)
-    logging.info("No held-out split configured (data.tfrecord.eval_files, data.tfds.eval_split): no retrieval "
-                 "evaluation.")
-    return None
-  split = load_split(config, "test")
-  ds = tf.data.Dataset.from_tensor_slices(split.images).map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
-  images = np.concatenate(list(ds.as_numpy_iterator()), axis=0)
-  zero_shot = {a: (split.attributes[a], builtin.ATTRIBUTES[a]) for a in config.data.builtin.zero_shot_attributes}
-  return {"images": images, "captions": tokenizer.tokenize_numpy(list(split.captions)),
-          "text_to_image": np.arange(len(images)), "zero_shot": zero_shot}
-
-
-def _tfrecord_eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
-                         transform) -> dict:
-  """The first data.tfrecord.num_eval_examples usable records of data.tfrecord.eval_files, in file order."""
-  cfg = config.data.tfrecord
-  files = tfrecord_source.list_files(cfg.eval_files)
-  parse_record = tfrecord_source.example_parser(cfg)
-
-  def parse(record):
-    image_bytes, raw_caption = parse_record(None, record)
-    caption, flags = tfrecord_source.clean_caption(raw_caption, config.data.max_caption_chars)
-    return image_bytes, caption, flags["empty"]
-
-  ds = tf.data.TFRecordDataset(files).map(parse).filter(lambda _, c, empty: tf.logical_not(empty))
-  ds = ds.map(lambda image, caption, _: (transform(tfrecord_source.decode_image(image)), caption),
-              num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().take(cfg.num_eval_examples).batch(256)
-  images, captions = [], []
-  for image_batch, caption_batch in ds.as_numpy_iterator():
-    images.append(image_batch)
-    captions.extend(c.decode() for c in caption_batch)
-  if not captions:
-    raise tfrecord_source.DataSourceError(f"data.tfrecord.eval_files {cfg.eval_files!r}: no usable record.")
-  return {"images": np.concatenate(images), "captions": tokenizer.tokenize_numpy(captions),
-          "text_to_image": np.arange(len(captions)), "zero_shot": {}}
-
-
-def _tfds_eval_split(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
-                     transform) -> dict:
-  """The first data.tfds.num_eval_examples images of data.tfds.eval_split with all their captions."""
-  cfg = config.data.tfds
-  ds = tfds.load(cfg.name, split=cfg.eval_split, data_dir=cfg.data_dir or None, shuffle_files=False)
-  ds = ds.take(cfg.num_eval_examples).map(
-      lambda e: (transform(tfds_source.get(e, cfg.image_key)), tf.reshape(tfds_source.get(e, cfg.caption_key), [-1])),
-      num_parallel_calls=tf.data.AUTOTUNE)
-  images, captions, text_to_image = [], [], []
-  for image, texts in ds.as_numpy_iterator():
-    captions.extend(t.decode() for t in texts)
-    text_to_image.extend([len(images)] * len(texts))
-    images.append(image)
-  return {"images": np.stack(images), "captions": tokenizer.tokenize_numpy(captions),
-          "text_to_image": np.asarray(text_to_image), "zero_shot": {}}

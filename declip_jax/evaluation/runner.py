@@ -1,66 +1,116 @@
-"""Runs the named evaluations on the held-out split for a set of parameters."""
+"""Runs the named evaluations of `config.evals` for a set of parameters."""
+
+from typing import Iterator, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
+from jax.sharding import Mesh
 
 from declip_jax.data import pipeline
-from declip_jax.evaluation import retrieval, templates, zero_shot
+from declip_jax.evaluation import datasets, encoding, linear_probe, retrieval, templates, zero_shot
 from declip_jax.models.declip import DeCLIP
 
 
-class Evaluator:
-  """Zero-shot classification (one evaluation per attribute) and retrieval on the held-out split.
+def _split_of(dataset: str) -> Optional[str]:
+  """The split part of a dataset string ("test" of "builtin:test" and "tfds:cifar10/test"); None for files."""
+  kind, _, location = dataset.partition(":")
+  return {"builtin": location, "tfds": location.rsplit("/", 1)[-1]}.get(kind)
 
-  `run(params, step)` returns `{"<name>": {"step", "dataset", "metrics", ...}}`, the schema of
-  `eval_results.json`; names are `zero_shot_<attribute>` and `retrieval` ({} when the source has no held-out
-  split).
+
+class Evaluations:
+  """The enabled evaluations of `config.evals`, their data checked at construction.
+
+  `run(params, step, names)` returns `{"<name>": {"step", "kind", "dataset", "split", "num_examples",
+  "metrics", ...}}` (zero-shot adds "template_set" and "num_classes"; linear probes "l2"), the schema of
+  `eval_results.json`.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: pipeline.Tokenizer):
+  def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: pipeline.Tokenizer,
+               mesh: Mesh):
+    self.config = config
     self.tokenizer = tokenizer
-    self.batch_size = config.eval.batch_size
-    self.data = pipeline.eval_split(config, tokenizer)
-    data = config.data
-    self.dataset_name = ("builtin/test" if data.source == "builtin" else
-                         f"tfrecord:{data.tfrecord.eval_files}" if data.source != "tfds" and data.tfrecord.eval_files
-                         else f"{data.tfds.name}/{data.tfds.eval_split}")
-    self._encode_image = jax.jit(lambda p, x: model.apply({"params": p}, x, method=DeCLIP.encode_image))
-    self._encode_text = jax.jit(lambda p, t: model.apply({"params": p}, t, method=DeCLIP.encode_text))
+    self.specs = {name: spec for name, spec in sorted(config.evals.items()) if spec.enabled}
+    for name, spec in self.specs.items():
+      datasets.check_available(spec, config, name)
+    self.encoder = encoding.Encoder(model, mesh, config.eval.batch_size)
 
-  def _batched(self, fn, params, inputs: np.ndarray) -> np.ndarray:
-    """Applies fn in fixed-size batches (the last one padded), so it compiles once."""
-    out = []
-    for start in range(0, len(inputs), self.batch_size):
-      chunk = inputs[start: start + self.batch_size]
-      pad = self.batch_size - len(chunk)
-      if pad:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)], axis=0)
-      out.append(np.asarray(fn(params, chunk))[: self.batch_size - pad])
-    return np.concatenate(out, axis=0)
+  def due(self, step: int, last: bool = False) -> list[str]:
+    """The evaluations to run after `step`: those whose period divides it, or all at the last step."""
+    return [name for name, spec in self.specs.items()
+            if last or step % (spec.every_steps or self.config.eval.every_steps) == 0]
 
-  def encode_images(self, params, images: np.ndarray) -> np.ndarray:
-    """[N, S, S, 3] normalised images -> [N, D] embeddings."""
-    return self._batched(self._encode_image, params, images)
+  def run(self, params, step: int, names: Optional[Sequence[str]] = None) -> dict:
+    """Runs the named evaluations (default: all) on `params`; skips "heldout" retrieval without a held-out split."""
+    results = {}
+    for name in self.specs if names is None else names:
+      spec = self.specs[name]
+      result = getattr(self, f"_{spec.kind}")(name, spec, params)
+      if result is not None:
+        results[name] = {"step": step, "kind": spec.kind, **result}
+    return results
+
+  def _image_batches(self, ds, keys=("image", "index"), extra="index") -> Iterator[tuple]:
+    for batch in datasets.batches(ds, self.encoder.local_batch, keys):
+      yield batch["image"], batch["index"], batch[extra]
+
+  def _encode_images(self, params, ds, kind: str = "image", extra: str = "index"):
+    size = self.config.model.image.image_size
+    return self.encoder.encode(params, kind, self._image_batches(ds, ("image", "index", extra), extra),
+                               (size, size, 3), np.float32)
 
   def encode_texts(self, params, texts: list[str]) -> np.ndarray:
-    """N strings -> [N, D] embeddings."""
-    return self._batched(self._encode_text, params, self.tokenizer.tokenize_numpy(texts))
+    """The same N strings on every process -> [N, D] embeddings (each process encodes its share)."""
+    return self.encoder.encode_tokens(params, self.tokenizer.tokenize_numpy(texts))[0]
 
-  def run(self, params, step: int) -> dict:
-    d = self.data
-    if d is None:
-      return {}
-    image_emb = self.encode_images(params, d["images"])
-    text_emb = self._batched(self._encode_text, params, d["captions"])
-    results = {}
-    for attribute, (labels, class_names) in d["zero_shot"].items():
-      template_set = f"builtin_{attribute}"
-      weights = zero_shot.classifier_weights(lambda t: self.encode_texts(params, t), list(class_names),
-                                             templates.get(template_set))
-      results[f"zero_shot_{attribute}"] = {
-          "step": step, "dataset": self.dataset_name, "template_set": template_set, "num_classes": len(class_names),
-          "metrics": zero_shot.classification_metrics(image_emb, weights, labels)}
-    results["retrieval"] = {"step": step, "dataset": self.dataset_name,
-                            "metrics": retrieval.recall_at_k(image_emb, text_emb, d["text_to_image"])}
-    return results
+  def _zero_shot(self, name: str, spec: ml_collections.ConfigDict, params) -> dict:
+    data = datasets.labelled_images(spec, self.config, name, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    weights = zero_shot.classifier_weights(lambda texts: self.encode_texts(params, texts), data.class_names,
+                                           templates.get(spec.templates))
+    image_emb, _, labels = self._encode_images(params, data.dataset, extra="label")
+    return {"dataset": data.name, "split": _split_of(data.name), "template_set": spec.templates,
+            "num_classes": len(data.class_names), "num_examples": len(labels),
+            "metrics": zero_shot.classification_metrics(image_emb, weights, labels)}
+
+  def _retrieval(self, name: str, spec: ml_collections.ConfigDict, params) -> Optional[dict]:
+    data = datasets.captioned_images(spec, self.config, name, jax.process_index(), jax.process_count())
+    if data is None:
+      logging.info("evals.%s: the training data has no held-out split (data.tfrecord.eval_files, "
+                   "data.tfds.eval_split); skipped.", name)
+      return None
+    captions, owners = [], []
+
+    def batches():
+      for batch in datasets.batches(data.dataset, self.encoder.local_batch, ("image", "index", "captions")):
+        for index, row in zip(batch["index"], batch["captions"]):
+          texts = [c.decode() for c in row if c]
+          captions.extend(texts)
+          owners.extend([index] * len(texts))
+        yield batch["image"], batch["index"], batch["index"]
+
+    size = self.config.model.image.image_size
+    image_emb, image_index, _ = self.encoder.encode(params, "image", batches(), (size, size, 3), np.float32)
+    tokens = self.tokenizer.tokenize_numpy(captions) if captions else np.zeros(
+        (0, self.config.model.text.context_length), np.int32)
+    text_emb, text_owner, _ = self.encoder.encode_tokens(params, tokens, np.asarray(owners, np.int64),
+                                                         split_over_processes=False)
+    text_to_image = np.searchsorted(image_index, text_owner)
+    return {"dataset": data.name, "split": _split_of(data.name), "num_examples": len(image_index),
+            "num_captions": len(text_owner), "metrics": retrieval.recall_at_k(image_emb, text_emb, text_to_image)}
+
+  def _linear_probe(self, name: str, spec: ml_collections.ConfigDict, params) -> dict:
+    p, count = jax.process_index(), jax.process_count()
+    test = datasets.labelled_images(spec, self.config, name, process_index=p, process_count=count)
+    train_spec = spec.copy_and_resolve_references()
+    train_spec.num_examples = spec.num_train_examples
+    train = datasets.labelled_images(train_spec, self.config, name, dataset=spec.train_dataset, process_index=p,
+                                     process_count=count)
+    train_x, _, train_y = self._encode_images(params, train.dataset, "image_features", extra="label")
+    test_x, _, test_y = self._encode_images(params, test.dataset, "image_features", extra="label")
+    metrics, l2 = linear_probe.evaluate(train_x, train_y, test_x, test_y, len(test.class_names), spec.l2_grid,
+                                        spec.validation_fraction, seed=self.config.train.seed,
+                                        max_iterations=spec.max_iterations)
+    return {"dataset": test.name, "split": _split_of(test.name), "train_dataset": train.name,
+            "num_examples": len(test_y), "num_train_examples": len(train_y), "l2": l2, "metrics": metrics}

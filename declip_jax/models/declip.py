@@ -30,6 +30,10 @@ class DeCLIP(nn.Module):
     """images: [B, H, W, 3] normalised -> [B, D] embeddings, not normalised."""
     return self.image_tower(images).astype(jnp.float32)
 
+  def image_features(self, images: jax.Array) -> jax.Array:
+    """images: [B, H, W, 3] normalised -> [B, width] image-tower features before the projection."""
+    return self.image_tower(images, project=False).astype(jnp.float32)
+
   def encode_text(self, tokens: jax.Array) -> jax.Array:
     """tokens: [B, L] int -> [B, D] embeddings, not normalised."""
     return self.text_tower(tokens)[0].astype(jnp.float32)

@@ -24,8 +24,9 @@ class VisionTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """images: [B, H, W, 3] normalised float -> image embeddings [B, embed_dim], not normalised."""
+  def __call__(self, images: jax.Array, project: bool = True) -> jax.Array:
+    """images: [B, H, W, 3] normalised float -> image embeddings [B, embed_dim], not normalised; with
+    project=False the features before the projection, ln_post([CLS]) [B, width] (what linear probes read)."""
     p = self.patch_size
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
                 kernel_init=layers.torch_default_init(), name="patch_embed")(images.astype(self.dtype))
@@ -39,5 +40,7 @@ class VisionTransformer(nn.Module):
     x = layers.Transformer(self.layers, self.heads, causal=False, dtype=self.dtype, scan=self.scan,
                            remat=self.remat, name="transformer")(x)
     x = layers.layer_norm("ln_post", self.dtype)(x[:, 0])
+    if not project:
+      return x
     proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.embed_dim))
     return jnp.dot(x, proj.astype(x.dtype))

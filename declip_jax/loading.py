@@ -1,0 +1,147 @@
+"""Loading a trained model for evaluation: `declip_jax.load(workdir)`.
+
+Restores the parameters only (not the optimizer state, queue or BatchNorm statistics, which inference does not
+use), on whatever devices this process has, from a checkpoint written on any device count. The model and its
+tokenizer are rebuilt from the config saved with the checkpoint.
+"""
+
+import functools
+import json
+from typing import Any, Optional, Sequence, Union
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorflow as tf
+from etils import epath
+
+from declip_jax import checkpointing, config as config_lib, optim, parallel, state as state_lib
+from declip_jax.data import image_views, pipeline
+from declip_jax.evaluation import encoding, templates as template_sets, zero_shot
+from declip_jax.models import declip
+
+
+def _merge(defaults: ml_collections.ConfigDict, saved: dict) -> None:
+  """Overwrites `defaults` with the saved values of keys it has (keys from older or newer versions are ignored)."""
+  for key, value in saved.items():
+    if key not in defaults:
+      continue
+    if isinstance(defaults[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _merge(defaults[key], value)
+    else:
+      default = defaults[key]
+      defaults[key] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+
+
+def config_from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The experiment config written with a checkpoint, on top of today's defaults."""
+  c = config_lib.base_config()
+  _merge(c, saved)
+  return c
+
+
+def _checkpoint_dir(path: epath.Path, step: Optional[int]) -> epath.Path:
+  """The step directory for a workdir, its checkpoints/ directory, or a step directory itself."""
+  if (path / "state").exists() and (path / "meta").exists():
+    return path
+  root = path / "checkpoints" if (path / "checkpoints").exists() else path
+  steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint in {path} (expected a workdir, its checkpoints/ directory or a step "
+                            "directory).")
+  if step is None:
+    return root / str(steps[-1])
+  if step not in steps:
+    raise FileNotFoundError(f"No checkpoint for step {step} in {root}; there are {steps}.")
+  return root / str(step)
+
+
+class LoadedModel:
+  """A trained DeCLIP/CLIP model for inference.
+
+  Attributes:
+    config: the experiment config it was trained with; step: the checkpoint's step; params: the parameters;
+    tokenizer: the model's own tokenizer; image_size: the side of `preprocess`'s output.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, params: Any, step: int, batch_size: int = 256):
+    self.config, self.params, self.step = config, params, step
+    self.tokenizer = pipeline.build_tokenizer(config)
+    self.module = declip.build_model(config, self.tokenizer.eot_id)
+    self.image_size = config.model.image.image_size
+    self.mesh = parallel.make_mesh((-1, 1, 1), jax.local_devices())
+    self._encoder = encoding.Encoder(self.module, self.mesh, batch_size)
+
+  def preprocess(self, image) -> np.ndarray:
+    """One image (uint8 [H, W, 3] array or PIL image, any size) -> [S, S, 3] float32: the eval transform
+    (shorter side to S / data.eval_crop_fraction, centre crop, normalised), as evaluation sees it."""
+    image = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, np.uint8)
+    data = self.config.data
+    view = image_views.eval_view(tf.constant(image), self.image_size, data.eval_crop_fraction)
+    return image_views.normalize(view, data.mean, data.std).numpy()
+
+  def _encode_images(self, images: np.ndarray, kind: str) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    n = self._encoder.local_batch
+    rows = ((images[s: s + n], np.arange(s, min(s + n, len(images))), np.zeros(min(n, len(images) - s)))
+            for s in range(0, len(images), n))
+    return self._encoder.encode(self.params, kind, rows, images.shape[1:], np.float32)[0]
+
+  def encode_image(self, images: np.ndarray, normalize: bool = False) -> np.ndarray:
+    """[N, S, S, 3] preprocessed images -> [N, D] image embeddings (unit length with normalize=True)."""
+    emb = self._encode_images(images, "image")
+    return emb / np.linalg.norm(emb, axis=-1, keepdims=True) if normalize else emb
+
+  def image_features(self, images: np.ndarray) -> np.ndarray:
+    """[N, S, S, 3] preprocessed images -> [N, width] image-tower features before the projection."""
+    return self._encode_images(images, "image_features")
+
+  def encode_text(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
+    """N raw strings -> [N, D] text embeddings, tokenised with the model's tokenizer."""
+    tokens = self.tokenizer.tokenize_numpy(list(texts))
+    emb = self._encoder.encode_tokens(self.params, tokens, split_over_processes=False)[0]
+    return emb / np.linalg.norm(emb, axis=-1, keepdims=True) if normalize else emb
+
+  def zero_shot_classifier(self, class_names: Sequence[str],
+                           templates: Union[str, Sequence[str]] = "openai_imagenet_80") -> np.ndarray:
+    """[C, D] unit class embeddings: the renormalised mean of the normalised embeddings of each class's prompts.
+
+    templates: a template set's name (declip_jax/evaluation/templates.py) or strings with one "{}".
+    """
+    if isinstance(templates, str):
+      templates = template_sets.get(templates)
+    return zero_shot.classifier_weights(self.encode_text, list(class_names), list(templates))
+
+  def classify(self, images: np.ndarray, classifier: np.ndarray) -> np.ndarray:
+    """[N, S, S, 3] preprocessed images, [C, D] classifier -> [N, C] cosine similarities."""
+    return self.encode_image(images, normalize=True) @ np.asarray(classifier, np.float32).T
+
+
+def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> LoadedModel:
+  """Loads the parameters of a training run's newest checkpoint (or of `step`).
+
+  Args:
+    path: a --workdir, its checkpoints/ directory, or one step's directory (local or gs://).
+    batch_size: images or texts encoded per call.
+  Raises:
+    FileNotFoundError: no checkpoint there.
+    checkpointing.CorruptCheckpointError: the parameters read back differ from the ones saved.
+  """
+  pipeline.hide_accelerators_from_tensorflow()
+  directory = _checkpoint_dir(epath.Path(path), step)
+  meta = json.loads((directory / "meta" / "metadata").read_text())
+  config = config_from_saved(meta["config"])
+  tokenizer = pipeline.build_tokenizer(config)
+  module = declip.build_model(config, tokenizer.eot_id)
+  abstract_state = jax.eval_shape(functools.partial(
+      state_lib.create_train_state, config, module, optim.build_optimizer(config),
+      state_lib.sample_batch_spec(config, batch_size=1)), jax.random.PRNGKey(0))
+  replicated = parallel.replicated(parallel.make_mesh((-1, 1, 1), jax.local_devices()))
+  target = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                                   abstract_state.params)}
+  with ocp.PyTreeCheckpointer() as reader:
+    restored = reader.restore(directory / "state", args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+  checkpointing.verify_part(restored["params"], "params", abstract_state, meta)
+  return LoadedModel(config, restored["params"], int(meta["step"]), batch_size)

@@ -232,20 +232,33 @@ def test_load_detects_altered_parameters(trained_run, tmp_path):
     declip_jax.load(str(copy))
 
 
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory):
+  """configs/demo.py trained 2 steps (its evaluations off while training): the checkpoint's step directory."""
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config()
+  config.train.num_steps = 2
+  for spec in config.evals.values():
+    spec.enabled = False
+  workdir = tmp_path_factory.mktemp("demo")
+  train.run(config, str(workdir))
+  return workdir / "checkpoints" / "2"
+
+
 @pytest.mark.xdist_group("virtual_devices")
-def test_eval_mode_writes_the_same_numbers_on_one_and_eight_devices(trained_run, tmp_path):
+def test_eval_mode_writes_the_same_numbers_on_one_and_eight_devices(demo_checkpoint, tmp_path):
   results = {}
   for devices in (1, 8):
     workdir = tmp_path / str(devices)
     (workdir / "checkpoints").mkdir(parents=True)
-    os.symlink(trained_run / "checkpoints" / "6", workdir / "checkpoints" / "6")
+    os.symlink(demo_checkpoint, workdir / "checkpoints" / "2")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": virtual_devices_flags(devices)}
-    out = subprocess.run([sys.executable, "-m", "declip_jax.main", "--config=tests/tiny_config.py",
-                          f"--workdir={workdir}", "--mode=eval", "--config.eval.batch_size=24"],
+    out = subprocess.run([sys.executable, "-m", "declip_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
+                          "--mode=eval", "--config.evals.linear_probe_shape.num_train_examples=2000"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     results[devices] = json.loads((workdir / "eval_results.json").read_text())
-  assert sorted(results[1]) == ["retrieval", "zero_shot_colour", "zero_shot_shape"]
+  assert sorted(results[1]) == ["linear_probe_shape", "retrieval", "zero_shot_colour", "zero_shot_shape"]
   for name in results[1]:
     assert results[8][name]["metrics"] == pytest.approx(results[1][name]["metrics"], abs=1e-12), name
     assert {k: v for k, v in results[8][name].items() if k != "metrics"} == \

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import checkpointing, train
+from declip_jax import checkpointing, logs, train
 from tests import fault_worker
 from tests.conftest import REPO
 
@@ -53,20 +53,9 @@ def _final_state(workdir):
 
 
 def _scalars(workdir) -> dict:
-  """{(tag, step): value} of the train/ and eval/ scalars, the last one written for each (tag, step)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  latest = {}
-  for path in sorted(pathlib.Path(workdir).glob("events.out.tfevents.*")):
-    try:
-      for event in tf.compat.v1.train.summary_iterator(str(path)):
-        for value in event.summary.value:
-          if value.tag.startswith(("train/", "eval/", "recovery/")):
-            key = (value.tag, event.step)
-            if key not in latest or event.wall_time >= latest[key][0]:
-              latest[key] = (event.wall_time, float(tf.make_ndarray(value.tensor)))
-    except tf.errors.DataLossError:  # The last record of a killed process may be cut short.
-      pass
-  return {k: v for k, (_, v) in latest.items()}
+  """{(tag, step): value} of the train/, eval/ and recovery/ scalars, the last one written for each (tag, step)."""
+  return {(tag, step): value for tag, points in logs.read_scalars(workdir, ("train/", "eval/", "recovery/")).items()
+          for step, value in points}
 
 
 def _assert_same_run(workdir, reference):

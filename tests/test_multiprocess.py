@@ -1,6 +1,7 @@
 """Two processes x 4 CPU devices on localhost (gloo collectives) train exactly what one process x 8 devices
 trains: same logged losses, same final state (DESIGN §5)."""
 
+import json
 import os
 import pathlib
 import socket
@@ -75,6 +76,19 @@ def test_two_processes_reproduce_one_process_of_eight_devices(tmp_path):
   a, b = _final_state(tmp_path / "single"), _final_state(tmp_path / "multi")
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)
+
+  # The same checkpoint evaluated by 1 x 8 and 2 x 4 (41 test images: the processes' slices differ in size).
+  evals = ["--mode=eval", "--config.data.builtin.num_test=41", "--config.eval.batch_size=24"]
+  single = _launch(tmp_path / "multi", 8, *evals)
+  _, err = single.communicate(timeout=600)
+  assert single.returncode == 0, err[-3000:]
+  one_process = json.loads((tmp_path / "multi" / "eval_results.json").read_text())
+  (tmp_path / "multi" / "eval_results.json").unlink()
+  _launch_pair(tmp_path / "multi", *evals)
+  two_processes = json.loads((tmp_path / "multi" / "eval_results.json").read_text())
+  assert sorted(one_process) == ["retrieval", "zero_shot_colour", "zero_shot_shape"]
+  assert one_process["zero_shot_shape"]["num_examples"] == 41
+  assert two_processes == one_process
 
 
 def _launch_pair(workdir, *flags):

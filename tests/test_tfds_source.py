@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from declip_jax import config as config_lib
 from declip_jax.data import pipeline, tfds_source
 from declip_jax.evaluation import datasets
 from tests import pipeline_checks
@@ -68,6 +69,7 @@ def tfds_config(root):
   c.data.vocab_path = str(root / "vocab.txt")
   c.data.shuffle_window = 4
   c.data.tfrecord.cycle_length = 1
+  c.evals = {"retrieval": config_lib.eval_spec("retrieval", "heldout")}  # On data.tfds.eval_split.
   return c
 
 

@@ -78,6 +78,7 @@ def tfrecord_config(files: str, vocab: str):
   c.data.tfrecord.cycle_length = 2
   c.data.max_caption_chars = 200
   c.model.text.vocab_size = 80  # The shards' vocabulary: 67 words + 5 special ids.
+  c.evals = {"retrieval": config_lib.eval_spec("retrieval", "heldout")}  # On data.tfrecord.eval_files, if set.
   return c
 
 

@@ -2,8 +2,8 @@
 
 Each image shows one object with four attributes (shape, colour, size, position) on a dark or light noisy
 background; its caption names the attributes in one of several phrasings, with synonyms, so that EDA and MLM
-have something to work on. Everything is a deterministic function of (seed, split). The zero-shot task
-classifies one attribute (`data.builtin.zero_shot_attribute`).
+have something to work on. Everything is a deterministic function of (seed, split). Zero-shot evaluations
+classify one attribute each (`config.builtin_evals`).
 """
 
 import dataclasses

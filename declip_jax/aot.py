@@ -30,7 +30,7 @@ def compile_train_step(config, devices):
   from declip_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.data.source, config.data.tokenizer, config.data.vocab_path = "builtin", "word", ""
-  setup = train.Setup(config, devices)
+  setup = train.Setup(config, devices, compile_only=True)
   batch_sharding = parallel.batch_sharding(setup.mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
            for k, v in state_lib.sample_batch_spec(config).items()}

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from declip_jax import parallel, train  # noqa: E402
+from declip_jax import config as config_lib, parallel, train  # noqa: E402
 from declip_jax.data import pipeline  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 
@@ -39,7 +39,8 @@ def run(config, devices, batches):
   for b in batches:
     state, metrics = step(state, parallel.host_to_global(b, setup.mesh))
     losses.append({k: float(v) for k, v in metrics.items()})
-  return jax.device_get(state), losses
+  split = sum(1 for x in jax.tree.leaves(state.params) if "fsdp" in str(x.sharding.spec))
+  return jax.device_get(state), losses, split
 
 
 def max_relative_difference(a, b):
@@ -63,14 +64,32 @@ def main():
   tokenizer = train.Setup(config, jax.devices()[:1]).tokenizer
   batches = list(zip(range(STEPS), pipeline.numpy_batches(pipeline.train_dataset(config, tokenizer))))
   batches = [b for _, b in batches]
-  reference_state, reference_losses = run(config, jax.devices()[:1], batches)
-  for shape in ((8, 1, 1), (4, 2, 1), (2, 2, 2)):
+  reference = run(config, jax.devices()[:1], batches)[:2]
+  # FSDP: every tensor of >= 256 elements split over 8 devices. Layers unscanned, here and in its reference:
+  # XLA CPU can deadlock with collectives inside a scanned loop (train._refuse_cpu_deadlock).
+  fsdp = config.copy_and_resolve_references()
+  fsdp.model.scan_layers = False
+  fsdp.mesh.fsdp_min_size = 256
+  fsdp_reference = run(fsdp, jax.devices()[:1], batches)[:2]
+  scanned = fsdp.copy_and_resolve_references()
+  scanned.model.scan_layers, scanned.mesh.shape = True, (1, 8, 1)
+  try:
+    train.Setup(scanned, jax.devices())
+    raise AssertionError("FSDP with scanned layers on 8 CPU devices was not refused")
+  except config_lib.ConfigError as e:
+    assert "model.scan_layers=False" in str(e), e
+  for shape in ((8, 1, 1), (4, 2, 1), (2, 2, 2), "fsdp"):
+    if shape == "fsdp":
+      config, (reference_state, reference_losses), shape = fsdp, fsdp_reference, (1, 8, 1)
+    else:
+      reference_state, reference_losses = reference
     config.mesh.shape = shape
-    state, losses = run(config, jax.devices(), batches)
+    state, losses, split = run(config, jax.devices(), batches)
+    assert split >= 10 or config.mesh.fsdp_min_size != 256, f"only {split} parameters split over fsdp"
     diffs = [max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for k in b) for a, b in zip(losses, reference_losses)]
     fields = {f: max_relative_difference(getattr(state, f), getattr(reference_state, f))
               for f in ("params", "batch_stats", "nn_queue", "nn_queue_ptr", "opt_state")}
-    print(f"mesh={shape} search={search} first_step_metrics={diffs[0]:.2e} metrics={max(diffs):.2e} " +
+    print(f"mesh={shape}{' fsdp' if config.mesh.fsdp_min_size == 256 else ''} search={search} first_step_metrics={diffs[0]:.2e} metrics={max(diffs):.2e} " +
           " ".join(f"{k}={v:.2e}" for k, v in fields.items()), flush=True)
 
 

@@ -20,7 +20,7 @@ def test_eight_devices_match_one(search):
                        text=True, timeout=900, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   lines = [l for l in out.stdout.splitlines() if l.startswith("mesh=")]
-  assert len(lines) == 3, out.stdout  # (8,1,1), (4,2,1), (2,2,2).
+  assert len(lines) == 4, out.stdout  # (8,1,1), (4,2,1), (2,2,2), (1,8,1) with FSDP-split parameters.
   for line in lines:
     for name, value in re.findall(r"(\w+)=([0-9.e+-]+)", line):
       # Losses, gradient norm, parameters, BatchNorm statistics and the queue to 1e-5 after two steps. Adam's

@@ -247,6 +247,27 @@ def imagenet_zero_shot(templates: str = "openai_imagenet_80") -> ml_collections.
   return eval_spec("zero_shot", "tfds:imagenet2012/validation", templates=templates)
 
 
+# CLIP's towers by name (OpenAI CLIP / open_clip sizes): image (width, layers, heads, patch), text (width,
+# layers, heads), embedding dimension; image side 224 and context 77 throughout.
+ARCHITECTURES = {
+    "ViT-B/32": dict(image=(768, 12, 12, 32), text=(512, 12, 8), embed_dim=512),
+    "ViT-B/16": dict(image=(768, 12, 12, 16), text=(512, 12, 8), embed_dim=512),
+    "ViT-L/14": dict(image=(1024, 24, 16, 14), text=(768, 12, 12), embed_dim=768),
+}
+
+
+def set_architecture(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Gives `c` the towers of a named architecture (ARCHITECTURES), in place."""
+  if name not in ARCHITECTURES:
+    raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}.")
+  a = ARCHITECTURES[name]
+  c.model.embed_dim = a["embed_dim"]
+  c.model.image.arch = "vit"
+  c.model.image.width, c.model.image.layers, c.model.image.heads, c.model.image.patch_size = a["image"]
+  c.model.text.width, c.model.text.layers, c.model.text.heads = a["text"]
+  return c
+
+
 def use_clip_baseline(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Turns a DeCLIP config into the official CLIP baseline of the same model, in place.
 

@@ -1,0 +1,12 @@
+"""DeCLIP ViT-L/14: the official ViT-B/32 recipe (configs/declip_vit_b32.py) with ViT-L/14 towers (CLIP's sizes).
+
+Run:
+  python -m declip_jax.main --config=configs/declip_vit_l14.py --workdir=gs://BUCKET/declip_vit_l14
+"""
+
+from configs import declip_vit_b32
+from declip_jax import config as config_lib
+
+
+def get_config():
+  return config_lib.set_architecture(declip_vit_b32.get_config(), "ViT-L/14")

@@ -1,0 +1,93 @@
+"""Command line: OpenAI CLIP / open_clip weights into a declip_jax run, and a declip_jax run out to open_clip.
+
+  # Start a run from released weights (writes the step-0 checkpoint; then train or --mode=eval as usual):
+  python -m declip_jax.interop.convert --direction=import --weights=ViT-B-32.safetensors \
+      --config=configs/clip_vit_b32.py --workdir=runs/from_openai [--config.* ...]
+  # A trained run as open_clip weights + model config (CLIP_benchmark and open_clip load it unmodified):
+  python -m declip_jax.interop.convert --direction=export --workdir=runs/declip --output_dir=exported/
+
+Import covers the image and text towers and the logit scale; the heads DeCLIP adds (SimSiam, MLM) and the NN
+queue start from their initialisation. Export of a model trained with the `declip` token layout moves the
+SOT/EOT rows to OpenAI's ids (drops [MASK]), so that open_clip's stock tokenizer feeds it.
+"""
+
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+_DIRECTION = flags.DEFINE_enum("direction", None, ["import", "export"], "Weights into or out of declip_jax.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Import: the config of the run to create.",
+                                          lock_config=True)
+_WEIGHTS = flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Import: the new run's workdir; export: the trained run.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Export: where the .safetensors and .json go.")
+_NAME = flags.DEFINE_string("name", "declip_jax_model", "Export: the files' base name.")
+flags.mark_flags_as_required(["direction", "workdir"])
+
+
+def import_weights(config, weights_path: str, workdir: str) -> int:
+  """Writes a step-0 checkpoint of `config` in `workdir` whose towers hold the weights; returns how many arrays
+  of the state dict were imported (all of them, or WeightMismatchError)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from declip_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from declip_jax.interop import open_clip_weights  # pylint: disable=g-import-not-at-top
+  setup = train.Setup(config)
+  state = setup.init_state()
+  state_dict = open_clip_weights.read_state_dict(weights_path)
+  table = state.params["text_tower"]["token_embedding"]["embedding"]
+  released = state_dict.get("token_embedding.weight")
+  if released is not None and released.shape[0] + 1 == table.shape[0] and config.data.token_layout == "openai":
+    # OpenAI's 49,408 ids, plus the [MASK] id the `openai` layout appends: that row keeps its initialisation.
+    state_dict["token_embedding.weight"] = np.concatenate([released, np.asarray(table[-1:], np.float32)])
+  imported = open_clip_weights.from_torch_state_dict(state_dict, config, state.params)
+  params = jax.tree.map(lambda new, old: old if new is None else jax.device_put(new, old.sharding),
+                        imported, state.params, is_leaf=lambda x: x is None)
+  state = state.replace(params=params)
+  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.keep, async_save=False)
+  try:
+    if ckpt.latest_step() is not None:
+      raise FileExistsError(f"{ckpt.directory} already holds checkpoints; import into an empty --workdir.")
+    ckpt.save(0, state, {"step": 0, "data_position": 0, "config": config.to_dict(), "imported_from": weights_path})
+    ckpt.wait()
+  finally:
+    ckpt.close()
+  return len(state_dict)
+
+
+def export_weights(workdir: str, output_dir: str, name: str):
+  """Writes `<name>.safetensors` + `<name>.json` (open_clip) from the newest checkpoint of `workdir`."""
+  import declip_jax  # pylint: disable=g-import-not-at-top
+  from declip_jax.interop import open_clip_weights  # pylint: disable=g-import-not-at-top
+  model = declip_jax.load(workdir)
+  data = model.config.data
+  declip_layout = data.tokenizer == "clip_bpe" and data.token_layout == "declip"
+  state_dict = open_clip_weights.to_torch_state_dict(model.params, model.config, openai_token_layout=declip_layout)
+  model_config = open_clip_weights.open_clip_model_config(model.config)
+  openai_rows = open_clip_weights.OPENAI_EOT + 1
+  if data.tokenizer == "clip_bpe" and state_dict["token_embedding.weight"].shape[0] > openai_rows:
+    state_dict["token_embedding.weight"] = state_dict["token_embedding.weight"][:openai_rows]  # [MASK] dropped.
+  if data.tokenizer == "clip_bpe":
+    model_config["text_cfg"]["vocab_size"] = openai_rows
+  return open_clip_weights.write_open_clip(output_dir, state_dict, model_config, name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected arguments {argv[1:]}")
+  if _DIRECTION.value == "import":
+    if not _WEIGHTS.value or _CONFIG.value is None:
+      sys.exit("error: --direction=import needs --weights and --config.")
+    count = import_weights(_CONFIG.value, _WEIGHTS.value, _WORKDIR.value)
+    print(f"imported {count} arrays from {_WEIGHTS.value} into the step-0 checkpoint of {_WORKDIR.value}")
+  else:
+    if not _OUTPUT_DIR.value:
+      sys.exit("error: --direction=export needs --output_dir.")
+    weights, model_config = export_weights(_WORKDIR.value, _OUTPUT_DIR.value, _NAME.value)
+    print(f"wrote {weights} and {model_config}; in open_clip: open_clip.add_model_config('{model_config}'), then "
+          f"open_clip.create_model_and_transforms('{_NAME.value}', pretrained='{weights}')")
+
+
+if __name__ == "__main__":
+  app.run(main)

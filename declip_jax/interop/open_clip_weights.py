@@ -1,0 +1,213 @@
+"""OpenAI CLIP / open_clip PyTorch weights <-> declip_jax parameters (ViT image tower + text tower).
+
+Works on plain NumPy arrays keyed by PyTorch names (`visual.conv1.weight`, ...), so neither this module nor
+the core package imports torch. Reading `.safetensors` needs only the `safetensors` package; `.pt`/`.bin`
+files are read with `torch.load(weights_only=True)` (no pickle code runs), and OpenAI's TorchScript `.pt`
+archives with `torch.jit.load` (TorchScript deserialisation, not pickle).
+
+Layouts: PyTorch Linear weights [out, in] are Flax kernels [in, out]; the ViT patch convolution [W, 3, p, p] is
+[p, p, 3, W]; LayerNorm weight is scale; with `model.scan_layers` the blocks are stacked on a leading [layers]
+axis under `blocks`, else named `block_<i>`.
+"""
+
+import json
+from typing import Any, Callable, Mapping
+
+import ml_collections
+import numpy as np
+from etils import epath
+
+# declip `token_layout` (BPE ids, then [MASK] 49406, SOT 49407, EOT 49408) vs OpenAI's (SOT 49406, EOT 49407).
+DECLIP_MASK, DECLIP_SOT, DECLIP_EOT = 49406, 49407, 49408
+OPENAI_SOT, OPENAI_EOT = 49406, 49407
+
+
+class WeightMismatchError(ValueError):
+  """The weights do not fit the architecture; the message lists the offending keys by name."""
+
+
+def _linear(prefix: str) -> dict[str, tuple[str, Callable, Callable]]:
+  return {f"{prefix}.weight": ("kernel", np.transpose, np.transpose), f"{prefix}.bias": ("bias", None, None)}
+
+
+def _norm(prefix: str) -> dict[str, tuple[str, Callable, Callable]]:
+  return {f"{prefix}.weight": ("scale", None, None), f"{prefix}.bias": ("bias", None, None)}
+
+
+def _block_keys(torch_prefix: str) -> dict[str, tuple[tuple[str, ...], Any, Any]]:
+  """PyTorch names of one residual block -> (Flax path inside the block, torch->flax, flax->torch)."""
+  out = {}
+  for torch_name, (leaf, to_flax, to_torch) in {**_norm("ln_1"), **_norm("ln_2"), **_linear("attn.out_proj"),
+                                                **_linear("mlp.c_fc"), **_linear("mlp.c_proj")}.items():
+    module = torch_name.rsplit(".", 1)[0].replace("mlp.", "").split(".")
+    out[f"{torch_prefix}.{torch_name}"] = (tuple(module) + (leaf,), to_flax, to_torch)
+  out[f"{torch_prefix}.attn.in_proj_weight"] = (("attn", "in_proj_kernel"), np.transpose, np.transpose)
+  out[f"{torch_prefix}.attn.in_proj_bias"] = (("attn", "in_proj_bias"), None, None)
+  return out
+
+
+def _key_map(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple, Any, Any, Any]]:
+  """Every PyTorch key of the architecture -> (Flax path, layer index or None, torch->flax, flax->torch)."""
+  conv = (lambda w: np.transpose(w, (2, 3, 1, 0)), lambda k: np.transpose(k, (3, 2, 0, 1)))
+  keys = {
+      "visual.conv1.weight": (("image_tower", "patch_embed", "kernel"), None, *conv),
+      "visual.class_embedding": (("image_tower", "class_embedding"), None, None, None),
+      "visual.positional_embedding": (("image_tower", "positional_embedding"), None, None, None),
+      "visual.proj": (("image_tower", "proj"), None, None, None),
+      "token_embedding.weight": (("text_tower", "token_embedding", "embedding"), None, None, None),
+      "positional_embedding": (("text_tower", "positional_embedding"), None, None, None),
+      "logit_scale": (("logit_scale",), None, None, None),
+  }
+  for tower, prefix in (("image_tower", "visual."), ("text_tower", "")):
+    for norm in (("ln_pre", "ln_post") if tower == "image_tower" else ("ln_final",)):
+      for torch_name, (leaf, f, t) in _norm(f"{prefix}{norm}").items():
+        keys[torch_name] = ((tower, norm, leaf), None, f, t)
+    layers = config.model.image.layers if tower == "image_tower" else config.model.text.layers
+    for i in range(layers):
+      for torch_name, (path, f, t) in _block_keys(f"{prefix}transformer.resblocks.{i}").items():
+        keys[torch_name] = ((tower, "transformer", "blocks") + path, i, f, t)
+  if config.model.text.projection_bias:
+    keys["text_projection.weight"] = (("text_tower", "projection", "kernel"), None, np.transpose, np.transpose)
+    keys["text_projection.bias"] = (("text_tower", "projection", "bias"), None, None, None)
+  else:
+    keys["text_projection"] = (("text_tower", "projection", "kernel"), None, None, None)
+  return keys
+
+
+def _flax_path(path: tuple, layer, scan: bool) -> tuple:
+  """Where a (possibly per-layer) parameter lives: stacked under `blocks` with scan, else under `block_<i>`."""
+  if layer is None or scan:
+    return path
+  i = path.index("blocks")
+  return path[:i] + (f"block_{layer}",) + path[i + 1:]
+
+
+def _get(tree: Mapping, path: tuple):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def _check_architecture(config: ml_collections.ConfigDict) -> None:
+  if config.model.image.arch != "vit":
+    raise WeightMismatchError(f"model.image.arch {config.model.image.arch!r}: weight conversion covers ViT towers.")
+
+
+def to_torch_state_dict(params: Mapping, config: ml_collections.ConfigDict,
+                        openai_token_layout: bool = False) -> dict[str, np.ndarray]:
+  """declip_jax params -> an open_clip `CLIP` state dict (float32 NumPy arrays, PyTorch layouts).
+
+  Args:
+    openai_token_layout: the model was trained with the `declip` id layout (49,409 ids); move SOT/EOT to
+      OpenAI's ids and drop the [MASK] row, so that open_clip's stock tokenizer feeds it (49,408 rows).
+  """
+  _check_architecture(config)
+  out = {}
+  for torch_name, (path, layer, _, to_torch) in _key_map(config).items():
+    value = np.asarray(_get(params, _flax_path(path, layer, config.model.scan_layers)), np.float32)
+    if layer is not None and config.model.scan_layers:
+      value = value[layer]
+    out[torch_name] = np.array(to_torch(value) if to_torch else value, np.float32, order="C")
+  if openai_token_layout:
+    table = out["token_embedding.weight"]
+    if table.shape[0] != DECLIP_EOT + 1:
+      raise WeightMismatchError(f"token_embedding has {table.shape[0]} rows; the declip layout has {DECLIP_EOT + 1}.")
+    remapped = table[:OPENAI_EOT + 1].copy()
+    remapped[OPENAI_SOT], remapped[OPENAI_EOT] = table[DECLIP_SOT], table[DECLIP_EOT]
+    out["token_embedding.weight"] = remapped
+  return out
+
+
+def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_collections.ConfigDict,
+                          abstract_params: Mapping) -> dict:
+  """An OpenAI CLIP / open_clip state dict -> declip_jax params for the architecture `config` describes.
+
+  Args:
+    state_dict: PyTorch names -> arrays (a `module.` prefix, as DDP writes, is removed).
+    abstract_params: the params tree of the target model (arrays or ShapeDtypeStructs): its structure fixes the
+      result's; parameters the weights do not cover (heads, e.g. SimSiam/MLM) are returned as None.
+  Raises:
+    WeightMismatchError: listing unknown keys, missing keys and shape mismatches, by name.
+  """
+  _check_architecture(config)
+  state_dict = {k.removeprefix("module."): np.asarray(v) for k, v in state_dict.items()}
+  state_dict.pop("attn_mask", None)  # Buffers some exports include.
+  keys = _key_map(config)
+  unknown = sorted(set(state_dict) - set(keys))
+  missing = sorted(set(keys) - set(state_dict))
+  scan = config.model.scan_layers
+  stacked: dict[tuple, list] = {}
+  values: dict[tuple, np.ndarray] = {}
+  mismatched = []
+  for torch_name, (path, layer, to_flax, _) in keys.items():
+    if torch_name not in state_dict:
+      continue
+    value = state_dict[torch_name].astype(np.float32)
+    value = to_flax(value) if to_flax else value
+    flax_path = _flax_path(path, layer, scan)
+    expected = tuple(_get(abstract_params, flax_path).shape)
+    if layer is not None and scan:
+      expected = expected[1:]
+    if value.shape != expected:
+      mismatched.append(f"{torch_name}: {tuple(state_dict[torch_name].shape)} does not give {expected}")
+      continue
+    if layer is not None and scan:
+      stacked.setdefault(flax_path, [None] * config.model[path[0].split("_")[0]].layers)[layer] = value
+    else:
+      values[flax_path] = value
+  if unknown or missing or mismatched:
+    parts = [f"{label} ({len(items)}): {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}"
+             for label, items in (("unknown keys", unknown), ("missing keys", missing),
+                                  ("shape mismatches", mismatched)) if items]
+    raise WeightMismatchError("The weights do not fit the configured model; " + "; ".join(parts) + ".")
+  values.update({path: np.stack(layers) for path, layers in stacked.items()})
+
+  def fill(tree, prefix=()):
+    if isinstance(tree, Mapping):
+      return {k: fill(v, prefix + (k,)) for k, v in tree.items()}
+    return values.get(prefix)
+
+  return fill(abstract_params)
+
+
+def open_clip_model_config(config: ml_collections.ConfigDict) -> dict:
+  """The open_clip model config (the JSON `open_clip.create_model` reads) of the architecture."""
+  _check_architecture(config)
+  m = config.model
+  return {
+      "embed_dim": m.embed_dim, "quick_gelu": True,
+      "vision_cfg": {"image_size": m.image.image_size, "layers": m.image.layers, "width": m.image.width,
+                     "patch_size": m.image.patch_size, "head_width": m.image.width // m.image.heads},
+      "text_cfg": {"context_length": m.text.context_length, "vocab_size": m.text.vocab_size, "width": m.text.width,
+                   "heads": m.text.heads, "layers": m.text.layers, "proj_bias": bool(m.text.projection_bias)},
+  }
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Weights from a `.safetensors` file (no torch needed) or a PyTorch `.pt`/`.bin` file (torch needed)."""
+  path = str(path)
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    return load_file(path)
+  import torch  # pylint: disable=g-import-not-at-top
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except RuntimeError as e:
+    if "TorchScript" not in str(e) and "constants.pkl" not in str(e):
+      raise
+    loaded = torch.jit.load(path, map_location="cpu").state_dict()  # OpenAI's released .pt files.
+  if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+    loaded = loaded["state_dict"]
+  return {k: v.detach().float().numpy() for k, v in loaded.items() if hasattr(v, "detach")}
+
+
+def write_open_clip(directory: str, state_dict: Mapping[str, np.ndarray], model_config: dict,
+                    name: str = "declip_jax_model") -> tuple[epath.Path, epath.Path]:
+  """Writes `<name>.safetensors` and `<name>.json` (open_clip model config) into `directory`."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  directory = epath.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  weights, cfg = directory / f"{name}.safetensors", directory / f"{name}.json"
+  save_file({k: np.array(v, np.float32, order="C") for k, v in state_dict.items()}, str(weights))
+  cfg.write_text(json.dumps(model_config, indent=2))
+  return weights, cfg

@@ -9,10 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import open_clip  # noqa: E402  (before JAX/TensorFlow: its triton import segfaults after them)
+import torch  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import open_clip  # noqa: E402
-import torch  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from declip_jax import config as config_lib, state as state_lib  # noqa: E402

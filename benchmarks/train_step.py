@@ -1,9 +1,13 @@
-"""Times the jitted DeCLIP train step for a config and prints a table row.
+"""Times the jitted train step for a config and prints a table row per config.
 
-  python benchmarks/train_step.py --config=configs/demo.py [--steps=20] [--config.train.batch_size=256]
+  python benchmarks/train_step.py --config=configs/demo.py [--steps=20] [--compare] [--config.train.batch_size=256]
 
 Columns: compile time (first call), median steady-state step time over --steps calls on one real batch,
-images/s (global batch / median step time), backend and device count. The input pipeline is not timed.
+images/s, model FLOPs per step counted analytically (declip_jax/flops.py: forward matmuls x 3), the compiled
+executable's cost-analysis FLOPs (what XLA executes, recompute included), achieved model TFLOP/s, MFU against
+the backend's peak (GPU/TPU: dense bf16 peak of the chip named by --peak; CPU: the measured float32 matmul rate
+of this machine), peak device memory planned by XLA. --compare adds the CLIP baseline of the same model and
+batch and prints the DeCLIP/CLIP time ratio next to the model-FLOP ratio. The input pipeline is not timed.
 """
 
 import os
@@ -14,39 +18,86 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from declip_jax import parallel, train  # noqa: E402
+from declip_jax import config as config_lib, flops, parallel, train  # noqa: E402
 from declip_jax.data import pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after compilation.")
+_COMPARE = flags.DEFINE_bool("compare", False, "Also time the CLIP baseline of the same model and batch.")
+_PEAK = flags.DEFINE_enum("peak", None, list(flops.PEAK_BF16_TFLOPS), "Accelerator whose bf16 peak MFU uses.")
 
 
-def main(_):
-  config = _CONFIG.value
+def measured_cpu_tflops(size: int = 2048, repeats: int = 5) -> float:
+  """This machine's float32 matmul rate (TFLOP/s, all devices' threads), the CPU 'peak' for MFU."""
+  a = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e12
+
+
+def time_config(config) -> dict:
   setup = train.Setup(config)
   batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
   batch = parallel.host_to_global(batch, setup.mesh)
   step = setup.jit_train_step(config)
   state = setup.init_state()
   start = time.perf_counter()
-  state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
+  compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  memory = compiled.memory_analysis()
+  peak_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+                + memory.temp_size_in_bytes) if memory is not None else float("nan")
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
   times = []
   for _ in range(_STEPS.value):
     start = time.perf_counter()
-    state, metrics = step(state, batch)
+    state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  return {"compile_s": compile_s, "step_s": statistics.median(times), "model_flops": flops.train_step(config)["total"],
+          "executed_flops": float(cost.get("flops", float("nan"))) * jax.device_count(), "peak_bytes": peak_bytes}
+
+
+def main(_):
+  config = _CONFIG.value
+  if jax.default_backend() == "cpu":
+    peak, peak_name = measured_cpu_tflops(), "measured CPU f32 matmul"
+  else:
+    peak_name = _PEAK.value or ("H100 SXM" if jax.default_backend() == "gpu" else "TPU v5e")
+    peak = flops.PEAK_BF16_TFLOPS[peak_name] * jax.device_count()
+  rows = [("DeCLIP" if config.loss.weights.iss + config.loss.weights.tss + config.loss.weights.nns > 0 else "CLIP",
+           config)]
+  if _COMPARE.value:
+    rows.append(("CLIP", config_lib.use_clip_baseline(config.copy_and_resolve_references())))
   b = config.train.batch_size
-  print("| config | batch | compile s | median step ms | images/s | backend x devices |")
-  print("|---|---|---|---|---|---|")
-  print(f"| {flags.FLAGS['config'].config_filename} | {b} | {compile_s:.1f} | {median * 1e3:.1f} | "
-        f"{b / median:.0f} | {jax.default_backend()} x {jax.device_count()} |")
+  print(f"peak for MFU: {peak:.2f} TFLOP/s ({peak_name}, {jax.device_count()} {jax.default_backend()} device(s))")
+  print("| config | variant | batch | dtype | compile s | median step ms | images/s | model GFLOP/step | executed "
+        "GFLOP/step | model TFLOP/s | MFU | peak memory GiB |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  results = {}
+  for name, c in rows:
+    r = results[name] = time_config(c)
+    achieved = r["model_flops"] / r["step_s"] / 1e12
+    print(f"| {flags.FLAGS['config'].config_filename} | {name} | {b} | {c.model.dtype} | {r['compile_s']:.1f} | "
+          f"{r['step_s'] * 1e3:.1f} | {b / r['step_s']:.0f} | {r['model_flops'] / 1e9:.1f} | "
+          f"{r['executed_flops'] / 1e9:.1f} | {achieved:.3f} | {achieved / peak:.1%} | "
+          f"{r['peak_bytes'] / 2**30:.2f} |", flush=True)
+  if _COMPARE.value:
+    d, c = results["DeCLIP"], results["CLIP"]
+    print(f"DeCLIP/CLIP: time {d['step_s'] / c['step_s']:.2f}x, model FLOPs {d['model_flops'] / c['model_flops']:.2f}x, "
+          f"executed FLOPs {d['executed_flops'] / c['executed_flops']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:  # The interop extra: open_clip's import reaches triton (via torch._dynamo), whose native library segfaults
+  import open_clip  # noqa: F401  when loaded after TensorFlow and JAX; loaded first, all three coexist.
+except ImportError:
+  pass
+
 import numpy as np
 import pytest
 

@@ -17,16 +17,6 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-_DIRECTION = flags.DEFINE_enum("direction", None, ["import", "export"], "Weights into or out of declip_jax.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Import: the config of the run to create.",
-                                          lock_config=True)
-_WEIGHTS = flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Import: the new run's workdir; export: the trained run.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Export: where the .safetensors and .json go.")
-_NAME = flags.DEFINE_string("name", "declip_jax_model", "Export: the files' base name.")
-flags.mark_flags_as_required(["direction", "workdir"])
-
-
 def import_weights(config, weights_path: str, workdir: str) -> int:
   """Writes a step-0 checkpoint of `config` in `workdir` whose towers hold the weights; returns how many arrays
   of the state dict were imported (all of them, or WeightMismatchError)."""
@@ -73,21 +63,34 @@ def export_weights(workdir: str, output_dir: str, name: str):
   return open_clip_weights.write_open_clip(output_dir, state_dict, model_config, name)
 
 
+def _define_flags():
+  """Flags of the command (defined only when it runs, so importing this module defines none)."""
+  flags.DEFINE_enum("direction", None, ["import", "export"], "Weights into or out of declip_jax.")
+  config_flags.DEFINE_config_file("config", None, "Import: the config of the run to create.", lock_config=True)
+  flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict.")
+  flags.DEFINE_string("workdir", None, "Import: the new run's workdir; export: the trained run.")
+  flags.DEFINE_string("output_dir", None, "Export: where the .safetensors and .json go.")
+  flags.DEFINE_string("name", "declip_jax_model", "Export: the files' base name.")
+  flags.mark_flags_as_required(["direction", "workdir"])
+
+
 def main(argv):
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {argv[1:]}")
-  if _DIRECTION.value == "import":
-    if not _WEIGHTS.value or _CONFIG.value is None:
+  f = flags.FLAGS
+  if f.direction == "import":
+    if not f.weights or f.config is None:
       sys.exit("error: --direction=import needs --weights and --config.")
-    count = import_weights(_CONFIG.value, _WEIGHTS.value, _WORKDIR.value)
-    print(f"imported {count} arrays from {_WEIGHTS.value} into the step-0 checkpoint of {_WORKDIR.value}")
+    count = import_weights(f.config, f.weights, f.workdir)
+    print(f"imported {count} arrays from {f.weights} into the step-0 checkpoint of {f.workdir}")
   else:
-    if not _OUTPUT_DIR.value:
+    if not f.output_dir:
       sys.exit("error: --direction=export needs --output_dir.")
-    weights, model_config = export_weights(_WORKDIR.value, _OUTPUT_DIR.value, _NAME.value)
+    weights, model_config = export_weights(f.workdir, f.output_dir, f.name)
     print(f"wrote {weights} and {model_config}; in open_clip: open_clip.add_model_config('{model_config}'), then "
-          f"open_clip.create_model_and_transforms('{_NAME.value}', pretrained='{weights}')")
+          f"open_clip.create_model_and_transforms('{f.name}', pretrained='{weights}')")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

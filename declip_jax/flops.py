@@ -1,0 +1,50 @@
+"""Model FLOPs of one DeCLIP/CLIP training step, counted analytically from the config (for MFU).
+
+Convention (as in the MFU literature): matmul FLOPs only (2 per multiply-add), the forward pass times 3 for
+forward + backward, whatever the implementation executes (rematerialised recompute and fused attention kernels
+do not change it). Exceptions: the frozen patch embedding is the first layer and gets no gradient of any kind
+(forward only), and the nearest-neighbour lookup runs without gradient (forward only).
+"""
+
+import ml_collections
+
+# Dense bf16 peak, TFLOP/s per chip (vendor figures).
+PEAK_BF16_TFLOPS = {"TPU v4": 275.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "A100": 312.0, "H100 SXM": 989.0,
+                    "H200": 989.0}
+
+
+def transformer_forward(tokens: int, width: int, layers: int, mlp_ratio: int = 4) -> float:
+  """Forward matmul FLOPs of `layers` pre-LN blocks on one sequence of `tokens`: q/k/v/out projections
+  (4 W^2 per token), MLP (2 x mlp_ratio x W^2 per token) and attention scores and values (2 x T x W per token)."""
+  per_token = (4 + 2 * mlp_ratio) * width**2 + 2 * tokens * width
+  return 2.0 * layers * tokens * per_token
+
+
+def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Model FLOPs of one step at train.batch_size, per part and "total" (see the module docstring)."""
+  m, w, b = config.model, config.loss.weights, config.train.batch_size
+  img, txt = m.image, m.text
+  patches = (img.image_size // img.patch_size) ** 2
+  image_views = config.data.num_image_views
+  text_passes = 1 + int(config.data.eda)
+  parts = {}
+  parts["patch_embedding"] = image_views * b * 2.0 * patches * img.patch_size**2 * 3 * img.width
+  image_tower = transformer_forward(patches + 1, img.width, img.layers) + 2.0 * img.width * m.embed_dim
+  parts["image_tower"] = 3 * image_views * b * image_tower
+  text_tower = transformer_forward(txt.context_length, txt.width, txt.layers) + 2.0 * txt.width * m.embed_dim
+  parts["text_tower"] = 3 * text_passes * b * text_tower
+  if w.tss > 0:
+    parts["mlm_head"] = 3 * b * 2.0 * txt.context_length * txt.width * txt.vocab_size
+  if w.iss > 0:
+    s = config.ssl
+    d, p, h = m.embed_dim, s.projector_dim, s.predictor_hidden_dim
+    per_view = 2.0 * (d * p + p * p + p * p + p * h + h * p)
+    parts["simsiam"] = 3 * image_views * b * per_view
+  pairs = image_views * text_passes
+  parts["contrastive"] = 3 * pairs * 2.0 * b * b * m.embed_dim  # [B, B] logits per (image view, text view).
+  if w.nns > 0:
+    searched = config.nns.group_size * (config.nns.groups if config.nns.search == "global" else 1)
+    parts["nn_lookup"] = text_passes * b * 2.0 * searched * m.embed_dim
+    parts["nns_loss"] = 3 * text_passes * 2.0 * b * b * m.embed_dim
+  parts["total"] = sum(parts.values())
+  return parts

@@ -1,0 +1,27 @@
+"""The analytic FLOP count against published CLIP tower costs and the train-step convention."""
+
+import pytest
+
+from declip_jax import config as config_lib, flops
+
+
+def test_tower_forward_flops_match_published_clip_numbers():
+  # open_clip's model table (fvcore, which counts multiply-adds): ViT-B/32 image tower 4.41 G, text tower 2.96 G.
+  patch_embedding_macs = 49 * 32 * 32 * 3 * 768
+  image_macs = (flops.transformer_forward(50, 768, 12) + 2 * 768 * 512) / 2 + patch_embedding_macs
+  text_macs = (flops.transformer_forward(77, 512, 12) + 2 * 512 * 512) / 2
+  assert image_macs / 1e9 == pytest.approx(4.41, rel=0.01)
+  assert text_macs / 1e9 == pytest.approx(2.96, rel=0.02)
+
+
+def test_train_step_counts_forward_three_times_except_frozen_and_gradient_free_parts():
+  c = config_lib.base_config()
+  c.train.batch_size = 8
+  parts = flops.train_step(c)
+  image = flops.transformer_forward(50, 768, 12) + 2 * 768 * 512
+  assert parts["image_tower"] == 3 * 2 * 8 * image  # Two views, forward x 3.
+  assert parts["patch_embedding"] == 2 * 8 * 2 * 49 * 32 * 32 * 3 * 768  # Frozen first layer: forward only.
+  assert parts["nn_lookup"] == 2 * 8 * 2 * 65_536 * 512  # Two text passes against the own group's 65,536 slots.
+  assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+  clip = flops.train_step(config_lib.use_clip_baseline(config_lib.base_config()))
+  assert set(clip) == {"patch_embedding", "image_tower", "text_tower", "contrastive", "total"}

@@ -29,6 +29,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_c
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after compilation.")
 _COMPARE = flags.DEFINE_bool("compare", False, "Also time the CLIP baseline of the same model and batch.")
 _PEAK = flags.DEFINE_enum("peak", None, list(flops.PEAK_BF16_TFLOPS), "Accelerator whose bf16 peak MFU uses.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here "
+                                   "(first variant only); open it with TensorBoard's profile plugin or Perfetto.")
+
+
+_PROFILED: list = []  # Set once the first variant was traced.
 
 
 def measured_cpu_tflops(size: int = 2048, repeats: int = 5) -> float:
@@ -61,11 +66,18 @@ def time_config(config) -> dict:
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   times = []
-  for _ in range(_STEPS.value):
+  profile = _PROFILE_DIR.value and not _PROFILED
+  if profile:
+    jax.profiler.start_trace(_PROFILE_DIR.value)
+    _PROFILED.append(True)
+  for i in range(_STEPS.value):
     start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
+    with jax.profiler.StepTraceAnnotation("train", step_num=i):
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
+  if profile:
+    jax.profiler.stop_trace()
   return {"compile_s": compile_s, "step_s": statistics.median(times), "model_flops": flops.train_step(config)["total"],
           "executed_flops": float(cost.get("flops", float("nan"))) * jax.device_count(), "peak_bytes": peak_bytes}
 

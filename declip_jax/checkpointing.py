@@ -42,14 +42,15 @@ class CorruptCheckpointError(RuntimeError):
   """A checkpoint read back with values that differ from the ones written."""
 
 
-def verify_part(restored: Any, field: str, abstract_state: Any, meta: dict) -> None:
-  """Checks one restored field of the state (e.g. the params alone) against the fingerprint saved in `meta`.
+def verify_fingerprint(restored: Any, abstract_state: Any, meta: dict, field: Optional[str] = None) -> None:
+  """Checks restored arrays against the fingerprint saved in `meta` (no-op for checkpoints without one).
 
   Args:
-    restored: the restored subtree; field: its attribute name in the state; abstract_state: the whole state's
-      structure, which fixes where the field's checksums sit in the saved list.
+    restored: the whole restored state, or (with `field`) one of its fields alone, e.g. the params.
+    abstract_state: the whole state's structure, which fixes where each leaf's checksum sits in the saved list.
+    field: the attribute name of `restored` in the state; None when `restored` is the whole state.
   Raises:
-    CorruptCheckpointError: a leaf's checksum differs.
+    CorruptCheckpointError: a leaf's checksum differs, or the saved list does not fit the state.
   """
   expected = meta.get("fingerprint")
   if expected is None:
@@ -58,8 +59,9 @@ def verify_part(restored: Any, field: str, abstract_state: Any, meta: dict) -> N
   if len(names) != len(expected):
     raise CorruptCheckpointError(f"the checkpoint's fingerprint has {len(expected)} entries, the state {len(names)}")
   saved = dict(zip(names, expected))
+  restored_names = _leaf_names(restored) if field is None else [f".{field}{n}" for n in _leaf_names(restored)]
   actual = np.asarray(jax.device_get(fingerprint(restored)))
-  changed = [name for name, a in zip((f".{field}{n}" for n in _leaf_names(restored)), actual) if saved.get(name) != int(a)]
+  changed = [name for name, a in zip(restored_names, actual) if saved.get(name) != int(a)]
   if changed:
     raise CorruptCheckpointError(f"restored values differ from the ones saved in {', '.join(changed[:5])}"
                                  + (" ..." if len(changed) > 5 else ""))
@@ -105,13 +107,7 @@ class Checkpointer:
     """
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    expected = restored.meta.get("fingerprint")
-    if expected is not None:
-      actual = np.asarray(jax.device_get(fingerprint(restored.state)))
-      changed = [name for name, a, e in zip(_leaf_names(restored.state), actual, expected) if int(a) != e]
-      if changed or len(expected) != len(actual):
-        raise CorruptCheckpointError(f"restored values differ from the ones saved in {', '.join(changed[:5])}"
-                                     + (" ..." if len(changed) > 5 else ""))
+    verify_fingerprint(restored.state, restored.state, restored.meta)
     return restored.state, restored.meta
 
   def delete_newer_than(self, step: int) -> list[int]:

@@ -15,10 +15,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from etils import epath
+from jax.sharding import Mesh
 
 from declip_jax import checkpointing, config as config_lib, optim, parallel, state as state_lib
-from declip_jax.data import image_views, pipeline
-from declip_jax.evaluation import encoding, templates as template_sets, zero_shot
+from declip_jax.data import pipeline
+from declip_jax.evaluation import datasets, encoding, templates as template_sets, zero_shot
 from declip_jax.models import declip
 
 
@@ -65,21 +66,19 @@ class LoadedModel:
     tokenizer: the model's own tokenizer; image_size: the side of `preprocess`'s output.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, params: Any, step: int, batch_size: int = 256):
+  def __init__(self, config: ml_collections.ConfigDict, params: Any, step: int, tokenizer: pipeline.Tokenizer,
+               module: declip.DeCLIP, mesh: Mesh, batch_size: int = 256):
     self.config, self.params, self.step = config, params, step
-    self.tokenizer = pipeline.build_tokenizer(config)
-    self.module = declip.build_model(config, self.tokenizer.eot_id)
+    self.tokenizer, self.module, self.mesh = tokenizer, module, mesh
     self.image_size = config.model.image.image_size
-    self.mesh = parallel.make_mesh((-1, 1, 1), jax.local_devices())
-    self._encoder = encoding.Encoder(self.module, self.mesh, batch_size)
+    self._encoder = encoding.Encoder(module, mesh, batch_size)
+    self._transform = datasets.eval_transform(config)
 
   def preprocess(self, image) -> np.ndarray:
     """One image (uint8 [H, W, 3] array or PIL image, any size) -> [S, S, 3] float32: the eval transform
     (shorter side to S / data.eval_crop_fraction, centre crop, normalised), as evaluation sees it."""
     image = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, np.uint8)
-    data = self.config.data
-    view = image_views.eval_view(tf.constant(image), self.image_size, data.eval_crop_fraction)
-    return image_views.normalize(view, data.mean, data.std).numpy()
+    return self._transform(tf.constant(image)).numpy()
 
   def _encode_images(self, images: np.ndarray, kind: str) -> np.ndarray:
     images = np.asarray(images, np.float32)
@@ -137,11 +136,12 @@ def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> Loaded
   abstract_state = jax.eval_shape(functools.partial(
       state_lib.create_train_state, config, module, optim.build_optimizer(config),
       state_lib.sample_batch_spec(config, batch_size=1)), jax.random.PRNGKey(0))
-  replicated = parallel.replicated(parallel.make_mesh((-1, 1, 1), jax.local_devices()))
+  mesh = parallel.make_mesh((-1, 1, 1), jax.local_devices())
+  replicated = parallel.replicated(mesh)
   target = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
                                    abstract_state.params)}
   with ocp.PyTreeCheckpointer() as reader:
     restored = reader.restore(directory / "state", args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-  checkpointing.verify_part(restored["params"], "params", abstract_state, meta)
-  return LoadedModel(config, restored["params"], int(meta["step"]), batch_size)
+  checkpointing.verify_fingerprint(restored["params"], abstract_state, meta, field="params")
+  return LoadedModel(config, restored["params"], int(meta["step"]), tokenizer, module, mesh, batch_size)

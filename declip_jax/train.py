@@ -69,7 +69,7 @@ def _refuse_cpu_deadlock(config: ml_collections.ConfigDict, mesh, shardings: sta
   (measured: 5 of 6 runs of two steps on 8 virtual devices, mesh (1,8,1), hung in the second step; 0 of 12 with
   model.scan_layers=False, on meshes (1,8,1) and (2,4,1)). GPU and TPU order collectives identically on every device.
   """
-  split = any(s.spec != () and any(a is not None for a in s.spec) for s in jax.tree.leaves(shardings.params))
+  split = any(axis is not None for s in jax.tree.leaves(shardings.params) for axis in s.spec)
   if split and config.model.scan_layers and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
     raise config_lib.ConfigError(
         "On several CPU devices, FSDP-split parameters (mesh.fsdp > 1 and tensors of at least mesh.fsdp_min_size "

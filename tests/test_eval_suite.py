@@ -130,7 +130,7 @@ def test_zero_shot_on_tfds_matches_a_direct_computation(trained_run, tfds_dir):
 
   # The same numbers from the raw TFDS examples, one batch, in the dataset's order.
   ds = tfds.load("declip_test_labels", split="test", data_dir=str(tfds_dir), shuffle_files=False)
-  transform = datasets._transform(config)
+  transform = datasets.eval_transform(config)
   examples = list(ds.as_numpy_iterator())
   images = np.stack([transform(tf.constant(e["image"])).numpy() for e in examples])
   labels = np.asarray([e["label"] for e in examples])
@@ -167,7 +167,7 @@ def test_multi_caption_retrieval_from_tfrecord_skips_bad_records(trained_run, tm
   texts = [c for i in kept for c in captions[i] if c]
   owner = np.asarray([k for k, i in enumerate(kept) for c in captions[i] if c])
   assert result["num_examples"] == 4 and result["num_captions"] == len(texts) == 7
-  transform = datasets._transform(config)
+  transform = datasets.eval_transform(config)
   x = np.stack([transform(tf.constant(images[i])).numpy() for i in kept])
   expected = retrieval.recall_at_k(_direct_image_embeddings(module, params, x), loaded.encode_text(texts), owner)
   assert result["metrics"] == pytest.approx(expected, abs=1e-9)
@@ -211,7 +211,7 @@ def test_load_restores_params_and_encodes_like_the_evaluation(trained_run):
   direct = loaded.module.apply({"params": loaded.params}, tokens, method=declip.DeCLIP.encode_text)
   np.testing.assert_allclose(loaded.encode_text(texts), direct, rtol=1e-6, atol=1e-6)
   image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-  expected = datasets._transform(loaded.config)(tf.constant(image)).numpy()
+  expected = datasets.eval_transform(loaded.config)(tf.constant(image)).numpy()
   np.testing.assert_allclose(loaded.preprocess(Image.fromarray(image)), expected, atol=1e-6)
   w = loaded.zero_shot_classifier(["red", "blue"], "builtin_colour")
   assert w.shape == (2, 16) and np.allclose(np.linalg.norm(w, axis=1), 1)

@@ -21,24 +21,45 @@ def get(tree, path: str):
   return tree
 
 
+def prepared_builder(name: str, data_dir: str, split: str, split_key: str, data_dir_key: str):
+  """The TFDS builder of a prepared dataset that has `split`.
+
+  Args:
+    split_key, data_dir_key: the config keys that named the split and the data directory, for the messages.
+  Raises:
+    DataSourceError: TFDS does not know the dataset, it is not prepared in the data directory, or it has no
+      such split.
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DataSourceError(f"{split_key}: TFDS has no dataset {name!r}.") from e
+  if not builder.is_prepared():
+    raise DataSourceError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: run `tfds build {name} "
+                          f"--data_dir=...` (with --manual_dir for manually downloaded data such as ImageNet) "
+                          f"first ({data_dir_key}).")
+  if split not in builder.info.splits:
+    raise DataSourceError(f"{split_key} {split!r} is not a split of {name} ({sorted(builder.info.splits)}).")
+  return builder
+
+
+def feature(info, path: str, key: str):
+  """The feature at `path` of a dataset's features; DataSourceError naming the config `key` if there is none."""
+  try:
+    return get(info.features, path)
+  except (KeyError, TypeError) as e:
+    raise DataSourceError(f"{key} {path!r} is not a feature of {info.name}: {info.features}") from e
+
+
 def split_files_and_parser(cfg: ml_collections.ConfigDict, seed: int) -> tuple[list[str], callable]:
   """The split's record files and parse(record_index, record) -> (image bytes, caption bytes).
 
   Raises:
     DataSourceError: the dataset is not prepared there, the split or a feature path does not exist.
   """
-  builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None)
-  if not builder.is_prepared():
-    raise DataSourceError(f"TFDS dataset {cfg.name!r} is not prepared in {builder.data_dir}: run `tfds build "
-                     f"{cfg.name} --data_dir=...` first (data.tfds.data_dir).")
-  info = builder.info
-  if cfg.split not in info.splits:
-    raise DataSourceError(f"data.tfds.split {cfg.split!r} is not a split of {cfg.name} ({sorted(info.splits)}).")
+  info = prepared_builder(cfg.name, cfg.data_dir, cfg.split, "data.tfds.split", "data.tfds.data_dir").info
   for key in ("image_key", "caption_key"):
-    try:
-      get(info.features, cfg[key])
-    except (KeyError, TypeError) as e:
-      raise DataSourceError(f"data.tfds.{key} {cfg[key]!r} is not a feature of {cfg.name}: {info.features}") from e
+    feature(info, cfg[key], f"data.tfds.{key}")
   files = [str(f) for f in info.splits[cfg.split].filepaths]
   image_name = cfg.image_key.split("/")[0]
   decoders = {image_name: tfds.decode.SkipDecoding()} if "/" not in cfg.image_key else None

@@ -56,7 +56,7 @@ def _parse_dataset(spec: str, key: str) -> _Source:
   return _Source(kind, location)
 
 
-def _transform(config: ml_collections.ConfigDict):
+def eval_transform(config: ml_collections.ConfigDict):
   """uint8 [H, W, 3] -> the eval view (resize, centre crop; DESIGN §6), normalised."""
   size, data = config.model.image.image_size, config.data
 
@@ -79,25 +79,11 @@ def _decoded(ds: tf.data.Dataset, fn) -> tf.data.Dataset:
 
 
 def _tfds_builder(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, location: str, key: str):
+  """(builder, split) of a "tfds:NAME/SPLIT" location, checked by tfds_source.prepared_builder."""
   name, split = location.rsplit("/", 1)
-  data_dir = spec.tfds_data_dir or config.data.tfds.data_dir or None
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DataSourceError(f"{key}: TFDS has no dataset {name!r}.") from e
-  if not builder.is_prepared():
-    raise DataSourceError(f"{key}: TFDS dataset {name!r} is not prepared in {builder.data_dir}: run `tfds build "
-                          f"{name}` (with --data_dir, and --manual_dir for ImageNet) first.")
-  if split not in builder.info.splits:
-    raise DataSourceError(f"{key}: {split!r} is not a split of {name} ({sorted(builder.info.splits)}).")
-  return builder, split
-
-
-def _feature(info, path: str, key: str):
-  try:
-    return tfds_source.get(info.features, path)
-  except (KeyError, TypeError) as e:
-    raise DataSourceError(f"{key} {path!r} is not a feature of {info.name}: {info.features}") from e
+  data_dir = spec.tfds_data_dir or config.data.tfds.data_dir
+  data_dir_key = f"{key.rsplit('.', 1)[0]}.tfds_data_dir"
+  return tfds_source.prepared_builder(name, data_dir, split, key, data_dir_key), split
 
 
 def _read_names_file(path: str, key: str) -> tuple[str, ...]:
@@ -111,21 +97,22 @@ def _read_names_file(path: str, key: str) -> tuple[str, ...]:
 
 
 def labelled_images(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str,
-                    dataset: Optional[str] = None, process_index: int = 0, process_count: int = 1) -> LabelledImages:
+                    dataset: Optional[str] = None, num_examples: Optional[int] = None, process_index: int = 0,
+                    process_count: int = 1) -> LabelledImages:
   """An image classification dataset for zero-shot classification or a linear probe.
 
   Args:
     spec: `evals.<name>` (reads dataset, image_key, label_key, class_names_file, num_examples, tfds_data_dir).
     config: the experiment config (image size, eval crop, normalisation).
     name: the evaluation's name, for error messages.
-    dataset: overrides spec.dataset (a linear probe's training split).
+    dataset, num_examples: override spec.dataset and spec.num_examples (a linear probe's training split).
   Raises:
     DataSourceError: the dataset, split, a feature or the class names cannot be found.
   """
   dataset = dataset or spec.dataset
   source = _parse_dataset(dataset, f"evals.{name}.dataset")
-  transform = _transform(config)
-  num = spec.num_examples
+  transform = eval_transform(config)
+  num = spec.num_examples if num_examples is None else num_examples
   names = _read_names_file(spec.class_names_file, f"evals.{name}.class_names_file") if spec.class_names_file else None
   if source.kind == "builtin":
     attribute = spec.label_key
@@ -141,8 +128,8 @@ def labelled_images(spec: ml_collections.ConfigDict, config: ml_collections.Conf
   if source.kind == "tfds":
     builder, split = _tfds_builder(spec, config, source.location, f"evals.{name}.dataset")
     image_key, label_key = spec.image_key or "image", spec.label_key or "label"
-    _feature(builder.info, image_key, f"evals.{name}.image_key")
-    label_feature = _feature(builder.info, label_key, f"evals.{name}.label_key")
+    tfds_source.feature(builder.info, image_key, f"evals.{name}.image_key")
+    label_feature = tfds_source.feature(builder.info, label_key, f"evals.{name}.label_key")
     if names is None:
       if not isinstance(label_feature, tfds.features.ClassLabel) or not label_feature.names:
         raise DataSourceError(f"evals.{name}: {label_key!r} of {builder.info.name} has no class names; set "
@@ -195,7 +182,7 @@ def captioned_images(spec: ml_collections.ConfigDict, config: ml_collections.Con
     else:
       return None
   source = _parse_dataset(dataset, f"evals.{name}.dataset")
-  transform = _transform(config)
+  transform = eval_transform(config)
 
   def cleaned(captions):
     captions, _ = tfrecord_source.clean_caption(tf.reshape(captions, [-1]), data.max_caption_chars)  # Elementwise.
@@ -214,8 +201,8 @@ def captioned_images(spec: ml_collections.ConfigDict, config: ml_collections.Con
   if source.kind == "tfds":
     builder, split = _tfds_builder(spec, config, source.location, f"evals.{name}.dataset")
     image_key, caption_key = image_key or "image", caption_key or "captions/text"
-    _feature(builder.info, image_key, f"evals.{name}.image_key")
-    _feature(builder.info, caption_key, f"evals.{name}.caption_key")
+    tfds_source.feature(builder.info, image_key, f"evals.{name}.image_key")
+    tfds_source.feature(builder.info, caption_key, f"evals.{name}.caption_key")
     ds = builder.as_dataset(split=split, shuffle_files=False)
     return CaptionedImages(_decoded(_process_slice(ds, num, process_index, process_count), lambda i, e: {
         "image": transform(tfds_source.get(e, image_key)), "captions": cleaned(tfds_source.get(e, caption_key)),

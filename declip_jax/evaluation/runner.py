@@ -1,6 +1,6 @@
 """Runs the named evaluations of `config.evals` for a set of parameters."""
 
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import ml_collections
@@ -51,14 +51,19 @@ class Evaluations:
         results[name] = {"step": step, "kind": spec.kind, **result}
     return results
 
-  def _image_batches(self, ds, keys=("image", "index"), extra="index") -> Iterator[tuple]:
-    for batch in datasets.batches(ds, self.encoder.local_batch, keys):
-      yield batch["image"], batch["index"], batch[extra]
+  def _encode_images(self, params, ds, kind: str = "image", extra: str = "index", keys: tuple[str, ...] = (),
+                     on_batch=None):
+    """Encodes the images of `ds` with the tower method `kind`; returns (outputs, index, extra) in dataset order.
+    `on_batch` sees each numpy batch (with the further `keys`) before it is encoded."""
 
-  def _encode_images(self, params, ds, kind: str = "image", extra: str = "index"):
+    def batches():
+      for batch in datasets.batches(ds, self.encoder.local_batch, ("image", "index", extra) + keys):
+        if on_batch is not None:
+          on_batch(batch)
+        yield batch["image"], batch["index"], batch[extra]
+
     size = self.config.model.image.image_size
-    return self.encoder.encode(params, kind, self._image_batches(ds, ("image", "index", extra), extra),
-                               (size, size, 3), np.float32)
+    return self.encoder.encode(params, kind, batches(), (size, size, 3), np.float32)
 
   def encode_texts(self, params, texts: list[str]) -> np.ndarray:
     """The same N strings on every process -> [N, D] embeddings (each process encodes its share)."""
@@ -82,16 +87,14 @@ class Evaluations:
       return None
     captions, owners = [], []
 
-    def batches():
-      for batch in datasets.batches(data.dataset, self.encoder.local_batch, ("image", "index", "captions")):
-        for index, row in zip(batch["index"], batch["captions"]):
-          texts = [c.decode() for c in row if c]
-          captions.extend(texts)
-          owners.extend([index] * len(texts))
-        yield batch["image"], batch["index"], batch["index"]
+    def collect_captions(batch):
+      for index, row in zip(batch["index"], batch["captions"]):
+        texts = [c.decode() for c in row if c]
+        captions.extend(texts)
+        owners.extend([index] * len(texts))
 
-    size = self.config.model.image.image_size
-    image_emb, image_index, _ = self.encoder.encode(params, "image", batches(), (size, size, 3), np.float32)
+    image_emb, image_index, _ = self._encode_images(params, data.dataset, keys=("captions",),
+                                                    on_batch=collect_captions)
     tokens = self.tokenizer.tokenize_numpy(captions) if captions else np.zeros(
         (0, self.config.model.text.context_length), np.int32)
     text_emb, text_owner, _ = self.encoder.encode_tokens(params, tokens, np.asarray(owners, np.int64),
@@ -103,10 +106,8 @@ class Evaluations:
   def _linear_probe(self, name: str, spec: ml_collections.ConfigDict, params) -> dict:
     p, count = jax.process_index(), jax.process_count()
     test = datasets.labelled_images(spec, self.config, name, process_index=p, process_count=count)
-    train_spec = spec.copy_and_resolve_references()
-    train_spec.num_examples = spec.num_train_examples
-    train = datasets.labelled_images(train_spec, self.config, name, dataset=spec.train_dataset, process_index=p,
-                                     process_count=count)
+    train = datasets.labelled_images(spec, self.config, name, dataset=spec.train_dataset,
+                                     num_examples=spec.num_train_examples, process_index=p, process_count=count)
     train_x, _, train_y = self._encode_images(params, train.dataset, "image_features", extra="label")
     test_x, _, test_y = self._encode_images(params, test.dataset, "image_features", extra="label")
     metrics, l2 = linear_probe.evaluate(train_x, train_y, test_x, test_y, len(test.class_names), spec.l2_grid,

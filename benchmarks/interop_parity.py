@@ -1,7 +1,7 @@
 """Full-size parity with open_clip: random open_clip weights -> import -> declip_jax embeddings, and the export
 back into open_clip, per architecture. Prints one table row each (needs requirements-interop.txt).
 
-  python benchmarks/interop_parity.py [--architectures=ViT-B/32,ViT-B/16,ViT-L/14]
+  python benchmarks/interop_parity.py [--architectures=ViT-B/32,ViT-B/16,ViT-L/14,RN50,RN101]
 """
 
 import os
@@ -43,6 +43,13 @@ def main(_):
     config = _config(name)
     torch.manual_seed(0)
     reference = open_clip.model.CLIP(**ow.open_clip_model_config(config)).eval()
+    if config.model.image.arch == "resnet":  # Running statistics away from 0/1, so that a swap would show.
+      with torch.no_grad():
+        for module in reference.modules():
+          if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.uniform_(0.5, 1.5)
+            module.running_mean.normal_(0.0, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
     images = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
     tokens = np.zeros((2, 77), np.int32)
     tokens[:, 0] = ow.OPENAI_SOT
@@ -53,15 +60,18 @@ def main(_):
       want_text = reference.encode_text(torch.from_numpy(tokens).long()).numpy()
     model = declip.build_model(config, ow.OPENAI_EOT)
     batch = {k: np.zeros(v.shape, v.dtype) for k, v in state_lib.sample_batch_spec(config, 1).items()}
-    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))["params"]
-    params = ow.from_torch_state_dict({k: v.numpy() for k, v in reference.state_dict().items()}, config, abstract)
-    got_image = np.asarray(model.apply({"params": params}, images, method=declip.DeCLIP.encode_image))
-    got_text = np.asarray(model.apply({"params": params}, tokens, method=declip.DeCLIP.encode_text))
-    reference.load_state_dict({k: torch.from_numpy(v) for k, v in ow.to_torch_state_dict(params, config).items()})
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))
+    abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    variables = ow.from_torch_state_dict({k: v.numpy() for k, v in reference.state_dict().items()}, config,
+                                         abstract)
+    got_image = np.asarray(model.apply(variables, images, method=declip.DeCLIP.encode_image))
+    got_text = np.asarray(model.apply(variables, tokens, method=declip.DeCLIP.encode_text))
+    reference.load_state_dict({k: torch.from_numpy(v)
+                               for k, v in ow.to_torch_state_dict(variables, config).items()})
     with torch.no_grad():
       back_image = reference.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
       back_text = reference.encode_text(torch.from_numpy(tokens).long()).numpy()
-    count = sum(x.size for x in jax.tree.leaves(params) if x is not None)
+    count = sum(x.size for x in jax.tree.leaves(variables["params"]) if x is not None)
     print(f"| {name} | {count / 1e6:.1f}M | {_relative_error(got_image, want_image):.1e} | "
           f"{_relative_error(got_text, want_text):.1e} | {_relative_error(back_image, want_image):.0e} / "
           f"{_relative_error(back_text, want_text):.0e} |", flush=True)

@@ -66,14 +66,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
   c.model.scan_layers = True
   c.model.remat = False
+  # The two image views (ViT towers; a ResNet's BatchNorm keeps one call per view) and the two text views run
+  # as one tower call each on twice the rows: the same function, larger matmuls.
+  c.model.batch_views = True
   c.model.image = ml_collections.ConfigDict()
-  c.model.image.arch = "vit"
+  c.model.image.arch = "vit"  # "vit" or "resnet" (CLIP's ModifiedResNet); set_architecture picks both.
   c.model.image.image_size = 224
   c.model.image.patch_size = 32
   c.model.image.width = 768
   c.model.image.layers = 12
   c.model.image.heads = 12
   c.model.image.freeze_patch_embed = True  # Official: the ViT patch embedding stays at its random init.
+  # ResNet towers only (width = stem width, heads = attention-pool heads): Bottlenecks per stage, and BatchNorm
+  # statistics over groups of this many examples per view (official RN50: SyncBN over 32 GPUs x 128 images).
+  c.model.image.resnet_layers = (3, 4, 6, 3)
+  c.model.image.bn_group_size = 4096
+  c.model.image.bn_momentum = 0.9  # flax convention; = PyTorch momentum 0.1.
+  c.model.image.bn_epsilon = 1e-5
   c.model.text = ml_collections.ConfigDict()
   c.model.text.context_length = 77
   c.model.text.vocab_size = 49_409  # `declip` layout: 49,408 BPE tokens + [MASK].
@@ -113,6 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mlm.mask_prob = 0.15
   c.mlm.mask_token_frac = 0.8
   c.mlm.random_token_frac = 0.1  # Random ids from the whole vocabulary (official).
+  # Vocabulary logits only at each caption's first this-many chosen positions (0: at all positions). A batch
+  # with a longer row takes the all-positions path, so the loss is the same; 24 of 77 covers 15% masking of a
+  # full-length caption beyond 4 standard deviations. Speed only.
+  c.mlm.max_predictions = 24
 
   c.nns = ml_collections.ConfigDict()
   c.nns.groups = 32  # Official: one queue per GPU, 32 GPUs.
@@ -249,10 +262,14 @@ def imagenet_zero_shot(templates: str = "openai_imagenet_80") -> ml_collections.
 
 # CLIP's towers by name (OpenAI CLIP / open_clip sizes): image (width, layers, heads, patch), text (width,
 # layers, heads), embedding dimension; image side 224 and context 77 throughout.
+# CLIP's towers. ViT image: (width, layers, heads, patch size); ResNet image: (stem width, blocks per stage,
+# attention-pool heads); text: (width, layers, heads).
 ARCHITECTURES = {
     "ViT-B/32": dict(image=(768, 12, 12, 32), text=(512, 12, 8), embed_dim=512),
     "ViT-B/16": dict(image=(768, 12, 12, 16), text=(512, 12, 8), embed_dim=512),
     "ViT-L/14": dict(image=(1024, 24, 16, 14), text=(768, 12, 12), embed_dim=768),
+    "RN50": dict(resnet=(64, (3, 4, 6, 3), 32), text=(512, 12, 8), embed_dim=1024),
+    "RN101": dict(resnet=(64, (3, 4, 23, 3), 32), text=(512, 12, 8), embed_dim=512),
 }
 
 
@@ -262,8 +279,13 @@ def set_architecture(c: ml_collections.ConfigDict, name: str) -> ml_collections.
     raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}.")
   a = ARCHITECTURES[name]
   c.model.embed_dim = a["embed_dim"]
-  c.model.image.arch = "vit"
-  c.model.image.width, c.model.image.layers, c.model.image.heads, c.model.image.patch_size = a["image"]
+  if "resnet" in a:
+    c.model.image.arch = "resnet"
+    c.model.image.width, c.model.image.resnet_layers, c.model.image.heads = a["resnet"]
+    c.model.image.freeze_patch_embed = False  # No patch embedding.
+  else:
+    c.model.image.arch = "vit"
+    c.model.image.width, c.model.image.layers, c.model.image.heads, c.model.image.patch_size = a["image"]
   c.model.text.width, c.model.text.layers, c.model.text.heads = a["text"]
   return c
 
@@ -353,13 +375,28 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
            f"{tuple(c.mesh.shape)}.")
   _require(c.mlm.mask_token_frac + c.mlm.random_token_frac <= 1.0,
            "mlm.mask_token_frac + mlm.random_token_frac must be <= 1.")
+  _require(c.mlm.max_predictions >= 0, f"mlm.max_predictions must be >= 0, got {c.mlm.max_predictions}.")
   _require(c.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {c.model.dtype!r}.")
   img = c.model.image
-  _require(img.arch == "vit", f"model.image.arch {img.arch!r} is not available; this version provides 'vit'.")
-  _require(img.image_size % img.patch_size == 0,
-           f"model.image.image_size ({img.image_size}) must be a multiple of model.image.patch_size "
-           f"({img.patch_size}).")
-  _require(img.width % img.heads == 0, "model.image.width must be divisible by model.image.heads.")
+  _require(img.arch in ("vit", "resnet"), f"model.image.arch must be 'vit' or 'resnet', got {img.arch!r}.")
+  if img.arch == "vit":
+    _require(img.image_size % img.patch_size == 0,
+             f"model.image.image_size ({img.image_size}) must be a multiple of model.image.patch_size "
+             f"({img.patch_size}).")
+    _require(img.width % img.heads == 0, "model.image.width must be divisible by model.image.heads.")
+  else:
+    _require(img.image_size % 32 == 0, f"model.image.image_size ({img.image_size}) must be a multiple of 32 for "
+             "a ResNet tower (five halvings).")
+    _require(not img.freeze_patch_embed, "model.image.freeze_patch_embed applies to ViT towers; a ResNet has no "
+             "patch embedding: set it False.")
+    _require(len(img.resnet_layers) == 4 and min(img.resnet_layers) >= 1,
+             f"model.image.resnet_layers must be 4 positive block counts, got {tuple(img.resnet_layers)}.")
+    _require((img.width * 32) % img.heads == 0,
+             "model.image.width x 32 (the attention pool's width) must be divisible by model.image.heads.")
+    g = img.bn_group_size
+    _require(g > 1 and b % g == 0,
+             f"train.batch_size ({b}) must be divisible by model.image.bn_group_size ({g}, > 1): the ResNet "
+             "tower's BatchNorm statistics are taken over groups of that many examples.")
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")

@@ -20,21 +20,60 @@ def transformer_forward(tokens: int, width: int, layers: int, mlp_ratio: int = 4
   return 2.0 * layers * tokens * per_token
 
 
+def _kernel_taps(r_out: int, kernel: int, stride: int, r_in: int, count_padding: bool) -> int:
+  """Kernel taps summed over the output positions of one spatial dimension ('same'-style padding kernel // 2)."""
+  if count_padding:
+    return r_out * kernel
+  pad = kernel // 2
+  return sum(1 for i in range(r_out) for t in range(kernel) if 0 <= i * stride - pad + t < r_in)
+
+
+def resnet_forward(image_size: int, width: int, stage_blocks, embed_dim: int, count_padding: bool = True) -> float:
+  """Forward FLOPs of CLIP's ModifiedResNet on one image: stem and Bottleneck convolutions (incl. each stage's
+  shortcut) and the attention pool (k/v projections of every position, q of the one pooled query, its scores
+  and values, the output projection). count_padding: 3x3 taps on the zero padding count (the convention of
+  fvcore and the MFU literature); False counts only the taps that touch the image (what XLA reports)."""
+  def conv(resolution, kernel, c_in, c_out, stride=1):
+    taps = _kernel_taps(resolution, kernel, stride, resolution * stride, count_padding)
+    return 2.0 * taps**2 * c_in * c_out
+
+  r = image_size // 2
+  total = (conv(r, 3, 3, width // 2, stride=2) + conv(r, 3, width // 2, width // 2)
+           + conv(r, 3, width // 2, width))
+  r, c_in = r // 2, width
+  for stage, blocks in enumerate(stage_blocks):
+    planes = width * 2**stage
+    for i in range(blocks):
+      r_out = r // 2 if stage > 0 and i == 0 else r
+      total += conv(r, 1, c_in, planes) + conv(r, 3, planes, planes) + conv(r_out, 1, planes, 4 * planes)
+      if i == 0:
+        total += conv(r_out, 1, c_in, 4 * planes)
+      r, c_in = r_out, 4 * planes
+  tokens = r * r + 1
+  total += 2.0 * (2 * tokens + 1) * c_in**2 + 2.0 * 2 * tokens * c_in + 2.0 * c_in * embed_dim
+  return total
+
+
 def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
   """Model FLOPs of one step at train.batch_size, per part and "total" (see the module docstring)."""
   m, w, b = config.model, config.loss.weights, config.train.batch_size
   img, txt = m.image, m.text
-  patches = (img.image_size // img.patch_size) ** 2
+  patches = (img.image_size // img.patch_size) ** 2 if img.arch == "vit" else 0
   image_views = config.data.num_image_views
   text_passes = 1 + int(config.data.eda)
   parts = {}
-  parts["patch_embedding"] = image_views * b * 2.0 * patches * img.patch_size**2 * 3 * img.width
-  image_tower = transformer_forward(patches + 1, img.width, img.layers) + 2.0 * img.width * m.embed_dim
+  if img.arch == "resnet":
+    image_tower = resnet_forward(img.image_size, img.width, img.resnet_layers, m.embed_dim)
+  else:
+    parts["patch_embedding"] = image_views * b * 2.0 * patches * img.patch_size**2 * 3 * img.width
+    image_tower = transformer_forward(patches + 1, img.width, img.layers) + 2.0 * img.width * m.embed_dim
   parts["image_tower"] = 3 * image_views * b * image_tower
   text_tower = transformer_forward(txt.context_length, txt.width, txt.layers) + 2.0 * txt.width * m.embed_dim
   parts["text_tower"] = 3 * text_passes * b * text_tower
   if w.tss > 0:
-    parts["mlm_head"] = 3 * b * 2.0 * txt.context_length * txt.width * txt.vocab_size
+    k = config.mlm.max_predictions  # Logits at each caption's first k chosen positions (the usual path).
+    scored = k if 0 < k < txt.context_length else txt.context_length
+    parts["mlm_head"] = 3 * b * 2.0 * scored * txt.width * txt.vocab_size
   if w.iss > 0:
     s = config.ssl
     d, p, h = m.embed_dim, s.projector_dim, s.predictor_hidden_dim

@@ -1,7 +1,7 @@
 """Loading a trained model for evaluation: `declip_jax.load(workdir)`.
 
-Restores the parameters only (not the optimizer state, queue or BatchNorm statistics, which inference does not
-use), on whatever devices this process has, from a checkpoint written on any device count. The model and its
+Restores what inference uses, the parameters and BatchNorm statistics (not the optimizer state or the queue),
+on whatever devices this process has, from a checkpoint written on any device count. The model and its
 tokenizer are rebuilt from the config saved with the checkpoint.
 """
 
@@ -62,13 +62,15 @@ class LoadedModel:
   """A trained DeCLIP/CLIP model for inference.
 
   Attributes:
-    config: the experiment config it was trained with; step: the checkpoint's step; params: the parameters;
+    config: the experiment config it was trained with; step: the checkpoint's step; variables: {"params",
+    "batch_stats"} (BatchNorm running statistics; {} without BatchNorm); params: variables["params"];
     tokenizer: the model's own tokenizer; image_size: the side of `preprocess`'s output.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, params: Any, step: int, tokenizer: pipeline.Tokenizer,
-               module: declip.DeCLIP, mesh: Mesh, batch_size: int = 256):
-    self.config, self.params, self.step = config, params, step
+  def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], step: int,
+               tokenizer: pipeline.Tokenizer, module: declip.DeCLIP, mesh: Mesh, batch_size: int = 256):
+    self.config, self.variables, self.step = config, variables, step
+    self.params = variables["params"]
     self.tokenizer, self.module, self.mesh = tokenizer, module, mesh
     self.image_size = config.model.image.image_size
     self._encoder = encoding.Encoder(module, mesh, batch_size)
@@ -85,7 +87,7 @@ class LoadedModel:
     n = self._encoder.local_batch
     rows = ((images[s: s + n], np.arange(s, min(s + n, len(images))), np.zeros(min(n, len(images) - s)))
             for s in range(0, len(images), n))
-    return self._encoder.encode(self.params, kind, rows, images.shape[1:], np.float32)[0]
+    return self._encoder.encode(self.variables, kind, rows, images.shape[1:], np.float32)[0]
 
   def encode_image(self, images: np.ndarray, normalize: bool = False) -> np.ndarray:
     """[N, S, S, 3] preprocessed images -> [N, D] image embeddings (unit length with normalize=True)."""
@@ -99,7 +101,7 @@ class LoadedModel:
   def encode_text(self, texts: Sequence[str], normalize: bool = False) -> np.ndarray:
     """N raw strings -> [N, D] text embeddings, tokenised with the model's tokenizer."""
     tokens = self.tokenizer.tokenize_numpy(list(texts))
-    emb = self._encoder.encode_tokens(self.params, tokens, split_over_processes=False)[0]
+    emb = self._encoder.encode_tokens(self.variables, tokens, split_over_processes=False)[0]
     return emb / np.linalg.norm(emb, axis=-1, keepdims=True) if normalize else emb
 
   def zero_shot_classifier(self, class_names: Sequence[str],
@@ -118,7 +120,7 @@ class LoadedModel:
 
 
 def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> LoadedModel:
-  """Loads the parameters of a training run's newest checkpoint (or of `step`).
+  """Loads the parameters and BatchNorm statistics of a training run's newest checkpoint (or of `step`).
 
   Args:
     path: a --workdir, its checkpoints/ directory, or one step's directory (local or gs://).
@@ -138,10 +140,13 @@ def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> Loaded
       state_lib.sample_batch_spec(config, batch_size=1)), jax.random.PRNGKey(0))
   mesh = parallel.make_mesh((-1, 1, 1), jax.local_devices())
   replicated = parallel.replicated(mesh)
-  target = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                                   abstract_state.params)}
+  fields = ["params"] + (["batch_stats"] if abstract_state.batch_stats else [])
+  target = {field: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                                getattr(abstract_state, field)) for field in fields}
   with ocp.PyTreeCheckpointer() as reader:
     restored = reader.restore(directory / "state", args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-  checkpointing.verify_fingerprint(restored["params"], abstract_state, meta, field="params")
-  return LoadedModel(config, restored["params"], int(meta["step"]), tokenizer, module, mesh, batch_size)
+  for field in fields:
+    checkpointing.verify_fingerprint(restored[field], abstract_state, meta, field=field)
+  variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  return LoadedModel(config, variables, int(meta["step"]), tokenizer, module, mesh, batch_size)

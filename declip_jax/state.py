@@ -38,6 +38,11 @@ class TrainState:
   health: recovery.Health
 
 
+def model_variables(state: TrainState) -> dict[str, Any]:
+  """The variables `model.apply` needs for inference: {"params", "batch_stats"}."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
                        sample_batch: dict[str, Any], rng: jax.Array) -> TrainState:
   """Initialises parameters, optimizer state and the NN queue from `rng` (a pure function: use in jit).

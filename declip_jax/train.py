@@ -291,7 +291,7 @@ class _Trainer:
   def _evaluate(self, step: int, names: Optional[list[str]]) -> None:
     """Runs the named evaluations (None: all), logs them and rewrites eval_results.json with the newest result
     of every evaluation."""
-    results = self.evaluations.run(self.state.params, step, names)
+    results = self.evaluations.run(state_lib.model_variables(self.state), step, names)
     self.eval_results.update(results)
     self.writer.write_scalars(step, _eval_scalars(results))
     _write_json(self.workdir / "eval_results.json", self.eval_results)
@@ -329,6 +329,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass the --workdir of a run.")
   latest, state, _ = restored
-  results = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh).run(state.params, latest)
+  results = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh).run(
+      state_lib.model_variables(state), latest)
   _write_json(epath.Path(workdir) / "eval_results.json", results)
   return results

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from declip_jax import config as config_lib, parallel, train  # noqa: E402
 from declip_jax.data import pipeline  # noqa: E402
-from tests.tiny_config import tiny_config  # noqa: E402
+from tests.tiny_config import tiny_config, tiny_resnet_config  # noqa: E402
 
 STEPS = 2
 
@@ -53,10 +53,13 @@ def max_relative_difference(a, b):
 
 
 def main():
-  search = sys.argv[1] if len(sys.argv) > 1 else "local"
+  """argv[1]: "local" or "global" (the NN search, ViT tower, four meshes incl. FSDP) or "resnet" (the ResNet
+  tower on the (8, 1, 1) mesh, its BatchNorm groups of 4 examples spanning 2 devices)."""
+  mode = sys.argv[1] if len(sys.argv) > 1 else "local"
   assert jax.device_count() == 8, jax.devices()
-  config = tiny_config()
-  config.nns.search = search
+  config = tiny_resnet_config() if mode == "resnet" else tiny_config()
+  config.model.image.bn_group_size = 4
+  search = config.nns.search = "local" if mode == "resnet" else mode
   config.nns.groups = 8  # One buffer per device on the (8, 1, 1) mesh.
   config.ssl.bn_group_size = 4
   config.optim.eps = 1e-3
@@ -65,6 +68,10 @@ def main():
   batches = list(zip(range(STEPS), pipeline.numpy_batches(pipeline.train_dataset(config, tokenizer))))
   batches = [b for _, b in batches]
   reference = run(config, jax.devices()[:1], batches)[:2]
+  if mode == "resnet":
+    config.mesh.shape = (8, 1, 1)
+    report(config, (8, 1, 1), search, run(config, jax.devices(), batches), reference)
+    return
   # FSDP: every tensor of >= 256 elements split over 8 devices. Layers unscanned, here and in its reference:
   # XLA CPU can deadlock with collectives inside a scanned loop (train._refuse_cpu_deadlock).
   fsdp = config.copy_and_resolve_references()
@@ -84,13 +91,21 @@ def main():
     else:
       reference_state, reference_losses = reference
     config.mesh.shape = shape
-    state, losses, split = run(config, jax.devices(), batches)
-    assert split >= 10 or config.mesh.fsdp_min_size != 256, f"only {split} parameters split over fsdp"
-    diffs = [max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for k in b) for a, b in zip(losses, reference_losses)]
-    fields = {f: max_relative_difference(getattr(state, f), getattr(reference_state, f))
-              for f in ("params", "batch_stats", "nn_queue", "nn_queue_ptr", "opt_state")}
-    print(f"mesh={shape}{' fsdp' if config.mesh.fsdp_min_size == 256 else ''} search={search} first_step_metrics={diffs[0]:.2e} metrics={max(diffs):.2e} " +
-          " ".join(f"{k}={v:.2e}" for k, v in fields.items()), flush=True)
+    result = run(config, jax.devices(), batches)
+    assert result[2] >= 10 or config.mesh.fsdp_min_size != 256, f"only {result[2]} parameters split over fsdp"
+    report(config, shape, search, result, (reference_state, reference_losses))
+
+
+def report(config, shape, search, result, reference):
+  """Prints one `mesh=...` line: the largest differences of metrics and state fields from the reference."""
+  (state, losses, _), (reference_state, reference_losses) = result, reference
+  diffs = [max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for k in b) for a, b in zip(losses, reference_losses)]
+  fields = {f: max_relative_difference(getattr(state, f), getattr(reference_state, f))
+            for f in ("params", "batch_stats", "nn_queue", "nn_queue_ptr", "opt_state")}
+  tower = config.model.image.arch
+  print(f"mesh={shape}{' fsdp' if config.mesh.fsdp_min_size == 256 else ''} tower={tower} search={search} "
+        f"first_step_metrics={diffs[0]:.2e} metrics={max(diffs):.2e} "
+        + " ".join(f"{k}={v:.2e}" for k, v in fields.items()), flush=True)
 
 
 if __name__ == "__main__":

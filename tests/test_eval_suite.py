@@ -68,13 +68,13 @@ def _png(array) -> bytes:
   return buffer.getvalue()
 
 
-def _model_and_params(workdir):
+def _model_and_variables(workdir):
   loaded = declip_jax.load(str(workdir))
-  return loaded, loaded.module, loaded.params
+  return loaded, loaded.module, loaded.variables
 
 
-def _direct_image_embeddings(module, params, images):
-  return np.asarray(module.apply({"params": params}, images, method=declip.DeCLIP.encode_image))
+def _direct_image_embeddings(module, variables, images):
+  return np.asarray(module.apply(variables, images, method=declip.DeCLIP.encode_image))
 
 
 def test_linear_probe_solution_satisfies_the_optimality_condition():
@@ -118,13 +118,13 @@ def test_each_evaluation_has_its_own_period(trained_run):
 
 
 def test_zero_shot_on_tfds_matches_a_direct_computation(trained_run, tfds_dir):
-  loaded, module, params = _model_and_params(trained_run)
+  loaded, module, variables = _model_and_variables(trained_run)
   config = tiny_config()
   config.eval.batch_size = 4  # 11 images: three batches, the last one padded.
   config.evals = {"labels": config_lib.eval_spec("zero_shot", "tfds:declip_test_labels/test",
                                                  tfds_data_dir=str(tfds_dir), templates="builtin_colour")}
   evals = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh)
-  result = evals.run(params, 7)["labels"]
+  result = evals.run(variables, 7)["labels"]
   assert result["dataset"] == "tfds:declip_test_labels/test" and result["split"] == "test"
   assert result["template_set"] == "builtin_colour" and result["num_classes"] == 3 and result["num_examples"] == 11
 
@@ -136,7 +136,7 @@ def test_zero_shot_on_tfds_matches_a_direct_computation(trained_run, tfds_dir):
   labels = np.asarray([e["label"] for e in examples])
   names = [n.replace("_", " ") for n in LABEL_NAMES]
   weights = zero_shot.classifier_weights(loaded.encode_text, names, builtin.ZERO_SHOT_TEMPLATES["colour"])
-  expected = zero_shot.classification_metrics(_direct_image_embeddings(module, params, images), weights, labels)
+  expected = zero_shot.classification_metrics(_direct_image_embeddings(module, variables, images), weights, labels)
   assert result["metrics"] == pytest.approx(expected, abs=1e-9)
 
 
@@ -157,19 +157,19 @@ def _write_captioned_shards(path, rng):
 
 
 def test_multi_caption_retrieval_from_tfrecord_skips_bad_records(trained_run, tmp_path):
-  loaded, module, params = _model_and_params(trained_run)
+  loaded, module, variables = _model_and_variables(trained_run)
   images, captions = _write_captioned_shards(tmp_path / "eval.tfrecord", np.random.default_rng(0))
   config = tiny_config()
   config.eval.batch_size = 2
   config.evals = {"ret": config_lib.eval_spec("retrieval", f"tfrecord:{tmp_path}/*.tfrecord")}
-  result = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(params, 1)["ret"]
+  result = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)["ret"]
   kept = [0, 1, 3, 4]
   texts = [c for i in kept for c in captions[i] if c]
   owner = np.asarray([k for k, i in enumerate(kept) for c in captions[i] if c])
   assert result["num_examples"] == 4 and result["num_captions"] == len(texts) == 7
   transform = datasets.eval_transform(config)
   x = np.stack([transform(tf.constant(images[i])).numpy() for i in kept])
-  expected = retrieval.recall_at_k(_direct_image_embeddings(module, params, x), loaded.encode_text(texts), owner)
+  expected = retrieval.recall_at_k(_direct_image_embeddings(module, variables, x), loaded.encode_text(texts), owner)
   assert result["metrics"] == pytest.approx(expected, abs=1e-9)
 
 
@@ -205,6 +205,7 @@ def test_load_restores_params_and_encodes_like_the_evaluation(trained_run):
   setup = train.Setup(tiny_config())
   state = setup.init_state()
   assert jax.tree.structure(loaded.params) == jax.tree.structure(state.params)
+  assert jax.tree.structure(loaded.variables["batch_stats"]) == jax.tree.structure(state.batch_stats)
   # encode_text == the model applied to the tokenizer's ids; preprocess == the evaluation's transform.
   texts = ["a red circle", "a blue square on the left"]
   tokens = pipeline.build_tokenizer(loaded.config).tokenize_numpy(texts)

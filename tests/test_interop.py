@@ -14,19 +14,27 @@ from declip_jax.models import declip  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 
 # Reduced ViT-B/32, B/16 and L/14 shapes (patch size relative to the image as in the originals), with and
-# without a text projection bias, scanned and unscanned layers.
+# without a text projection bias, scanned and unscanned layers; reduced RN50 and RN101 (stem width 8, fewer
+# Bottlenecks; the stage structure, strides and attention pooling as in the originals).
 ARCHITECTURES = {
     "vit_b32": dict(image_size=32, patch_size=8, width=48, layers=2, heads=4, bias=True, scan=True),
     "vit_b16": dict(image_size=32, patch_size=4, width=48, layers=2, heads=4, bias=False, scan=False),
     "vit_l14": dict(image_size=28, patch_size=2, width=64, layers=3, heads=4, bias=False, scan=True),
+    "rn50": dict(image_size=64, width=8, resnet_layers=(2, 1, 2, 1), heads=2, bias=False, scan=True),
+    "rn101": dict(image_size=32, width=8, resnet_layers=(1, 2, 3, 1), heads=4, bias=True, scan=False),
 }
 
 
-def _config(image_size, patch_size, width, layers, heads, bias, scan, vocab=60):
+def _config(image_size, width, heads, bias, scan, patch_size=None, layers=None, resnet_layers=None, vocab=60):
   c = tiny_config()
   c.model.embed_dim = 24
   c.model.scan_layers = scan
-  c.model.image.update(dict(image_size=image_size, patch_size=patch_size, width=width, layers=layers, heads=heads))
+  if resnet_layers:
+    c.model.image.update(dict(arch="resnet", freeze_patch_embed=False, resnet_layers=resnet_layers,
+                              bn_group_size=8))
+  else:
+    c.model.image.update(dict(patch_size=patch_size, layers=layers))
+  c.model.image.update(dict(image_size=image_size, width=width, heads=heads))
   c.model.text.update(dict(vocab_size=vocab, width=32, layers=2, heads=2, context_length=16, projection_bias=bias))
   return c
 
@@ -34,10 +42,15 @@ def _config(image_size, patch_size, width, layers, heads, bias, scan, vocab=60):
 def _random_open_clip(config, seed):
   torch.manual_seed(seed)
   model = open_clip.model.CLIP(**ow.open_clip_model_config(config)).eval()
-  with torch.no_grad():  # LayerNorms and biases start at 1/0: randomise them so that a swap would show.
+  with torch.no_grad():  # Norms and biases start at 1/0 (ResNet bn3 at 0): randomise them so a swap would show.
     for name, p in model.named_parameters():
       if name.endswith(("bias", "ln_pre.weight", "ln_post.weight", "ln_final.weight", "ln_1.weight", "ln_2.weight")):
         p.add_(0.1 * torch.randn_like(p))
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.weight.uniform_(0.5, 1.5)
+        module.running_mean.normal_(0.0, 0.2)
+        module.running_var.uniform_(0.5, 1.5)
   return model
 
 
@@ -60,18 +73,19 @@ def _open_clip_embeddings(model, images, tokens):
   return image, text
 
 
-def _ours(config, params, images, tokens, eot):
+def _ours(config, variables, images, tokens, eot):
   model = declip.build_model(config, eot)
-  image = model.apply({"params": params}, images, method=declip.DeCLIP.encode_image)
-  text = model.apply({"params": params}, tokens, method=declip.DeCLIP.encode_text)
+  image = model.apply(variables, images, method=declip.DeCLIP.encode_image)
+  text = model.apply(variables, tokens, method=declip.DeCLIP.encode_text)
   return np.asarray(image), np.asarray(text)
 
 
-def _abstract_params(config, eot):
+def _abstract_variables(config, eot):
   from declip_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   model = declip.build_model(config, eot)
   batch = {k: np.zeros(v.shape, v.dtype) for k, v in state_lib.sample_batch_spec(config, 1).items()}
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))["params"]
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -82,13 +96,13 @@ def test_import_then_export_matches_open_clip(name):
   want_image, want_text = _open_clip_embeddings(reference, images, tokens)
 
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
-  params = ow.from_torch_state_dict(state_dict, config, _abstract_params(config, eot))
-  got_image, got_text = _ours(config, params, images, tokens, eot)
+  variables = ow.from_torch_state_dict(state_dict, config, _abstract_variables(config, eot))
+  got_image, got_text = _ours(config, variables, images, tokens, eot)
   np.testing.assert_allclose(got_image, want_image, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_text, want_text, rtol=1e-4, atol=1e-4)
 
   exported = _random_open_clip(config, seed=5)  # Different weights, replaced by the export.
-  exported.load_state_dict({k: torch.from_numpy(v) for k, v in ow.to_torch_state_dict(params, config).items()})
+  exported.load_state_dict({k: torch.from_numpy(v) for k, v in ow.to_torch_state_dict(variables, config).items()})
   again_image, again_text = _open_clip_embeddings(exported, images, tokens)
   np.testing.assert_allclose(again_image, want_image, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(again_text, want_text, rtol=1e-5, atol=1e-6)
@@ -101,7 +115,7 @@ def test_mismatches_are_listed_by_name():
   del state_dict["ln_final.bias"]
   state_dict["visual.proj"] = np.zeros((48, 7), np.float32)
   with pytest.raises(ow.WeightMismatchError) as error:
-    ow.from_torch_state_dict(state_dict, config, _abstract_params(config, 59))
+    ow.from_torch_state_dict(state_dict, config, _abstract_variables(config, 59))
   message = str(error.value)
   assert "unknown keys (1): visual.extra.weight" in message
   assert "missing keys (1): ln_final.bias" in message
@@ -145,11 +159,14 @@ def test_trained_declip_model_exports_for_open_clip_and_its_stock_tokenizer(tmp_
   np.testing.assert_allclose(ours.encode_image(images), theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_import_command_starts_a_run_from_open_clip_weights(tmp_path):
+@pytest.mark.parametrize("name", ["vit_b32", "rn50"])
+def test_import_command_starts_a_run_from_open_clip_weights(tmp_path, name):
+  """The step-0 checkpoint holds the weights (a ResNet's BatchNorm statistics too): load() encodes as open_clip;
+  training continues from it."""
   import declip_jax  # pylint: disable=g-import-not-at-top
   from declip_jax import train  # pylint: disable=g-import-not-at-top
   from declip_jax.interop import convert  # pylint: disable=g-import-not-at-top
-  config = _config(**ARCHITECTURES["vit_b32"])
+  config = _config(**ARCHITECTURES[name])
   config.model.text.vocab_size = 58  # The built-in word vocabulary, so that the run can train on.
   reference = _random_open_clip(config, seed=3)
   weights, _ = ow.write_open_clip(tmp_path / "w", {k: v.numpy() for k, v in reference.state_dict().items()},
@@ -165,7 +182,7 @@ def test_import_command_starts_a_run_from_open_clip_weights(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ViT-B/32"])
+@pytest.mark.parametrize("name", ["ViT-B/32", "RN50"])
 def test_full_size_import_matches_open_clip(name):
   from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.set_architecture(tiny_config(), name)
@@ -174,9 +191,9 @@ def test_full_size_import_matches_open_clip(name):
   reference = _random_open_clip(config, seed=0)
   images, tokens, eot = _inputs(config, seed=1)
   want_image, want_text = _open_clip_embeddings(reference, images, tokens)
-  params = ow.from_torch_state_dict({k: v.numpy() for k, v in reference.state_dict().items()}, config,
-                                    _abstract_params(config, eot))
-  got_image, got_text = _ours(config, params, images, tokens, eot)
+  variables = ow.from_torch_state_dict({k: v.numpy() for k, v in reference.state_dict().items()}, config,
+                                       _abstract_variables(config, eot))
+  got_image, got_text = _ours(config, variables, images, tokens, eot)
   np.testing.assert_allclose(got_image, want_image, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_text, want_text, rtol=1e-4, atol=1e-4)
 

@@ -1,10 +1,10 @@
-"""Towers and heads: shapes, EOT pooling, causality, grouped BatchNorm, scan/no-scan equivalence."""
+"""Towers and heads: shapes, EOT pooling, causality, grouped BatchNorm, scan/no-scan equivalence, ResNet tower."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from declip_jax.models import declip, heads, text, vit
+from declip_jax.models import batch_norm, declip, heads, resnet, text, vit
 from declip_jax.state import sample_batch_spec
 
 
@@ -58,7 +58,7 @@ def test_vit_output_shape_and_patch_embed_init_range():
 def test_grouped_batchnorm_normalises_each_group_and_tracks_running_stats():
   rng = np.random.default_rng(0)
   x = rng.normal(loc=3.0, scale=2.0, size=(12, 5)).astype(np.float32)
-  bn = heads.GroupedBatchNorm(group_size=4, momentum=0.9)
+  bn = batch_norm.GroupedBatchNorm(group_size=4, momentum=0.9)
   variables = bn.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
   y, updated = bn.apply(variables, jnp.asarray(x), train=True, mutable=["batch_stats"])
   groups = x.reshape(3, 4, 5)
@@ -72,6 +72,52 @@ def test_grouped_batchnorm_normalises_each_group_and_tracks_running_stats():
   np.testing.assert_allclose(y_first, y[:4], atol=1e-6)
 
 
+def test_grouped_batchnorm_on_feature_maps_matches_numpy():
+  """[B, H, W, C]: statistics per channel over each group's examples and positions (as PyTorch's BatchNorm2d
+  over one group); running variance unbiased over g x H x W values."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(loc=-2.0, scale=3.0, size=(8, 5, 3, 4)).astype(np.float32)
+  bn = batch_norm.GroupedBatchNorm(group_size=4, momentum=0.9)
+  variables = bn.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
+  y, updated = bn.apply(variables, jnp.asarray(x), train=True, mutable=["batch_stats"])
+  groups = x.reshape(2, 4 * 5 * 3, 4)
+  expected = (groups - groups.mean(1, keepdims=True)) / np.sqrt(groups.var(1, keepdims=True) + 1e-5)
+  np.testing.assert_allclose(y, expected.reshape(x.shape), atol=1e-5)
+  np.testing.assert_allclose(updated["batch_stats"]["mean"], 0.1 * groups.mean(1).mean(0), rtol=1e-5)
+  np.testing.assert_allclose(updated["batch_stats"]["var"], 0.9 + 0.1 * groups.var(1, ddof=1).mean(0), rtol=1e-5)
+  inference = bn.apply({**variables, "batch_stats": updated["batch_stats"]}, jnp.asarray(x), train=False)
+  stats = updated["batch_stats"]
+  np.testing.assert_allclose(inference, (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5), atol=1e-5)
+
+
+def _resnet(group_size=4):
+  return resnet.ModifiedResNet(stage_blocks=(1, 2, 1, 1), width=8, heads=2, embed_dim=6, bn_group_size=group_size)
+
+
+def test_resnet_tower_shapes_init_and_batchnorm_modes():
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(8, 64, 64, 3)), jnp.float32)
+  tower = _resnet()
+  variables = tower.init(jax.random.PRNGKey(0), images)
+  params = variables["params"]
+  assert tower.apply(variables, images).shape == (8, 6)
+  assert params["attnpool"]["positional_embedding"].shape == (2 * 2 + 1, 8 * 32)  # 64 / 32 = 2 positions a side.
+  assert params["conv1"]["kernel"].shape == (3, 3, 3, 4) and params["layer2_0"]["conv3"]["kernel"].shape[-1] == 64
+  for block in ("layer1_0", "layer2_0", "layer2_1", "layer4_0"):  # CLIP's init: each residual branch starts at 0.
+    assert not np.any(params[block]["bn3"]["scale"]) and np.all(params[block]["bn1"]["scale"] == 1)
+  assert "downsample_conv" in params["layer1_0"] and "downsample_conv" not in params["layer2_1"]
+  train_out, updated = tower.apply(variables, images, train=True, mutable=["batch_stats"])
+  assert not np.allclose(train_out, tower.apply(variables, images))  # Group vs running statistics.
+  assert not np.allclose(updated["batch_stats"]["bn1"]["mean"], 0)
+  # Group statistics: the first group's embeddings do not depend on the other examples.
+  first, _ = tower.apply(variables, images[:4], train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(first, train_out[:4], rtol=1e-5, atol=1e-6)
+  # Rematerialised Bottlenecks compute the same function.
+  remat = resnet.ModifiedResNet(stage_blocks=(1, 2, 1, 1), width=8, heads=2, embed_dim=6, bn_group_size=4,
+                                remat=True)
+  np.testing.assert_allclose(remat.apply(variables, images, train=True, mutable=["batch_stats"])[0], train_out,
+                             rtol=1e-6, atol=1e-6)
+
+
 def test_declip_model_outputs(config):
   model = declip.build_model(config, eot_id=54)
   spec = sample_batch_spec(config, batch_size=8)
@@ -83,6 +129,61 @@ def test_declip_model_outputs(config):
   d, length, v = config.model.embed_dim, config.model.text.context_length, config.model.text.vocab_size
   for k in ("z_img1", "z_img2", "z_txt", "z_txt_eda"):
     assert out[k].shape == (8, d)
-  assert out["mlm_logits"].shape == (8, length, v)
+  assert out["mlm_ce_sums"].shape == out["mlm_counts"].shape == (8,)  # Given mlm_labels: the head's loss sums.
+  without_labels = {k: x for k, x in batch.items() if k != "mlm_labels"}
+  out_logits, _ = model.apply(variables, without_labels, train=True, mutable=["batch_stats"])
+  assert out_logits["mlm_logits"].shape == (8, length, v)
   assert out["p1"].shape == out["z2"].shape == (8, config.ssl.projector_dim)
   assert set(variables["params"]) == {"image_tower", "text_tower", "simsiam", "mlm_head", "logit_scale"}
+
+
+def test_mlm_head_scores_only_the_chosen_positions_and_computes_the_same_loss():
+  """With max_predictions=3 the head computes [B, 3, V] logits; the per-row cross-entropy sums, counts and
+  gradients equal the every-position path; a batch with a row of 5 chosen positions takes that path exactly."""
+  from declip_jax.losses import mlm  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  states = jnp.asarray(rng.normal(size=(4, 9, 8)), jnp.float32)
+  labels = np.full((4, 9), mlm.IGNORE_LABEL)
+  for row, chosen in enumerate(([], [2, 7], [0, 4, 8], [1, 3])):
+    labels[row, chosen] = rng.integers(0, 11, len(chosen))
+  every, sparse = heads.MLMHead(11), heads.MLMHead(11, max_predictions=3)
+  params = every.init(jax.random.PRNGKey(0), states)["params"]
+
+  def loss(head, params, states, labels):
+    return mlm.loss_from_sums(*head.apply({"params": params}, states, labels))
+
+  for batch_labels in (labels, np.where(np.arange(9) < 5, 1, labels)):  # Second: row counts 5 > 3 (fallback).
+    batch_labels = jnp.asarray(batch_labels)
+    want = every.apply({"params": params}, states, batch_labels)
+    got = sparse.apply({"params": params}, states, batch_labels)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(loss(every, params, states, batch_labels),
+                               mlm.masked_lm_loss(every.apply({"params": params}, states), batch_labels), rtol=1e-6)
+    want_grads = jax.grad(loss, argnums=(1, 2))(every, params, states, batch_labels)
+    got_grads = jax.grad(loss, argnums=(1, 2))(sparse, params, states, batch_labels)
+    for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+  jaxpr = str(jax.make_jaxpr(lambda s: sparse.apply({"params": params}, s, jnp.asarray(labels)))(states))
+  assert "f32[4,3,11]" in jaxpr and "f32[4,9,11]" in jaxpr  # Chosen-only logits, and the fallback branch.
+
+
+def test_batched_view_calls_compute_the_same_outputs(config):
+  """model.batch_views runs both image views and both text views as one tower call each: same outputs."""
+  spec = sample_batch_spec(config, batch_size=8)
+  rng = np.random.default_rng(3)
+  batch = {k: jnp.asarray(rng.normal(size=v.shape), v.dtype) if v.dtype == jnp.float32
+           else jnp.asarray(rng.integers(1, 50, v.shape), v.dtype) for k, v in spec.items()}
+  batch["mlm_labels"] = jnp.where(batch["mlm_labels"] % 5 == 0, batch["mlm_labels"], -100)
+  outputs = []
+  for batched in (True, False):
+    config.model.batch_views = batched
+    model = declip.build_model(config, eot_id=54)
+    variables = model.init(jax.random.PRNGKey(0), batch, train=False)
+    outputs.append(model.apply(variables, batch, train=True, mutable=["batch_stats"]))
+  (together, stats_together), (apart, stats_apart) = outputs
+  assert set(together) == set(apart) >= {"z_img1", "z_img2", "z_txt", "z_txt_eda", "mlm_ce_sums", "p2"}
+  for key in together:
+    np.testing.assert_allclose(together[key], apart[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  for a, b in zip(jax.tree.leaves(stats_together), jax.tree.leaves(stats_apart)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -13,16 +13,18 @@ from tests.conftest import REPO, virtual_devices_flags
 pytestmark = pytest.mark.xdist_group("virtual_devices")
 
 
-@pytest.mark.parametrize("search", ["local", "global"])
+@pytest.mark.parametrize("search", ["local", "global", "resnet"])
 def test_eight_devices_match_one(search):
+  """search: the NN search of the ViT runs, or "resnet": a ResNet tower whose BatchNorm groups span devices."""
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": virtual_devices_flags(8)}
   out = subprocess.run([sys.executable, "tests/multidevice_check.py", search], cwd=REPO, capture_output=True,
                        text=True, timeout=900, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   lines = [l for l in out.stdout.splitlines() if l.startswith("mesh=")]
-  assert len(lines) == 4, out.stdout  # (8,1,1), (4,2,1), (2,2,2), (1,8,1) with FSDP-split parameters.
+  # (8,1,1), (4,2,1), (2,2,2), (1,8,1) with FSDP-split parameters; ResNet: (8,1,1).
+  assert len(lines) == (1 if search == "resnet" else 4), out.stdout
   for line in lines:
-    for name, value in re.findall(r"(\w+)=([0-9.e+-]+)", line):
+    for name, value in re.findall(r"(\w+)=([0-9.e+-]+)(?:\s|$)", line):
       # Losses, gradient norm, parameters, BatchNorm statistics and the queue to 1e-5 after two steps. Adam's
       # moments are looser: nu holds squared gradients, whose rounding differences are relatively larger.
       bound = 1e-4 if name == "opt_state" else 1e-5

@@ -9,7 +9,7 @@ import pytest
 
 from declip_jax import checkpointing, parallel, train
 from declip_jax.data import pipeline
-from tests.tiny_config import tiny_config
+from tests.tiny_config import tiny_config, tiny_resnet_config
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,29 @@ def test_evaluate_restores_the_latest_checkpoint(tmp_path):
   results = train.evaluate(config, str(tmp_path))
   assert results == trained["eval"]
   assert json.loads((tmp_path / "eval_results.json").read_text()) == results
+
+
+def test_resnet_tower_trains_with_batchnorm_in_the_state_and_evaluates_with_its_running_statistics(tmp_path):
+  """The ResNet's BatchNorm statistics move in training, are checkpointed, and are what evaluation and load()
+  use (evaluation results equal a re-evaluation from the checkpoint; load's embeddings = the model applied to
+  the checkpoint's params and statistics)."""
+  import declip_jax  # pylint: disable=g-import-not-at-top
+  from declip_jax.models import declip  # pylint: disable=g-import-not-at-top
+  config = tiny_resnet_config()
+  config.train.num_steps = 3
+  trained = train.run(config, str(tmp_path))
+  assert trained["step"] == 3 and np.isfinite(trained["loss_summary"]["loss"]["final"])
+  assert train.evaluate(config, str(tmp_path)) == trained["eval"]
+  loaded = declip_jax.load(str(tmp_path))
+  stats = loaded.variables["batch_stats"]["image_tower"]
+  assert not np.allclose(stats["bn1"]["mean"], 0) and not np.allclose(stats["layer2_0"]["bn2"]["var"], 1)
+  images = np.random.default_rng(0).normal(size=(5, 32, 32, 3)).astype(np.float32)
+  direct = loaded.module.apply(loaded.variables, images, method=declip.DeCLIP.encode_image)
+  np.testing.assert_allclose(loaded.encode_image(images), direct, rtol=1e-5, atol=1e-6)
+  without_stats = loaded.module.apply({**loaded.variables, "batch_stats": jax.tree.map(
+      lambda x: jnp.ones_like(x) if x.ndim else x, loaded.variables["batch_stats"])}, images,
+      method=declip.DeCLIP.encode_image)
+  assert not np.allclose(direct, without_stats, atol=1e-3)
 
 
 def test_evaluate_without_checkpoint_says_so(tmp_path):

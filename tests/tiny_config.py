@@ -48,3 +48,17 @@ def tiny_config(clip_baseline: bool = False):
 
 def get_config():
   return tiny_config()
+
+
+def tiny_resnet_config(clip_baseline: bool = False):
+  """tiny_config with a ModifiedResNet image tower (one Bottleneck per stage, stem width 8, 32x32 images)."""
+  c = tiny_config(clip_baseline)
+  config_lib.set_architecture(c, "RN50")
+  c.model.embed_dim = 16
+  c.model.image.image_size = 32
+  c.model.image.width = 8
+  c.model.image.resnet_layers = (1, 1, 1, 1)
+  c.model.image.heads = 2
+  c.model.image.bn_group_size = 8
+  c.model.text.width, c.model.text.layers, c.model.text.heads = 32, 2, 2
+  return c

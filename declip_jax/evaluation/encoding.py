@@ -27,19 +27,19 @@ class Encoder:
     self.local_batch = self.global_batch // jax.process_count()
 
     def make(method):
-      def fn(params, inputs, index, extra, valid):
-        return model.apply({"params": params}, inputs, method=method), index, extra, valid
+      def fn(variables, inputs, index, extra, valid):
+        return model.apply(variables, inputs, method=method), index, extra, valid
       return jax.jit(fn, out_shardings=parallel.replicated(mesh))
 
     self._fns = {kind: make(method) for kind, method in METHODS.items()}
 
-  def encode(self, params, kind: str, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+  def encode(self, variables, kind: str, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
              example_shape: tuple[int, ...], dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encodes this process's (inputs [n, ...], index [n], extra [n]) batches (n <= local_batch) together with
     the other processes' batches; `extra` (e.g. labels) travels with its row.
 
     Args:
-      params: the model's params (any sharding).
+      variables: the model's {"params", "batch_stats"} (any sharding; BatchNorm uses the running statistics).
       kind: "image", "image_features" or "text".
       example_shape, dtype: one input row's shape and dtype (a process that runs out early feeds padding).
     Returns:
@@ -62,7 +62,7 @@ class Encoder:
         inputs[:n], index[:n], extra[:n], valid[:n] = chunk[0], chunk[1], chunk[2], True
       g = parallel.host_to_global({"inputs": inputs, "index": index, "extra": extra, "valid": valid}, self.mesh)
       out, out_index, out_extra, out_valid = jax.device_get(
-          fn(params, g["inputs"], g["index"], g["extra"], g["valid"]))
+          fn(variables, g["inputs"], g["index"], g["extra"], g["valid"]))
       if not out_valid.any():  # Every process has run out (only reached with several processes).
         break
       outputs.append(np.asarray(out, np.float32)[out_valid])
@@ -74,7 +74,7 @@ class Encoder:
     order = np.argsort(indices, kind="stable")
     return outputs[order], indices[order], extras[order]
 
-  def encode_tokens(self, params, tokens: np.ndarray, owners: Optional[np.ndarray] = None,
+  def encode_tokens(self, variables, tokens: np.ndarray, owners: Optional[np.ndarray] = None,
                     split_over_processes: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Text embeddings of token rows.
 
@@ -91,4 +91,4 @@ class Encoder:
       tokens, owners = tokens[p::count], owners[p::count]
     rows = ((tokens[s: s + self.local_batch], owners[s: s + self.local_batch], owners[s: s + self.local_batch])
             for s in range(0, len(tokens), self.local_batch))
-    return self.encode(params, "text", rows, tokens.shape[1:], np.int32)
+    return self.encode(variables, "text", rows, tokens.shape[1:], np.int32)

@@ -22,9 +22,9 @@ def _split_of(dataset: str) -> Optional[str]:
 class Evaluations:
   """The enabled evaluations of `config.evals`, their data checked at construction.
 
-  `run(params, step, names)` returns `{"<name>": {"step", "kind", "dataset", "split", "num_examples",
-  "metrics", ...}}` (zero-shot adds "template_set" and "num_classes"; linear probes "l2"), the schema of
-  `eval_results.json`.
+  `run(variables, step, names)` (variables: {"params", "batch_stats"}, `state.model_variables`) returns
+  `{"<name>": {"step", "kind", "dataset", "split", "num_examples", "metrics", ...}}` (zero-shot adds
+  "template_set" and "num_classes"; linear probes "l2"), the schema of `eval_results.json`.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: pipeline.Tokenizer,
@@ -41,17 +41,18 @@ class Evaluations:
     return [name for name, spec in self.specs.items()
             if last or step % (spec.every_steps or self.config.eval.every_steps) == 0]
 
-  def run(self, params, step: int, names: Optional[Sequence[str]] = None) -> dict:
-    """Runs the named evaluations (default: all) on `params`; skips "heldout" retrieval without a held-out split."""
+  def run(self, variables, step: int, names: Optional[Sequence[str]] = None) -> dict:
+    """Runs the named evaluations (default: all) with `variables`; skips "heldout" retrieval without a held-out
+    split."""
     results = {}
     for name in self.specs if names is None else names:
       spec = self.specs[name]
-      result = getattr(self, f"_{spec.kind}")(name, spec, params)
+      result = getattr(self, f"_{spec.kind}")(name, spec, variables)
       if result is not None:
         results[name] = {"step": step, "kind": spec.kind, **result}
     return results
 
-  def _encode_images(self, params, ds, kind: str = "image", extra: str = "index", keys: tuple[str, ...] = (),
+  def _encode_images(self, variables, ds, kind: str = "image", extra: str = "index", keys: tuple[str, ...] = (),
                      on_batch=None):
     """Encodes the images of `ds` with the tower method `kind`; returns (outputs, index, extra) in dataset order.
     `on_batch` sees each numpy batch (with the further `keys`) before it is encoded."""
@@ -63,23 +64,23 @@ class Evaluations:
         yield batch["image"], batch["index"], batch[extra]
 
     size = self.config.model.image.image_size
-    return self.encoder.encode(params, kind, batches(), (size, size, 3), np.float32)
+    return self.encoder.encode(variables, kind, batches(), (size, size, 3), np.float32)
 
-  def encode_texts(self, params, texts: list[str]) -> np.ndarray:
+  def encode_texts(self, variables, texts: list[str]) -> np.ndarray:
     """The same N strings on every process -> [N, D] embeddings (each process encodes its share)."""
-    return self.encoder.encode_tokens(params, self.tokenizer.tokenize_numpy(texts))[0]
+    return self.encoder.encode_tokens(variables, self.tokenizer.tokenize_numpy(texts))[0]
 
-  def _zero_shot(self, name: str, spec: ml_collections.ConfigDict, params) -> dict:
+  def _zero_shot(self, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
     data = datasets.labelled_images(spec, self.config, name, process_index=jax.process_index(),
                                     process_count=jax.process_count())
-    weights = zero_shot.classifier_weights(lambda texts: self.encode_texts(params, texts), data.class_names,
+    weights = zero_shot.classifier_weights(lambda texts: self.encode_texts(variables, texts), data.class_names,
                                            templates.get(spec.templates))
-    image_emb, _, labels = self._encode_images(params, data.dataset, extra="label")
+    image_emb, _, labels = self._encode_images(variables, data.dataset, extra="label")
     return {"dataset": data.name, "split": _split_of(data.name), "template_set": spec.templates,
             "num_classes": len(data.class_names), "num_examples": len(labels),
             "metrics": zero_shot.classification_metrics(image_emb, weights, labels)}
 
-  def _retrieval(self, name: str, spec: ml_collections.ConfigDict, params) -> Optional[dict]:
+  def _retrieval(self, name: str, spec: ml_collections.ConfigDict, variables) -> Optional[dict]:
     data = datasets.captioned_images(spec, self.config, name, jax.process_index(), jax.process_count())
     if data is None:
       logging.info("evals.%s: the training data has no held-out split (data.tfrecord.eval_files, "
@@ -93,23 +94,23 @@ class Evaluations:
         captions.extend(texts)
         owners.extend([index] * len(texts))
 
-    image_emb, image_index, _ = self._encode_images(params, data.dataset, keys=("captions",),
+    image_emb, image_index, _ = self._encode_images(variables, data.dataset, keys=("captions",),
                                                     on_batch=collect_captions)
     tokens = self.tokenizer.tokenize_numpy(captions) if captions else np.zeros(
         (0, self.config.model.text.context_length), np.int32)
-    text_emb, text_owner, _ = self.encoder.encode_tokens(params, tokens, np.asarray(owners, np.int64),
+    text_emb, text_owner, _ = self.encoder.encode_tokens(variables, tokens, np.asarray(owners, np.int64),
                                                          split_over_processes=False)
     text_to_image = np.searchsorted(image_index, text_owner)
     return {"dataset": data.name, "split": _split_of(data.name), "num_examples": len(image_index),
             "num_captions": len(text_owner), "metrics": retrieval.recall_at_k(image_emb, text_emb, text_to_image)}
 
-  def _linear_probe(self, name: str, spec: ml_collections.ConfigDict, params) -> dict:
+  def _linear_probe(self, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
     p, count = jax.process_index(), jax.process_count()
     test = datasets.labelled_images(spec, self.config, name, process_index=p, process_count=count)
     train = datasets.labelled_images(spec, self.config, name, dataset=spec.train_dataset,
                                      num_examples=spec.num_train_examples, process_index=p, process_count=count)
-    train_x, _, train_y = self._encode_images(params, train.dataset, "image_features", extra="label")
-    test_x, _, test_y = self._encode_images(params, test.dataset, "image_features", extra="label")
+    train_x, _, train_y = self._encode_images(variables, train.dataset, "image_features", extra="label")
+    test_x, _, test_y = self._encode_images(variables, test.dataset, "image_features", extra="label")
     metrics, l2 = linear_probe.evaluate(train_x, train_y, test_x, test_y, len(test.class_names), spec.l2_grid,
                                         spec.validation_fraction, seed=self.config.train.seed,
                                         max_iterations=spec.max_iterations)

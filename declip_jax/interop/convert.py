@@ -6,7 +6,7 @@
   # A trained run as open_clip weights + model config (CLIP_benchmark and open_clip load it unmodified):
   python -m declip_jax.interop.convert --direction=export --workdir=runs/declip --output_dir=exported/
 
-Import covers the image and text towers and the logit scale; the heads DeCLIP adds (SimSiam, MLM) and the NN
+Import covers the image and text towers (a ResNet's BatchNorm statistics too) and the logit scale; the heads DeCLIP adds (SimSiam, MLM) and the NN
 queue start from their initialisation. Export of a model trained with the `declip` token layout moves the
 SOT/EOT rows to OpenAI's ids (drops [MASK]), so that open_clip's stock tokenizer feeds it.
 """
@@ -21,7 +21,7 @@ def import_weights(config, weights_path: str, workdir: str) -> int:
   """Writes a step-0 checkpoint of `config` in `workdir` whose towers hold the weights; returns how many arrays
   of the state dict were imported (all of them, or WeightMismatchError)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from declip_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from declip_jax import checkpointing, state as state_lib, train  # pylint: disable=g-import-not-at-top
   from declip_jax.interop import open_clip_weights  # pylint: disable=g-import-not-at-top
   setup = train.Setup(config)
   state = setup.init_state()
@@ -31,10 +31,11 @@ def import_weights(config, weights_path: str, workdir: str) -> int:
   if released is not None and released.shape[0] + 1 == table.shape[0] and config.data.token_layout == "openai":
     # OpenAI's 49,408 ids, plus the [MASK] id the `openai` layout appends: that row keeps its initialisation.
     state_dict["token_embedding.weight"] = np.concatenate([released, np.asarray(table[-1:], np.float32)])
-  imported = open_clip_weights.from_torch_state_dict(state_dict, config, state.params)
-  params = jax.tree.map(lambda new, old: old if new is None else jax.device_put(new, old.sharding),
-                        imported, state.params, is_leaf=lambda x: x is None)
-  state = state.replace(params=params)
+  variables = state_lib.model_variables(state)
+  imported = open_clip_weights.from_torch_state_dict(state_dict, config, variables)
+  variables = jax.tree.map(lambda new, old: old if new is None else jax.device_put(new, old.sharding),
+                           imported, variables, is_leaf=lambda x: x is None)
+  state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.keep, async_save=False)
   try:
     if ckpt.latest_step() is not None:
@@ -53,7 +54,8 @@ def export_weights(workdir: str, output_dir: str, name: str):
   model = declip_jax.load(workdir)
   data = model.config.data
   declip_layout = data.tokenizer == "clip_bpe" and data.token_layout == "declip"
-  state_dict = open_clip_weights.to_torch_state_dict(model.params, model.config, openai_token_layout=declip_layout)
+  state_dict = open_clip_weights.to_torch_state_dict(model.variables, model.config,
+                                                     openai_token_layout=declip_layout)
   model_config = open_clip_weights.open_clip_model_config(model.config)
   openai_rows = open_clip_weights.OPENAI_EOT + 1
   if data.tokenizer == "clip_bpe" and state_dict["token_embedding.weight"].shape[0] > openai_rows:

@@ -50,7 +50,10 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
   if w.iss > 0:
     terms["iss"] = simsiam.simsiam_loss(outputs["p1"], outputs["z1"], outputs["p2"], outputs["z2"])
   if w.tss > 0:
-    terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
+    if "mlm_ce_sums" in outputs:  # The model's MLM head scored the chosen positions itself.
+      terms["tss"] = mlm.loss_from_sums(outputs["mlm_ce_sums"], outputs["mlm_counts"])
+    else:
+      terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
   if w.nns > 0:
     per_image = [jnp.mean(jnp.stack([contrastive.one_way_info_nce(i, jax.lax.stop_gradient(n), logit_scale, mesh,
                                                                   chunk=chunk) for n in nn_texts])) for i in images]

@@ -1,51 +1,14 @@
 """DeCLIP's self-supervision heads: SimSiam projector/predictor (grouped BatchNorm) and the MLM head."""
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from declip_jax.losses import mlm
 from declip_jax.models import layers
-
-
-class GroupedBatchNorm(nn.Module):
-  """BatchNorm whose training statistics are taken over fixed-size groups of consecutive examples.
-
-  The official code normalises over each GPU's batch; here the group is a number of examples
-  (`ssl.bn_group_size`), so the function computed does not depend on how many devices there are. Implemented
-  by reshaping [B, F] -> [B/g, g, F]. Running statistics (in `batch_stats`) move towards the mean over groups
-  of each group's mean and unbiased variance, as PyTorch's BatchNorm does for one group.
-  """
-
-  group_size: int
-  momentum: float = 0.9  # flax convention: new = momentum * old + (1 - momentum) * batch. PyTorch 0.1.
-  epsilon: float = 1e-5
-  use_scale_bias: bool = True
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """x: [B, F] -> [B, F]; with train=True B must be a multiple of group_size."""
-    features = x.shape[-1]
-    mean_var = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
-    var_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
-    x32 = x.astype(jnp.float32)
-    if train:
-      g = self.group_size
-      if x.shape[0] % g:
-        raise ValueError(f"GroupedBatchNorm: batch {x.shape[0]} is not a multiple of the group size {g}.")
-      xg = x32.reshape(x.shape[0] // g, g, features)
-      mean = xg.mean(axis=1, keepdims=True)
-      var = jnp.mean(jnp.square(xg - mean), axis=1, keepdims=True)
-      y = ((xg - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-      if not self.is_initializing():
-        m = self.momentum
-        mean_var.value = m * mean_var.value + (1 - m) * mean.mean(axis=(0, 1))
-        var_var.value = m * var_var.value + (1 - m) * (var * g / (g - 1)).mean(axis=(0, 1))
-    else:
-      y = (x32 - mean_var.value) * jax.lax.rsqrt(var_var.value + self.epsilon)
-    if self.use_scale_bias:
-      y = y * self.param("scale", nn.initializers.ones, (features,)) + self.param("bias", nn.initializers.zeros,
-                                                                                   (features,))
-    return y.astype(x.dtype)
+from declip_jax.models.batch_norm import GroupedBatchNorm
 
 
 class SimSiamHead(nn.Module):
@@ -81,13 +44,39 @@ class SimSiamHead(nn.Module):
 
 
 class MLMHead(nn.Module):
-  """Dense(vocab) on the text tower's final-LayerNorm token states."""
+  """Dense(vocab) on the text tower's final-LayerNorm token states.
+
+  Called with labels, it returns the per-row cross-entropy at the chosen positions instead of logits, computing
+  logits only at the first `max_predictions` chosen positions of each row (about a third of the positions at
+  the recipe's 15% masking of 77 tokens). A batch where some row has more chosen positions takes the every-
+  position path, so the result is the same function either way.
+  """
 
   vocab_size: int
+  max_predictions: int = 0  # 0: logits at every position.
+
+  def _logits(self, token_states: jax.Array) -> jax.Array:
+    return nn.Dense(self.vocab_size, kernel_init=layers.torch_default_init(), dtype=token_states.dtype,
+                    name="dense")(token_states).astype(jnp.float32)
 
   @nn.compact
-  def __call__(self, token_states: jax.Array) -> jax.Array:
-    """token_states: [B, L, W] -> logits [B, L, vocab] float32."""
-    logits = nn.Dense(self.vocab_size, kernel_init=layers.torch_default_init(), dtype=token_states.dtype,
-                      name="dense")(token_states)
-    return logits.astype(jnp.float32)
+  def __call__(self, token_states: jax.Array, labels: Optional[jax.Array] = None):
+    """token_states: [B, L, W] -> logits [B, L, vocab] float32; with labels [B, L] (mlm.IGNORE_LABEL where not
+    chosen): ([B] cross-entropy sums, [B] chosen counts), see `mlm.cross_entropy_sums`."""
+    if labels is None:
+      return self._logits(token_states)
+
+    def every_position(module, states, labels):
+      return mlm.cross_entropy_sums(module._logits(states), labels)
+
+    if not self.max_predictions or self.max_predictions >= labels.shape[1]:
+      return every_position(self, token_states, labels)
+    positions, picked_labels, overflow = mlm.chosen_positions(labels, self.max_predictions)
+    counts = jnp.sum(labels != mlm.IGNORE_LABEL, axis=-1).astype(jnp.float32)
+
+    def chosen_only(module, states, labels):
+      del labels  # The chosen positions' labels are picked_labels.
+      picked = jnp.take_along_axis(states, positions[..., None], axis=1)
+      return mlm.cross_entropy_sums(module._logits(picked), picked_labels)[0], counts
+
+    return nn.cond(overflow, every_position, chosen_only, self, token_states, labels)

@@ -24,9 +24,11 @@ class VisionTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, images: jax.Array, project: bool = True) -> jax.Array:
+  def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
     """images: [B, H, W, 3] normalised float -> image embeddings [B, embed_dim], not normalised; with
-    project=False the features before the projection, ln_post([CLS]) [B, width] (what linear probes read)."""
+    project=False the features before the projection, ln_post([CLS]) [B, width] (what linear probes read).
+    `train` is accepted for the towers' common signature (a ViT has no BatchNorm)."""
+    del train
     p = self.patch_size
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
                 kernel_init=layers.torch_default_init(), name="patch_embed")(images.astype(self.dtype))

@@ -10,6 +10,7 @@ import math
 import ml_collections
 
 LOSS_TERMS = ("clip_mvs", "iss", "tss", "nns")
+REMAT_POLICIES = ("none", "full", "save_dots")  # model.image.remat / model.text.remat (models/layers.py).
 
 
 class ConfigError(ValueError):
@@ -65,7 +66,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.embed_dim = 512
   c.model.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
   c.model.scan_layers = True
-  c.model.remat = False
   # The two image views (ViT towers; a ResNet's BatchNorm keeps one call per view) and the two text views run
   # as one tower call each on twice the rows: the same function, larger matmuls.
   c.model.batch_views = True
@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.image.layers = 12
   c.model.image.heads = 12
   c.model.image.freeze_patch_embed = True  # Official: the ViT patch embedding stays at its random init.
+  # Rematerialisation per tower and layer/Bottleneck: "none", "full" (recompute all in the backward pass) or
+  # "save_dots" (keep matmul outputs, recompute the element-wise work).
+  c.model.image.remat = "none"
   # ResNet towers only (width = stem width, heads = attention-pool heads): Bottlenecks per stage, and BatchNorm
   # statistics over groups of this many examples per view (official RN50: SyncBN over 32 GPUs x 128 images).
   c.model.image.resnet_layers = (3, 4, 6, 3)
@@ -90,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text.layers = 12
   c.model.text.heads = 8
   c.model.text.projection_bias = True  # Official DeCLIP text projection is a Linear with bias.
+  c.model.text.remat = "none"  # As model.image.remat.
   c.model.logit_scale = ml_collections.ConfigDict()
   c.model.logit_scale.init = math.log(1 / 0.07)
   c.model.logit_scale.min = 3.0  # Official: s clamped to [3, 6] before and after each update.
@@ -378,6 +382,9 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.mlm.max_predictions >= 0, f"mlm.max_predictions must be >= 0, got {c.mlm.max_predictions}.")
   _require(c.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {c.model.dtype!r}.")
   img = c.model.image
+  for tower in ("image", "text"):
+    _require(c.model[tower].remat in REMAT_POLICIES,
+             f"model.{tower}.remat must be one of {', '.join(REMAT_POLICIES)}, got {c.model[tower].remat!r}.")
   _require(img.arch in ("vit", "resnet"), f"model.image.arch must be 'vit' or 'resnet', got {img.arch!r}.")
   if img.arch == "vit":
     _require(img.image_size % img.patch_size == 0,

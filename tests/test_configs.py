@@ -51,3 +51,10 @@ def test_resnet_batchnorm_parameters_are_not_weight_decayed():
   assert not mask["attnpool"]["q_proj"]["bias"]
   assert mask["conv1"]["kernel"] and mask["layer3_0"]["conv2"]["kernel"] and mask["attnpool"]["c_proj"]["kernel"]
   assert mask["attnpool"]["positional_embedding"]  # Official: only norms, biases and the logit scale are exempt.
+
+
+def test_remat_policy_names_are_checked():
+  config = config_lib.base_config()
+  config.model.text.remat = "everything"
+  with pytest.raises(config_lib.ConfigError, match="model.text.remat must be one of none, full, save_dots"):
+    config_lib.validate(config)

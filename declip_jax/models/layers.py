@@ -19,6 +19,15 @@ def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name)
 
 
+def remat_policy(name: str):
+  """`jax.checkpoint` policy of a `model.*.remat` name (config.REMAT_POLICIES): "full" recomputes everything
+  in the backward pass, "save_dots" keeps the matmul outputs (no batch dimensions) and recomputes the
+  element-wise work."""
+  if name not in ("full", "save_dots"):
+    raise ValueError(f"remat policy {name!r} is neither 'full' nor 'save_dots'")
+  return None if name == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+
+
 def quick_gelu(x: jax.Array) -> jax.Array:
   """The sigmoid approximation of GELU used by OpenAI CLIP and DeCLIP."""
   return x * jax.nn.sigmoid(1.702 * x)
@@ -80,8 +89,8 @@ class Transformer(nn.Module):
   """A stack of `layers` residual attention blocks.
 
   With `scan` the blocks' parameters are stacked on a leading [layers] axis under `blocks` (one compiled block,
-  fast compiles); without it they are `block_0 ... block_{L-1}`. `remat` recomputes each block's activations in
-  the backward pass.
+  fast compiles); without it they are `block_0 ... block_{L-1}`. `remat` ("none", "full", "save_dots":
+  `remat_policy`) recomputes each block's activations in the backward pass.
   """
 
   layers: int
@@ -89,14 +98,14 @@ class Transformer(nn.Module):
   causal: bool
   dtype: Dtype = jnp.float32
   scan: bool = True
-  remat: bool = False
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, T, W] -> [B, T, W]."""
     block = ResidualAttentionBlock
-    if self.remat:
-      block = nn.remat(block, prevent_cse=not self.scan)
+    if self.remat != "none":
+      block = nn.remat(block, prevent_cse=not self.scan, policy=remat_policy(self.remat))
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.layers)
       x, _ = stack(self.heads, self.causal, self.layers, self.dtype, name="blocks")(x, None)

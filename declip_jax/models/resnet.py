@@ -105,7 +105,7 @@ class ModifiedResNet(nn.Module):
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   dtype: layers.Dtype = jnp.float32
-  remat: bool = False
+  remat: str = "none"  # config.REMAT_POLICIES, per Bottleneck.
 
   @nn.compact
   def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
@@ -121,7 +121,9 @@ class ModifiedResNet(nn.Module):
     x = nn.relu(GroupedBatchNorm(**bn, name="bn2")(_conv(self.width // 2, 3, self.dtype, "conv2")(x), train))
     x = nn.relu(GroupedBatchNorm(**bn, name="bn3")(_conv(self.width, 3, self.dtype, "conv3")(x), train))
     x = _avg_pool(x, 2)
-    block = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
+    block = Bottleneck
+    if self.remat != "none":
+      block = nn.remat(Bottleneck, static_argnums=(2,), policy=layers.remat_policy(self.remat))
     for stage, blocks in enumerate(self.stage_blocks):
       planes = self.width * 2**stage
       for i in range(blocks):

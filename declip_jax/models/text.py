@@ -28,7 +28,7 @@ class TextTransformer(nn.Module):
   projection_bias: bool = True
   dtype: layers.Dtype = jnp.float32
   scan: bool = True
-  remat: bool = False
+  remat: str = "none"  # config.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:

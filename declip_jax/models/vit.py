@@ -21,7 +21,7 @@ class VisionTransformer(nn.Module):
   embed_dim: int
   dtype: layers.Dtype = jnp.float32
   scan: bool = True
-  remat: bool = False
+  remat: str = "none"  # config.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:

@@ -121,9 +121,9 @@ def test_resnet_tower_trains_with_batchnorm_in_the_state_and_evaluates_with_its_
   import declip_jax  # pylint: disable=g-import-not-at-top
   from declip_jax.models import declip  # pylint: disable=g-import-not-at-top
   config = tiny_resnet_config()
-  config.train.num_steps = 3
+  config.train.num_steps = config.checkpoint.every_steps = config.eval.every_steps = 2
   trained = train.run(config, str(tmp_path))
-  assert trained["step"] == 3 and np.isfinite(trained["loss_summary"]["loss"]["final"])
+  assert trained["step"] == 2 and np.isfinite(trained["loss_summary"]["loss"]["final"])
   assert train.evaluate(config, str(tmp_path)) == trained["eval"]
   loaded = declip_jax.load(str(tmp_path))
   stats = loaded.variables["batch_stats"]["image_tower"]

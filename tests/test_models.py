@@ -114,12 +114,12 @@ def _resnet(group_size=4):
 
 
 def test_resnet_tower_shapes_init_and_batchnorm_modes():
-  images = jnp.asarray(np.random.default_rng(0).normal(size=(8, 64, 64, 3)), jnp.float32)
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(8, 32, 32, 3)), jnp.float32)
   tower = _resnet()
   variables = tower.init(jax.random.PRNGKey(0), images)
   params = variables["params"]
   assert tower.apply(variables, images).shape == (8, 6)
-  assert params["attnpool"]["positional_embedding"].shape == (2 * 2 + 1, 8 * 32)  # 64 / 32 = 2 positions a side.
+  assert params["attnpool"]["positional_embedding"].shape == (1 + 1, 8 * 32)  # 32 / 32: one position + the mean.
   assert params["conv1"]["kernel"].shape == (3, 3, 3, 4) and params["layer2_0"]["conv3"]["kernel"].shape[-1] == 64
   for block in ("layer1_0", "layer2_0", "layer2_1", "layer4_0"):  # CLIP's init: each residual branch starts at 0.
     assert not np.any(params[block]["bn3"]["scale"]) and np.all(params[block]["bn1"]["scale"] == 1)

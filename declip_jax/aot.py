@@ -1,36 +1,79 @@
-"""Ahead-of-time check: compile the train step for a config and a device count without the hardware, and print
-the per-device memory XLA plans for it (arguments, outputs, temporaries).
+"""Ahead-of-time check: compile the train step for a config and a device count without the hardware, and say
+whether it fits the devices' memory and, if not, which settings make it fit.
 
+  python -m declip_jax.aot --config=configs/declip_vit_b32.py --target=tpu:v5e:4x8   (needs libtpu)
   python -m declip_jax.aot --config=configs/declip_vit_b32.py --devices=32 [--target=cpu] [--config.* ...]
-  python -m declip_jax.aot --config=configs/declip_vit_b32.py --target=tpu:v5e:16x16   (needs libtpu)
+
+`tpu:<chip>:<topology>` compiles with libtpu for a TPU topology described by `jax.experimental.topologies`
+(`pip install "jax[tpu]"` brings libtpu; no TPU needed). libtpu refuses a program that does not fit a device's
+HBM; this tool turns that refusal into a verdict (and also refuses a program whose temporaries fit but whose
+temporaries + state + batch do not: libtpu's compile-time check counts temporaries only) and then walks `LADDER`, cheapest settings first (bf16 compute,
+rematerialisation, FSDP, then a smaller per-device batch), printing each attempt, until one fits. The HBM
+available per device is libtpu's own figure (read from a deliberately oversized probe's refusal). Exit status:
+0 when the config fits as given, 3 when it does not (the suggestion is printed), 1 on errors.
 
 `cpu` compiles for that many fake CPU devices: the figures are indicative only (CPU layouts and fusions differ
-from TPU/GPU). `tpu:<chip>:<topology>` compiles for a TPU topology through `jax.experimental.topologies` when
-libtpu is installed. The data source and tokenizer do not change the step (only the batch shapes do), so the
-check runs without the data: it uses the built-in source and word tokenizer in place of the config's.
+from TPU/GPU) and there is no memory limit to check against.
+
+The data source and tokenizer do not change the step (only the batch shapes do), so the check runs without the
+data: it uses the built-in source and word tokenizer in place of the config's (the embedding table keeps
+model.text.vocab_size rows). No TensorFlow is imported.
 """
 
+import dataclasses
 import os
+import re
 import sys
+from typing import Any, Optional
 
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (target cpu).")
-_TARGET = flags.DEFINE_string("target", "cpu", "'cpu' or 'tpu:<chip>:<topology>', e.g. tpu:v5e:16x16.")
-flags.mark_flags_as_required(["config"])
-
 _GIB = 1 << 30
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+# (label, overrides) applied cumulatively, in this order: the cheapest in step time first. bf16 compute is
+# faster than float32 (parameters, optimizer state and losses stay float32); "save_dots" recomputes only the
+# element-wise work, "full" the whole layer (~1/3 more compute); FSDP splits parameters and optimizer moments
+# over every device (all-gathers per layer); a smaller per-device batch changes the recipe's global batch unless
+# the slice grows with it. Callables take the config as it is at that rung.
+LADDER = (
+    ("as configured", {}),
+    ("+ bf16 compute", {"model.dtype": "bfloat16"}),
+    ("+ remat save_dots (both towers)", {"model.image.remat": "save_dots", "model.text.remat": "save_dots"}),
+    ("+ remat full (both towers)", {"model.image.remat": "full", "model.text.remat": "full"}),
+    ("+ FSDP over all devices", {"mesh.shape": (1, -1, 1)}),
+    ("+ half the per-device batch", {"train.batch_size": lambda c: c.train.batch_size // 2}),
+    ("+ a quarter of the per-device batch", {"train.batch_size": lambda c: c.train.batch_size // 2}),
+)
+
+
+@dataclasses.dataclass
+class Attempt:
+  """One compile: the settings (cumulative overrides), and what libtpu/XLA said.
+
+  Attributes:
+    fits: the program compiled (on TPU: it fits the device's HBM).
+    needed_gib: per-device memory: the planned peak when it compiled, libtpu's requirement when it did not.
+    what: what `needed_gib` measures.
+    error: the first line of the compiler's or the config's refusal, or None.
+  """
+
+  label: str
+  overrides: dict
+  fits: bool
+  needed_gib: Optional[float]
+  what: str
+  error: Optional[str] = None
 
 
 def compile_train_step(config, devices):
   """The train step compiled for a mesh over `devices` (real, fake CPU, or topology devices)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from declip_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from declip_jax import parallel, state as state_lib, train_setup  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.data.source, config.data.tokenizer, config.data.vocab_path = "builtin", "word", ""
-  setup = train.Setup(config, devices, compile_only=True)
+  setup = train_setup.Setup(config, devices, compile_only=True)
   batch_sharding = parallel.batch_sharding(setup.mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
            for k, v in state_lib.sample_batch_spec(config).items()}
@@ -44,9 +87,126 @@ def memory_report(compiled) -> dict[str, float]:
             "aliased (donated state)": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes,
             "generated code": m.generated_code_size_in_bytes}
   report = {k: v / _GIB for k, v in report.items()}
-  report["peak estimate (arguments + outputs - aliased + temporaries)"] = (
-      report["arguments"] + report["outputs"] - report["aliased (donated state)"] + report["temporaries"])
+  report["peak estimate (arguments + outputs - aliased + temporaries)"] = peak_gib(report)
   return report
+
+
+def peak_gib(report: dict[str, float]) -> float:
+  return report["arguments"] + report["outputs"] - report["aliased (donated state)"] + report["temporaries"]
+
+
+def _size_bytes(text: str) -> float:
+  """"32.51G" -> bytes."""
+  return float(text[:-1]) * _UNITS[text[-1]]
+
+
+def parse_out_of_memory(message: str) -> Optional[tuple[float, float, str]]:
+  """(needed GiB, available GiB, what was needed) from libtpu's refusal of a program that does not fit HBM, or
+  None if the message is not one. Knows both phrasings: "... required for HLO temporaries (32.51G) exceeds
+  available HBM (15.75G)" and "Used 20.21G of 15.75G hbm"."""
+  size = r"(\d+(?:\.\d+)?[KMGT])"
+  match = re.search(rf"required for ([\w ]+?) \({size}\) exceeds available HBM \({size}\)", message)
+  if match:
+    return _size_bytes(match.group(2)) / _GIB, _size_bytes(match.group(3)) / _GIB, match.group(1)
+  match = re.search(rf"Used {size} of {size} hbm", message)
+  if match:
+    return _size_bytes(match.group(1)) / _GIB, _size_bytes(match.group(2)) / _GIB, "HBM in total"
+  return None
+
+
+def available_hbm_gib(device) -> Optional[float]:
+  """HBM per device as libtpu reckons it: the figure in its refusal of a 1 TiB program (None off TPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  sharding = jax.sharding.SingleDeviceSharding(device)
+  probe = jax.jit(lambda x: jnp.sin(x) + x[::-1], in_shardings=sharding, out_shardings=sharding)
+  try:
+    probe.lower(jax.ShapeDtypeStruct((2**38,), jnp.float32, sharding=sharding)).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    parsed = parse_out_of_memory(str(e))
+    return parsed[1] if parsed else None
+  return None
+
+
+def apply_overrides(config, overrides: dict):
+  """A copy of `config` with "a.b.c": value set for each override (a callable value gets the config)."""
+  config = config.copy_and_resolve_references()
+  for path, value in overrides.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value(config) if callable(value) else value
+  return config
+
+
+def try_compile(config, devices, label: str, overrides: dict, available: Optional[float] = None) -> Attempt:
+  """Compiles the step for `config`; a refusal for memory (or an invalid config) is an Attempt, not a raise.
+
+  libtpu refuses a program only when its temporaries alone exceed the HBM; the state and batch (arguments) need
+  room too, so a compiled program fits only when its planned peak (arguments + outputs - aliased + temporaries)
+  is at most `available` GiB (None: no limit known)."""
+  from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    compiled = compile_train_step(config, devices)
+  except config_lib.ConfigError as e:
+    return Attempt(label, overrides, False, None, "", f"invalid config: {e}")
+  except Exception as e:  # pylint: disable=broad-except  (jax raises JaxRuntimeError / XlaRuntimeError)
+    parsed = parse_out_of_memory(str(e))
+    if parsed is None:
+      raise
+    first_line = str(e).splitlines()[0]
+    return Attempt(label, overrides, False, parsed[0], parsed[2], first_line)
+  peak = peak_gib(memory_report(compiled))
+  if available is not None and peak > available:
+    return Attempt(label, overrides, False, peak, "planned peak", "compiles, but temporaries + state + batch "
+                   f"need {peak:.2f} GiB of {available:.2f}")
+  return Attempt(label, overrides, True, peak, "planned peak")
+
+
+def fit(config, devices, available: Optional[float], ladder=LADDER, stop_at_first_fit: bool = True,
+        report=None) -> list[Attempt]:
+  """Walks `ladder` (cumulative overrides) from the config as given until a rung fits `available` GiB per
+  device; returns every attempt.
+
+  report: called with each Attempt as it is made (progress for long walks)."""
+  attempts, overrides = [], {}
+  for label, rung in ladder:
+    overrides = {**overrides, **{k: (v(apply_overrides(config, overrides)) if callable(v) else v)
+                                 for k, v in rung.items()}}
+    attempt = try_compile(apply_overrides(config, overrides), devices, label, dict(overrides), available)
+    attempts.append(attempt)
+    if report:
+      report(attempt)
+    if attempt.fits and stop_at_first_fit:
+      break
+  return attempts
+
+
+def as_flags(overrides: dict) -> str:
+  """The command-line flags that set `overrides`."""
+  def value(v: Any) -> str:
+    return f"'{tuple(v)}'" if isinstance(v, (tuple, list)) else str(v)
+  return " ".join(f"--config.{k}={value(v)}" for k, v in overrides.items()) or "(nothing to change)"
+
+
+def verdict(attempts: list[Attempt], available: Optional[float]) -> str:
+  """One paragraph: does the config fit as given, how much it needs and has, and what makes it fit."""
+  first, fitting = attempts[0], next((a for a in attempts if a.fits), None)
+  of = f" of {available:.2f} GiB" if available else ""
+  if first.fits:
+    return f"FITS as configured: planned peak {first.needed_gib:.2f} GiB per device{of}."
+  if first.needed_gib is None:
+    need = first.error
+  elif first.what == "planned peak":
+    need = f"needs {first.needed_gib:.2f} GiB per device{of}"
+  else:
+    need = f"needs over {first.needed_gib:.2f} GiB per device (its {first.what} alone){of}"
+  text = f"DOES NOT FIT as configured: {need}."
+  if fitting is None:
+    return text + " No setting of the ladder makes it fit: use a slice with more devices."
+  return (text + f" Fits with {as_flags(fitting.overrides)} (planned peak {fitting.needed_gib:.2f} GiB per "
+          f"device{of}).")
 
 
 def _devices(target: str, count: int):
@@ -56,32 +216,62 @@ def _devices(target: str, count: int):
     if len(devices) < count:
       raise SystemExit(f"error: only {len(devices)} CPU devices (XLA_FLAGS is set too late?)")
     return devices[:count], "fake CPU devices: indicative only (CPU layouts and fusions differ from TPU/GPU)"
-  _, chip, topology = target.split(":")
+  return tpu_devices(target), f"TPU {target.split(':', 1)[1]}, compiled by libtpu"
+
+
+def tpu_devices(target: str) -> list:
+  """The devices of `tpu:<chip>:<topology>` (e.g. tpu:v5e:4x8) from libtpu, without the hardware."""
   try:
+    _, chip, topology = target.split(":")
     from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
     desc = topologies.get_topology_desc(topology_name=f"{chip}:{topology}", platform="tpu")
   except Exception as e:  # No libtpu, or an unknown topology.  # pylint: disable=broad-except
-    raise SystemExit(f"error: cannot describe TPU topology {chip}:{topology} ({type(e).__name__}: {e}); "
+    raise SystemExit(f"error: cannot describe TPU topology {target!r} ({type(e).__name__}: {str(e)[:200]}); "
                      "install libtpu (pip install 'jax[tpu]') or use --target=cpu.") from e
-  return list(desc.devices), f"TPU {chip} {topology} ({len(desc.devices)} chips), compiled by libtpu"
+  return list(desc.devices)
+
+
+def _print_attempt(a: Attempt) -> None:
+  needed = f"{a.needed_gib:.2f} GiB ({a.what})" if a.needed_gib is not None else "-"
+  print(f"| {a.label} | {'fits' if a.fits else 'does not fit'} | {needed} | "
+        f"{(a.error or '')[:160]} |", flush=True)
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=False)
+_DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (target cpu).")
+_TARGET = flags.DEFINE_string("target", "cpu", "'cpu' or 'tpu:<chip>:<topology>', e.g. tpu:v5e:4x8.")
+_SUGGEST = flags.DEFINE_bool("suggest", True, "TPU: when the config does not fit, try the ladder of settings.")
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
   devices, label = _devices(_TARGET.value, _DEVICES.value)
-  compiled = compile_train_step(config, devices)
   b = config.train.batch_size
   print(f"train step of {flags.FLAGS['config'].config_filename}, global batch {b} on {len(devices)} devices "
         f"({b // len(devices)} per device), mesh.shape {tuple(config.mesh.shape)}; {label}")
-  print("| per device | GiB |\n|---|---|")
-  for name, gib in memory_report(compiled).items():
-    print(f"| {name} | {gib:.2f} |")
+  if _TARGET.value == "cpu":
+    print("| per device | GiB |\n|---|---|")
+    for name, gib in memory_report(compile_train_step(config, devices)).items():
+      print(f"| {name} | {gib:.2f} |")
+    return 0
+  available = available_hbm_gib(devices[0])
+  print(f"HBM per device (libtpu): {available:.2f} GiB" if available else "HBM per device: unknown")
+  print("| settings (cumulative) | verdict | per-device memory | compiler's refusal |\n|---|---|---|---|")
+  ladder = LADDER if _SUGGEST.value else LADDER[:1]
+  attempts = fit(config, devices, available, ladder, report=_print_attempt)
+  print(verdict(attempts, available))
+  return 0 if attempts[0].fits else 3
 
 
-if __name__ == "__main__":
+def run():
   if "--target=cpu" in sys.argv or not any(a.startswith("--target") for a in sys.argv):
     count = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "8")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={count}")
+  flags.mark_flags_as_required(["config"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

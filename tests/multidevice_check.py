@@ -1,7 +1,7 @@
 """Run in a fresh process with 8 virtual CPU devices (see test_multidevice.py).
 
 Trains a few steps of the tiny DeCLIP config on 1 device and on several meshes of 8 devices from the same
-initial state and batches, and prints the largest difference (relative above 1, absolute below) of losses, parameters, BatchNorm
+initial state and (synthetic: no TensorFlow, so the newest-JAX CI environment runs it too) batches, and prints the largest difference (relative above 1, absolute below) of losses, parameters, BatchNorm
 statistics and NN queue contents against the single-device run, one line per mesh.
 
 AdamW's epsilon is raised to 1e-3 here. Some parameters have an exactly-zero true gradient (the key part of the
@@ -24,15 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from declip_jax import config as config_lib, parallel, train  # noqa: E402
-from declip_jax.data import pipeline  # noqa: E402
+from declip_jax import config as config_lib, parallel, synthetic, train_setup  # noqa: E402
 from tests.tiny_config import tiny_config, tiny_resnet_config  # noqa: E402
 
 STEPS = 2
 
 
 def run(config, devices, batches):
-  setup = train.Setup(config, devices)
+  setup = train_setup.Setup(config, devices)
   step = setup.jit_train_step(config)
   state = setup.init_state()
   losses = []
@@ -64,16 +63,15 @@ def main():
   config.ssl.bn_group_size = 4
   config.optim.eps = 1e-3
   config.optim.lr = config.optim.warmup_init_lr = 1e-4  # Small steps: the runs stay close enough to compare.
-  tokenizer = train.Setup(config, jax.devices()[:1]).tokenizer
-  batches = list(zip(range(STEPS), pipeline.numpy_batches(pipeline.train_dataset(config, tokenizer))))
-  batches = [b for _, b in batches]
+  ids = train_setup.Setup(config, jax.devices()[:1]).token_ids
+  batches = [b for _, b in zip(range(STEPS), synthetic.batches(config, ids))]
   reference = run(config, jax.devices()[:1], batches)[:2]
   if mode == "resnet":
     config.mesh.shape = (8, 1, 1)
     report(config, (8, 1, 1), search, run(config, jax.devices(), batches), reference)
     return
   # FSDP: every tensor of >= 256 elements split over 8 devices. Layers unscanned, here and in its reference:
-  # XLA CPU can deadlock with collectives inside a scanned loop (train._refuse_cpu_deadlock).
+  # XLA CPU can deadlock with collectives inside a scanned loop (train_setup._refuse_cpu_deadlock).
   fsdp = config.copy_and_resolve_references()
   fsdp.model.scan_layers = False
   fsdp.mesh.fsdp_min_size = 256
@@ -81,7 +79,7 @@ def main():
   scanned = fsdp.copy_and_resolve_references()
   scanned.model.scan_layers, scanned.mesh.shape = True, (1, 8, 1)
   try:
-    train.Setup(scanned, jax.devices())
+    train_setup.Setup(scanned, jax.devices())
     raise AssertionError("FSDP with scanned layers on 8 CPU devices was not refused")
   except config_lib.ConfigError as e:
     assert "model.scan_layers=False" in str(e), e

@@ -60,7 +60,9 @@ def test_remat_policies_compute_the_same_gradients():
     reference = grads("none", scan)
     for remat in ("full", "save_dots"):
       for a, b in zip(jax.tree.leaves(grads(remat, scan)), jax.tree.leaves(reference)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        # Recomputation may sum in another order: float32 rounding of the tensor's largest terms (seen: 1.4e-7
+        # of the largest gradient on jax 0.12), so the absolute bound scales with them.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))))
 
 
 def test_vit_output_shape_and_patch_embed_init_range():

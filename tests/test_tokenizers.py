@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from declip_jax import token_ids
 from declip_jax.data import clip_bpe, pipeline, sentencepiece_tokenizer, text_views, train_sentencepiece, \
     write_tfrecords
 from declip_jax.models import text as text_model
@@ -84,3 +85,27 @@ def test_build_tokenizer_reads_the_configured_file(merges_file):
   config.data.tokenizer, config.data.vocab_path, config.data.bpe_num_merges = "clip_bpe", merges_file, 0
   tok = pipeline.build_tokenizer(config)
   assert isinstance(tok, clip_bpe.ClipBpeTokenizer) and tok.layout == "declip" and tok.vocab_size == 519
+
+
+def test_token_ids_from_the_config_equal_the_built_tokenizers(merges_file, tmp_path):
+  """The TensorFlow-free ids the model and step are built with (token_ids.from_config) are the tokenizer's."""
+  words = tmp_path / "words.txt"
+  words.write_text("Red\nred\n\nblue\ncircle\n")
+  captions = [f"a {c} {s}" for c in ("red", "green", "blue") for s in ("circle", "square", "ring")] * 30
+  with tf.io.TFRecordWriter(str(tmp_path / "00000.tfrecord")) as writer:
+    for i, caption in enumerate(captions):
+      writer.write(write_tfrecords.example(str(i), b"", caption))
+  sp_model = train_sentencepiece.train([str(tmp_path / "00000.tfrecord")], str(tmp_path / "sp"), vocab_size=30,
+                                       max_captions=1000)
+  cases = [("word", "", "declip", 0), ("word", str(words), "declip", 0), ("clip_bpe", merges_file, "declip", 0),
+           ("clip_bpe", merges_file, "openai", 0), ("clip_bpe", merges_file, "openai", 2),
+           ("sentencepiece", sp_model, "declip", 0)]
+  for tokenizer, path, layout, num_merges in cases:
+    config = tiny_config()
+    config.data.tokenizer, config.data.vocab_path = tokenizer, path
+    config.data.token_layout, config.data.bpe_num_merges = layout, num_merges
+    built = pipeline.build_tokenizer(config)
+    ids = token_ids.from_config(config)
+    assert ids == built.token_ids, (tokenizer, path, layout)
+    assert (ids.vocab_size, ids.pad_id, ids.sot_id, ids.eot_id, ids.mask_id, ids.unk_id) == (
+        built.vocab_size, built.pad_id, built.sot_id, built.eot_id, built.mask_id, built.unk_id)

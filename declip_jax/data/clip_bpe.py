@@ -16,14 +16,14 @@ The merge loop is Python (no TensorFlow op does rank-ordered BPE); in tf.data it
 """
 
 import functools
-import gzip
 import html
 from typing import Optional, Sequence
 
 import numpy as np
 import regex
 import tensorflow as tf
-from etils import epath
+
+from declip_jax import token_ids
 
 try:
   import ftfy  # pylint: disable=g-import-not-at-top
@@ -71,41 +71,32 @@ class ClipBpeTokenizer:
   """CLIP BPE with a `declip` or `openai` id layout; same interface as `tokenizers.WordTokenizer`."""
 
   def __init__(self, merges: Sequence[tuple[str, str]], context_length: int, layout: str = "declip"):
-    if layout not in ("declip", "openai"):
-      raise ValueError(f"unknown token layout {layout!r}; use 'declip' or 'openai'.")
+    self.token_ids = ids = token_ids.clip_bpe_ids(len(merges), layout)
     base = _base_order()
     vocab = base + [s + "</w>" for s in base] + ["".join(m) for m in merges]
     self.layout = layout
     self.context_length = context_length
     self._ranks = {tuple(m): i for i, m in enumerate(merges)}
     self._ids = {token: i for i, token in enumerate(vocab)}
-    first_special = len(vocab)
-    if layout == "openai":
-      self.sot_id, self.eot_id, self.mask_id = first_special, first_special + 1, first_special + 2
-    else:
-      self.mask_id, self.sot_id, self.eot_id = first_special, first_special + 1, first_special + 2
+    assert len(vocab) == ids.vocab_size - 3, "the byte symbols are not 2 x token_ids.BPE_NUM_BYTE_SYMBOLS"
+    self.mask_id, self.sot_id, self.eot_id = ids.mask_id, ids.sot_id, ids.eot_id
     self._tokens = vocab + [None] * 3
     self._tokens[self.sot_id], self._tokens[self.eot_id] = "<|startoftext|>", "<|endoftext|>"
     self._tokens[self.mask_id] = "<|mask|>"
-    self.vocab_size = first_special + 3
-    self.pad_id = 0
-    self.unk_id = None
+    self.vocab_size, self.pad_id, self.unk_id = ids.vocab_size, ids.pad_id, ids.unk_id
     self._cache: dict[str, list[int]] = {}
 
   @classmethod
   def from_file(cls, path: str, context_length: int, layout: str = "declip",
                 num_merges: Optional[int] = OPENAI_NUM_MERGES) -> "ClipBpeTokenizer":
     """Reads a merges file (.txt or .txt.gz; first line is a header); keeps the first `num_merges` (None: all)."""
-    data = epath.Path(path).read_bytes()
-    text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8")
-    lines = text.split("\n")[1:]
-    merges = [tuple(line.split()) for line in lines if len(line.split()) == 2]
+    merges = token_ids.read_bpe_merges(path)
     return cls(merges[:num_merges] if num_merges else merges, context_length, layout)
 
   @property
   def special_ids(self) -> tuple[int, ...]:
     """Ids MLM never chooses: pad, SOT, EOT, mask."""
-    return (self.pad_id, self.sot_id, self.eot_id, self.mask_id)
+    return self.token_ids.special_ids
 
   def _bpe(self, piece: str) -> list[int]:
     """Ids of one pre-tokenized piece: its byte symbols, last one with "</w>", merged by rank."""

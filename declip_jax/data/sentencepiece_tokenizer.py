@@ -13,9 +13,10 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from etils import epath
 
+from declip_jax import token_ids
 from declip_jax.data import tokenizers
 
-MASK_PIECE = "<mask>"
+MASK_PIECE = token_ids.SENTENCEPIECE_MASK_PIECE
 
 
 class SentencePieceTokenizer:
@@ -24,15 +25,10 @@ class SentencePieceTokenizer:
   def __init__(self, model_proto: bytes, context_length: int):
     processor = spm.SentencePieceProcessor(model_proto=model_proto)
     self.context_length = context_length
-    size = processor.get_piece_size()
-    extra = iter(range(size, size + 4))
-    self.pad_id = processor.pad_id() if processor.pad_id() >= 0 else next(extra)
-    mask = processor.piece_to_id(MASK_PIECE)
-    self.mask_id = mask if mask != processor.unk_id() else next(extra)
-    self.sot_id = processor.bos_id() if processor.bos_id() >= 0 else next(extra)
-    self.eot_id = processor.eos_id() if processor.eos_id() >= 0 else next(extra)
-    self.unk_id = processor.unk_id()
-    self.vocab_size = max(size, self.pad_id + 1, self.mask_id + 1, self.sot_id + 1, self.eot_id + 1)
+    self.token_ids = ids = token_ids.sentencepiece_ids(processor)
+    self.pad_id, self.mask_id, self.sot_id, self.eot_id, self.unk_id = (
+        ids.pad_id, ids.mask_id, ids.sot_id, ids.eot_id, ids.unk_id)
+    self.vocab_size = ids.vocab_size
     self._processor = processor
     self._tokenizer = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
 
@@ -43,7 +39,7 @@ class SentencePieceTokenizer:
   @property
   def special_ids(self) -> tuple[int, ...]:
     """Ids MLM never chooses: pad, SOT, EOT, mask."""
-    return (self.pad_id, self.sot_id, self.eot_id, self.mask_id)
+    return self.token_ids.special_ids
 
   def tokenize(self, texts: tf.Tensor) -> tf.Tensor:
     """texts: [N] or scalar string -> [N, L] or [L] int32."""

@@ -10,6 +10,8 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from etils import epath
 
+from declip_jax import token_ids
+
 
 def frame(ids: tf.RaggedTensor, sot_id: int, eot_id: int, pad_id: int, length: int) -> tf.Tensor:
   """Ragged [N, (tokens)] -> [N, length] int32: [SOT] tokens [EOT] [PAD]..., tokens cut so SOT and EOT survive."""
@@ -30,14 +32,13 @@ class WordTokenizer:
   """
 
   def __init__(self, words: list[str], context_length: int):
-    words = list(dict.fromkeys(w.strip().lower() for w in words if w.strip()))
+    words = token_ids.normalized_words(words)
     self.context_length = context_length
-    self.pad_id, self.unk_id = 0, 1
-    first = 2
-    self.mask_id = first + len(words)
-    self.sot_id = self.mask_id + 1
-    self.eot_id = self.mask_id + 2
-    self.vocab_size = self.eot_id + 1
+    self.token_ids = ids = token_ids.word_ids(len(words))
+    self.pad_id, self.unk_id, self.mask_id, self.sot_id, self.eot_id = (
+        ids.pad_id, ids.unk_id, ids.mask_id, ids.sot_id, ids.eot_id)
+    first = self.unk_id + 1
+    self.vocab_size = ids.vocab_size
     self.words = words
     self._table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(words), tf.range(first, first + len(words), dtype=tf.int32)),
@@ -52,7 +53,7 @@ class WordTokenizer:
   @property
   def special_ids(self) -> tuple[int, ...]:
     """Ids MLM never chooses: pad, SOT, EOT, mask."""
-    return (self.pad_id, self.sot_id, self.eot_id, self.mask_id)
+    return self.token_ids.special_ids
 
   def words_of(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """texts [N] string -> ragged [N, (words)]: lower-cased, punctuation dropped."""

@@ -1,6 +1,7 @@
 """Times the jitted train step for a config and prints a table row per config.
 
-  python benchmarks/train_step.py --config=configs/demo.py [--steps=20] [--compare] [--config.train.batch_size=256]
+  python benchmarks/train_step.py --config=configs/demo.py [--steps=20] [--compare] [--data=synthetic]
+      [--config.train.batch_size=256]
 
 Columns: compile time (first call), median steady-state step time over --steps calls on one real batch,
 images/s, model FLOPs per step counted analytically (declip_jax/flops.py: forward matmuls x 3), the compiled
@@ -8,6 +9,10 @@ executable's cost-analysis FLOPs (what XLA executes, recompute included), achiev
 the backend's peak (GPU/TPU: dense bf16 peak of the chip named by --peak; CPU: the measured float32 matmul rate
 of this machine), peak device memory planned by XLA. --compare adds the CLIP baseline of the same model and
 batch and prints the DeCLIP/CLIP time ratio next to the model-FLOP ratio. The input pipeline is not timed.
+
+--data=pipeline times the step on one batch of the config's input pipeline (TensorFlow); --data=synthetic
+(the default when TensorFlow is not installed) on a synthetic batch of the same shapes and masking rate
+(declip_jax/synthetic.py), so that the numbers need no data and no TensorFlow.
 """
 
 import os
@@ -22,13 +27,15 @@ import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from declip_jax import config as config_lib, flops, parallel, train  # noqa: E402
-from declip_jax.data import pipeline  # noqa: E402
+from benchmarks import host_info  # noqa: E402
+from declip_jax import config as config_lib, flops, parallel, synthetic, train_setup  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after compilation.")
 _COMPARE = flags.DEFINE_bool("compare", False, "Also time the CLIP baseline of the same model and batch.")
 _PEAK = flags.DEFINE_enum("peak", None, list(flops.PEAK_BF16_TFLOPS), "Accelerator whose bf16 peak MFU uses.")
+_DATA = flags.DEFINE_enum("data", "pipeline" if host_info.has_tensorflow() else "synthetic",
+                          ["pipeline", "synthetic"], "Where the timed batch comes from.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here "
                                    "(first variant only); open it with TensorBoard's profile plugin or Perfetto.")
 
@@ -49,9 +56,21 @@ def measured_cpu_tflops(size: int = 2048, repeats: int = 5) -> float:
   return 2 * size**3 / best / 1e12
 
 
-def time_config(config) -> dict:
+def first_batch(config, data: str):
+  """(setup, one host batch) from the config's input pipeline or synthetic."""
+  if data == "synthetic":
+    setup = train_setup.Setup(config)
+    return setup, synthetic.batch(config, setup.token_ids)
+  from declip_jax import train  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from declip_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   setup = train.Setup(config)
-  batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
+  return setup, next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
+
+
+def time_config(config, data: str = "pipeline", steps: int = 20, profile_dir=None) -> dict:
+  """Compiles and times the train step; returns compile_s, step_s (median), model/executed FLOPs, peak bytes,
+  and the process's CPU time / wall time over the timed steps."""
+  setup, batch = first_batch(config, data)
   batch = parallel.host_to_global(batch, setup.mesh)
   step = setup.jit_train_step(config)
   state = setup.init_state()
@@ -66,11 +85,12 @@ def time_config(config) -> dict:
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   times = []
-  profile = _PROFILE_DIR.value and not _PROFILED
+  profile = profile_dir and not _PROFILED
   if profile:
-    jax.profiler.start_trace(_PROFILE_DIR.value)
+    jax.profiler.start_trace(profile_dir)
     _PROFILED.append(True)
-  for i in range(_STEPS.value):
+  cpu = host_info.CpuTimer()
+  for i in range(steps):
     start = time.perf_counter()
     with jax.profiler.StepTraceAnnotation("train", step_num=i):
       state, metrics = compiled(state, batch)
@@ -79,7 +99,8 @@ def time_config(config) -> dict:
   if profile:
     jax.profiler.stop_trace()
   return {"compile_s": compile_s, "step_s": statistics.median(times), "model_flops": flops.train_step(config)["total"],
-          "executed_flops": float(cost.get("flops", float("nan"))) * jax.device_count(), "peak_bytes": peak_bytes}
+          "executed_flops": float(cost.get("flops", float("nan"))) * jax.device_count(), "peak_bytes": peak_bytes,
+          "cpu_per_wall": cpu.ratio()}
 
 
 def main(_):
@@ -94,18 +115,20 @@ def main(_):
   if _COMPARE.value:
     rows.append(("CLIP", config_lib.use_clip_baseline(config.copy_and_resolve_references())))
   b = config.train.batch_size
-  print(f"peak for MFU: {peak:.2f} TFLOP/s ({peak_name}, {jax.device_count()} {jax.default_backend()} device(s))")
+  print(f"host: {host_info.describe()}")
+  print(f"peak for MFU: {peak:.2f} TFLOP/s ({peak_name}, {jax.device_count()} {jax.default_backend()} device(s)); "
+        f"batch: {_DATA.value}")
   print("| config | variant | batch | dtype | compile s | median step ms | images/s | model GFLOP/step | executed "
-        "GFLOP/step | model TFLOP/s | MFU | peak memory GiB |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        "GFLOP/step | model TFLOP/s | MFU | peak memory GiB | CPU/wall |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   results = {}
   for name, c in rows:
-    r = results[name] = time_config(c)
+    r = results[name] = time_config(c, _DATA.value, _STEPS.value, _PROFILE_DIR.value)
     achieved = r["model_flops"] / r["step_s"] / 1e12
     print(f"| {flags.FLAGS['config'].config_filename} | {name} | {b} | {c.model.dtype} | {r['compile_s']:.1f} | "
           f"{r['step_s'] * 1e3:.1f} | {b / r['step_s']:.0f} | {r['model_flops'] / 1e9:.1f} | "
           f"{r['executed_flops'] / 1e9:.1f} | {achieved:.3f} | {achieved / peak:.1%} | "
-          f"{r['peak_bytes'] / 2**30:.2f} |", flush=True)
+          f"{r['peak_bytes'] / 2**30:.2f} | {r['cpu_per_wall']:.2f} |", flush=True)
   if _COMPARE.value:
     d, c = results["DeCLIP"], results["CLIP"]
     print(f"DeCLIP/CLIP: time {d['step_s'] / c['step_s']:.2f}x, model FLOPs {d['model_flops'] / c['model_flops']:.2f}x, "

@@ -237,7 +237,7 @@ def _print_attempt(a: Attempt) -> None:
         f"{(a.error or '')[:160]} |", flush=True)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=False)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (target cpu).")
 _TARGET = flags.DEFINE_string("target", "cpu", "'cpu' or 'tpu:<chip>:<topology>', e.g. tpu:v5e:4x8.")
 _SUGGEST = flags.DEFINE_bool("suggest", True, "TPU: when the config does not fit, try the ladder of settings.")

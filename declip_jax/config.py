@@ -69,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   # The two image views (ViT towers; a ResNet's BatchNorm keeps one call per view) and the two text views run
   # as one tower call each on twice the rows: the same function, larger matmuls.
   c.model.batch_views = True
+  # jax.nn.dot_product_attention's implementation: "" (JAX chooses), "xla", or "cudnn" (NVIDIA GPUs, bf16/fp16).
+  c.model.attention_implementation = ""
   c.model.image = ml_collections.ConfigDict()
   c.model.image.arch = "vit"  # "vit" or "resnet" (CLIP's ModifiedResNet); set_architecture picks both.
   c.model.image.image_size = 224
@@ -382,6 +384,9 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.mlm.max_predictions >= 0, f"mlm.max_predictions must be >= 0, got {c.mlm.max_predictions}.")
   _require(c.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {c.model.dtype!r}.")
   img = c.model.image
+  _require(c.model.attention_implementation in ("", "xla", "cudnn"),
+           "model.attention_implementation must be '', 'xla' or 'cudnn', got "
+           f"{c.model.attention_implementation!r}.")
   for tower in ("image", "text"):
     _require(c.model[tower].remat in REMAT_POLICIES,
              f"model.{tower}.remat must be one of {', '.join(REMAT_POLICIES)}, got {c.model[tower].remat!r}.")

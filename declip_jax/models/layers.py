@@ -1,6 +1,6 @@
 """Transformer building blocks shared by the image and text towers (CLIP style: pre-LN, QuickGELU)."""
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -44,6 +44,7 @@ class MultiHeadSelfAttention(nn.Module):
   causal: bool
   num_layers: int  # For the CLIP init scale of the output projection.
   dtype: Dtype = jnp.float32
+  attention: Optional[str] = None  # jax.nn.dot_product_attention's implementation: None (JAX picks), xla, cudnn.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -55,7 +56,7 @@ class MultiHeadSelfAttention(nn.Module):
     bias = self.param("in_proj_bias", nn.initializers.zeros, (3 * width,))
     qkv = jnp.einsum("btw,wk->btk", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
     q, k, v = jnp.split(qkv.reshape(*x.shape[:2], 3 * self.heads, head_dim), 3, axis=2)
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal, implementation=self.attention)
     out = out.reshape(*x.shape[:2], width)
     out_std = std * (2 * self.num_layers) ** -0.5
     return nn.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.normal(out_std), name="out_proj")(out)
@@ -68,6 +69,7 @@ class ResidualAttentionBlock(nn.Module):
   causal: bool
   num_layers: int
   dtype: Dtype = jnp.float32
+  attention: Optional[str] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None):
@@ -75,7 +77,8 @@ class ResidualAttentionBlock(nn.Module):
     width = x.shape[-1]
     std = width**-0.5
     h = layer_norm("ln_1", self.dtype)(x)
-    x = x + MultiHeadSelfAttention(self.heads, self.causal, self.num_layers, self.dtype, name="attn")(h)
+    x = x + MultiHeadSelfAttention(self.heads, self.causal, self.num_layers, self.dtype, self.attention,
+                                   name="attn")(h)
     h = layer_norm("ln_2", self.dtype)(x)
     h = nn.Dense(4 * width, dtype=self.dtype, kernel_init=nn.initializers.normal((2 * width) ** -0.5),
                  name="c_fc")(h)
@@ -99,6 +102,7 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   scan: bool = True
   remat: str = "none"
+  attention: Optional[str] = None  # MultiHeadSelfAttention.attention
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -108,8 +112,8 @@ class Transformer(nn.Module):
       block = nn.remat(block, prevent_cse=not self.scan, policy=remat_policy(self.remat))
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.layers)
-      x, _ = stack(self.heads, self.causal, self.layers, self.dtype, name="blocks")(x, None)
+      x, _ = stack(self.heads, self.causal, self.layers, self.dtype, self.attention, name="blocks")(x, None)
       return x
     for i in range(self.layers):
-      x, _ = block(self.heads, self.causal, self.layers, self.dtype, name=f"block_{i}")(x)
+      x, _ = block(self.heads, self.causal, self.layers, self.dtype, self.attention, name=f"block_{i}")(x)
     return x

@@ -1,5 +1,7 @@
 """CLIP-style causal text transformer with end-of-text pooling."""
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,7 @@ class TextTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   scan: bool = True
   remat: str = "none"  # config.REMAT_POLICIES
+  attention: Optional[str] = None  # layers.MultiHeadSelfAttention.attention
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -38,7 +41,7 @@ class TextTransformer(nn.Module):
     pos = self.param("positional_embedding", nn.initializers.normal(0.01), (self.context_length, self.width))
     x = (x + pos[: tokens.shape[1]]).astype(self.dtype)
     x = layers.Transformer(self.layers, self.heads, causal=True, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, name="transformer")(x)
+                           remat=self.remat, attention=self.attention, name="transformer")(x)
     states = layers.layer_norm("ln_final", self.dtype)(x)
     pooled = jnp.take_along_axis(states, eot_positions(tokens, self.eot_id)[:, None, None], axis=1)[:, 0]
     z = nn.Dense(self.embed_dim, use_bias=self.projection_bias, dtype=self.dtype,

@@ -1,5 +1,7 @@
 """CLIP-style Vision Transformer image tower."""
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,7 @@ class VisionTransformer(nn.Module):
   dtype: layers.Dtype = jnp.float32
   scan: bool = True
   remat: str = "none"  # config.REMAT_POLICIES
+  attention: Optional[str] = None  # layers.MultiHeadSelfAttention.attention
 
   @nn.compact
   def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
@@ -40,7 +43,7 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
     x = layers.layer_norm("ln_pre", self.dtype)(x)
     x = layers.Transformer(self.layers, self.heads, causal=False, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, name="transformer")(x)
+                           remat=self.remat, attention=self.attention, name="transformer")(x)
     x = layers.layer_norm("ln_post", self.dtype)(x[:, 0])
     if not project:
       return x

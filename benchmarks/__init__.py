@@ -1,0 +1,1 @@
+"""Benchmark scripts (each prints a table; see the README's speed sections)."""

@@ -1,0 +1,41 @@
+"""The benchmark scripts run as a user runs them: the device check's dry run writes its results, the train-step
+benchmark prints its table on the demo config. No TensorFlow needed (CI also runs this in the newest-JAX
+environment, where the train-step benchmark falls back to synthetic batches)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}  # python3 = this one.
+
+
+def test_device_check_dry_run_writes_the_json_and_the_table(tmp_path):
+  out = subprocess.run(["bash", "benchmarks/device_check.sh", "--dry-run", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600, env=_ENV)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  result = json.loads((tmp_path / "device_check.json").read_text())
+  env = result["environment"]
+  assert env["dry_run"] and env["backend"] == "cpu" and env["jax"] and env["flax"] != "not installed"
+  c = result["correctness"]
+  assert c["passed"] and len(c["float32_losses_device"]) == 3 and c["bf16_finite"]
+  assert [r["model"] for r in result["speed"]] == ["DeCLIP ViT-B/32", "CLIP ViT-B/32", "DeCLIP ViT-B/16"]
+  assert all(r["step_s"] > 0 and r["images_per_s"] > 0 and r["batch"] == 16 for r in result["speed"])
+  assert result["matmul_bf16_tflops"] > 0 and result["errors"] == []
+  attention = {a["implementation"]: a for a in result["attention"]}
+  assert set(attention) == {"xla", "cudnn"} and attention["xla"]["ran"]
+  table = (tmp_path / "device_check.md").read_text()
+  assert "## Correctness" in table and "| DeCLIP ViT-B/16 | 16 | none |" in table
+
+
+def test_train_step_benchmark_prints_a_row_for_the_demo_config():
+  out = subprocess.run([sys.executable, "benchmarks/train_step.py", "--config=configs/demo.py", "--steps=2",
+                        "--data=synthetic", "--config.train.batch_size=32"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600, env=_ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.startswith("host: ") and "cores" in out.stdout.splitlines()[0]
+  rows = [l for l in out.stdout.splitlines() if l.startswith("| configs/demo.py | DeCLIP | 32 |")]
+  assert len(rows) == 1 and float(rows[0].split("|")[-2]) > 0  # CPU/wall ratio.

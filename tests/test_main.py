@@ -104,3 +104,29 @@ def test_a_glob_that_matches_nothing_is_one_line(tmp_path):
               f"--config.data.vocab_path={tmp_path}/vocab.txt")
   assert out.returncode == 2
   assert "no file matches" in out.stderr and "Traceback" not in out.stderr
+
+
+def _is_progress_loss_or_result(line: str) -> bool:
+  return any(marker in line for marker in ("steps/s", "steps_per_sec", "uptime=", "train/", "eval/", "data/",
+                                           "first 10% of steps", "] step "))
+
+
+def test_demo_output_repeats_no_warning_line(tmp_path):
+  """README command 1's output, a few steps logged every step: apart from progress, loss logs and results, no
+  line (timestamps and thread ids removed) appears more than 3 times (a per-step library warning would)."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # As a user runs it.
+  out = subprocess.run([sys.executable, "-m", "declip_jax.main", "--config=configs/demo.py", f"--workdir={tmp_path}",
+                        "--config.train.num_steps=6", "--config.train.log_every_steps=1",
+                        "--config.evals.linear_probe_shape.enabled=False"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = (out.stdout + out.stderr).splitlines()
+  assert sum("train/loss_nns=" in l for l in lines) == 6 and any("ETA" in l for l in lines)
+  assert any(l.startswith("[zero_shot_shape] step 6") for l in lines)
+  counts = {}
+  for line in lines:
+    if line.strip() and not _is_progress_loss_or_result(line):
+      message = re.sub(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ", "", line)
+      counts[message] = counts.get(message, 0) + 1
+  repeated = {m: n for m, n in counts.items() if n > 3}
+  assert not repeated, repeated

@@ -107,8 +107,11 @@ def eda(caption: tf.Tensor, seed: tf.Tensor, table: Optional[tf.lookup.StaticHas
   if table is not None:
     ops.insert(0, lambda: synonym_replacement(words, seeds[1], table))
   op = _randint(seeds[0], len(ops))
-  out = tf.switch_case(op, ops)
-  return tf.strings.reduce_join(out, separator=" ")
+  # Every op on a caption's few words, then the chosen one: the same result as tf.switch_case, without a Case
+  # op around the synonym table's (stateful) lookup, which tf.data's symbolic checkpointing warns about at every
+  # batch ("FAILED_PRECONDITION: Case is stateful").
+  joined = tf.stack([tf.strings.reduce_join(f(), separator=" ") for f in ops])
+  return tf.gather(joined, op)
 
 
 def mlm_mask(tokens: tf.Tensor, seed: tf.Tensor, special_ids: tuple[int, ...], mask_id: int, vocab_size: int,

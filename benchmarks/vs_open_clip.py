@@ -7,8 +7,10 @@ Both sides get the same images and token ids (the built-in data's first batch), 
 with the patch embedding frozen (requires_grad=False in PyTorch), AdamW with the config's b1/b2/eps/weight decay,
 float32. Rounds alternate the two sides (machine drift hits both); in each round a side runs an untimed step
 and then the timed one, because the first step after the other framework ran is up to 1.8x slower on CPU (its
-freed memory is faulted in again). Prints each side's median step time and the ratio. open_clip runs eagerly
-(as its training script does by default); declip_jax runs its jitted step.
+freed memory is faulted in again). Prints the host and each side's median step time and the ratios. open_clip
+runs eagerly (its training script's default) and, with --torch_compile (default on), also under
+`torch.compile` (its training script's --torchcompile: the model compiled, the loss and AdamW eager); declip_jax
+runs its jitted step.
 """
 
 import os
@@ -26,6 +28,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from benchmarks import host_info  # noqa: E402
 from declip_jax import config as config_lib, parallel, train  # noqa: E402
 from declip_jax.data import pipeline  # noqa: E402
 from declip_jax.interop import open_clip_weights  # noqa: E402
@@ -33,10 +36,12 @@ from declip_jax.interop import open_clip_weights  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A CLIP config (its DeCLIP terms are turned off).",
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per side, alternated.")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time open_clip under torch.compile.")
 
 
-def open_clip_step(config):
-  """A function running one open_clip training step on (images NCHW, tokens), and the model."""
+def open_clip_step(config, compile_model: bool = False):
+  """A function running one open_clip training step on (images NCHW, tokens); with compile_model the model's
+  forward (and so its backward) is compiled by torch.compile, as open_clip's --torchcompile does."""
   model = open_clip.model.CLIP(**open_clip_weights.open_clip_model_config(config)).train()
   if config.model.image.arch == "vit" and config.model.image.freeze_patch_embed:
     model.visual.conv1.weight.requires_grad_(False)
@@ -44,10 +49,11 @@ def open_clip_step(config):
   optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=(o.b1, o.b2),
                                 eps=o.eps, weight_decay=o.weight_decay)
   loss_fn = open_clip.loss.ClipLoss()
+  forward = torch.compile(model) if compile_model else model
 
   def step(images, tokens):
     optimizer.zero_grad(set_to_none=True)
-    image_features, text_features, scale = model(images, tokens)[:3]
+    image_features, text_features, scale = forward(images, tokens)[:3]
     loss = loss_fn(image_features, text_features, scale)
     loss.backward()
     optimizer.step()
@@ -66,31 +72,41 @@ def main(_):
   state = setup.init_state()
   images = torch.from_numpy(host_batch["img1"]).permute(0, 3, 1, 2).contiguous()
   tokens = torch.from_numpy(host_batch["text_mlm"]).long()
-  torch_step = open_clip_step(config)
+  sides = {"open_clip": open_clip_step(config)}
+  if _TORCH_COMPILE.value:
+    sides["open_clip compiled"] = open_clip_step(config, compile_model=True)
   state, metrics = jax_step(state, batch)  # Compilation, and each side's first (warm-up) step.
   jax.block_until_ready(metrics)
-  torch_step(images, tokens)
-  jax_times, torch_times = [], []
+  for torch_step in sides.values():
+    torch_step(images, tokens)
 
   def run_jax():
     nonlocal state
     state, metrics = jax_step(state, batch)
     jax.block_until_ready((state, metrics))
 
+  runs = {"declip_jax": run_jax, **{name: (lambda f=f: f(images, tokens)) for name, f in sides.items()}}
+  times = {name: [] for name in runs}
+  cpu = {name: 0.0 for name in runs}
   for _ in range(_STEPS.value):
-    for run, times in ((run_jax, jax_times), (lambda: torch_step(images, tokens), torch_times)):
+    for name, run in runs.items():
       run()  # Untimed: the first step after the other framework ran pays for its memory (page faults).
-      start = time.perf_counter()
+      timer, start = host_info.CpuTimer(), time.perf_counter()
       run()
-      times.append(time.perf_counter() - start)
+      times[name].append(time.perf_counter() - start)
+      cpu[name] += timer.ratio() / _STEPS.value
   b = config.train.batch_size
-  device = f"{jax.device_count()} {jax.default_backend()} device(s), torch {torch.get_num_threads()} threads"
+  device = f"{jax.device_count()} {jax.default_backend()} device(s), torch {torch.__version__} with {torch.get_num_threads()} threads"
+  print(f"host: {host_info.describe()}")
   print(f"same CLIP step, batch {b}, {config.model.dtype}, {device}")
-  print("| config | batch | declip_jax median step | open_clip median step | open_clip / declip_jax |")
-  print("|---|---|---|---|---|")
-  jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
-  print(f"| {flags.FLAGS['config'].config_filename} | {b} | {jax_s * 1e3:.0f} ms | {torch_s * 1e3:.0f} ms | "
-        f"{torch_s / jax_s:.2f}x |", flush=True)
+  median = {name: statistics.median(t) for name, t in times.items()}
+  names = list(runs)
+  print("| config | batch | " + " | ".join(f"{n} median step (CPU/wall)" for n in names) + " | "
+        + " | ".join(f"{n} / declip_jax" for n in names[1:]) + " |")
+  print("|" + "---|" * (2 + 2 * len(names) - 1))
+  print(f"| {flags.FLAGS['config'].config_filename} | {b} | "
+        + " | ".join(f"{median[n] * 1e3:.0f} ms ({cpu[n]:.2f})" for n in names) + " | "
+        + " | ".join(f"{median[n] / median['declip_jax']:.2f}x" for n in names[1:]) + " |", flush=True)
 
 
 if __name__ == "__main__":

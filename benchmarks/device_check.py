@@ -35,7 +35,6 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -97,19 +96,6 @@ def peak_bf16_tflops(device_kind: str) -> float | None:
     if name.upper().replace(" SXM", "") in kind:
       return peak
   return None
-
-
-def measured_matmul_tflops(device, size: int, repeats: int = 10) -> float:
-  """A [size, size] x [size, size] bf16 matmul (float32 accumulation) on `device`: best of `repeats`."""
-  a = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.bfloat16), device)
-  matmul = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32).astype(jnp.bfloat16))
-  matmul(a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * size**3 / best / 1e12
 
 
 # ---------------------------------------------------------------------------------------------------- correctness
@@ -241,7 +227,7 @@ def speed(results: dict, save) -> None:
   """Fills results["speed"] (one row per model) and results["attention"], saving after every row."""
   device = accelerator()
   peak = peak_bf16_tflops(device.device_kind)
-  matmul = measured_matmul_tflops(device, 256 if _DRY_RUN.value else 8192)
+  matmul = host_info.matmul_tflops(256 if _DRY_RUN.value else 8192, "bfloat16", device, repeats=10)
   results["matmul_bf16_tflops"], results["peak_bf16_tflops"] = matmul, peak
   steps = 2 if _DRY_RUN.value else _STEPS.value
   rows = results["speed"] = []

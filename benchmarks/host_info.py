@@ -65,6 +65,22 @@ def describe() -> str:
           f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, Python {platform.python_version()}")
 
 
+def matmul_tflops(size: int, dtype: str = "float32", device=None, repeats: int = 5) -> float:
+  """A jitted [size, size] x [size, size] matmul of `dtype` (float32 accumulation) on `device` (default: JAX's
+  first): TFLOP/s of the best of `repeats` runs, the 'peak' a measured MFU is taken against."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype), device or jax.devices()[0])
+  matmul = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32).astype(x.dtype))
+  matmul(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e12
+
+
 class CpuTimer:
   """Started on creation; `ratio()` is this process's CPU time (user + system, all threads) over wall time."""
 

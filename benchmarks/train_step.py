@@ -23,7 +23,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -41,19 +40,6 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Write a jax.profiler tr
 
 
 _PROFILED: list = []  # Set once the first variant was traced.
-
-
-def measured_cpu_tflops(size: int = 2048, repeats: int = 5) -> float:
-  """This machine's float32 matmul rate (TFLOP/s, all devices' threads), the CPU 'peak' for MFU."""
-  a = jnp.ones((size, size), jnp.float32)
-  matmul = jax.jit(lambda x: x @ x)
-  matmul(a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * size**3 / best / 1e12
 
 
 def first_batch(config, data: str):
@@ -106,7 +92,7 @@ def time_config(config, data: str = "pipeline", steps: int = 20, profile_dir=Non
 def main(_):
   config = _CONFIG.value
   if jax.default_backend() == "cpu":
-    peak, peak_name = measured_cpu_tflops(), "measured CPU f32 matmul"
+    peak, peak_name = host_info.matmul_tflops(2048, "float32"), "measured CPU f32 matmul"
   else:
     peak_name = _PEAK.value or ("H100 SXM" if jax.default_backend() == "gpu" else "TPU v5e")
     peak = flops.PEAK_BF16_TFLOPS[peak_name] * jax.device_count()

@@ -22,6 +22,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
 
+from benchmarks import host_info  # pylint: disable=g-import-not-at-top
 from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from declip_jax.data import pipeline, write_tfrecords  # pylint: disable=g-import-not-at-top
 
@@ -94,6 +95,7 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     files, kb = write_data(tmp, args.num_images)
     vocab = os.path.join(tmp, "shards", "vocab.txt")
+    print(f"host: {host_info.describe()}")
     print(f"{args.num_images} JPEGs of 500x375, mean {kb:.0f} KB; DeCLIP views at 224px; "
           f"{os.cpu_count()} CPU cores here.")
     print(f"| threads | images/s | images/s per thread | cores for {OPEN_CLIP_A100_IMAGES_PER_S} img/s | "

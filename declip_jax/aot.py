@@ -171,9 +171,13 @@ def fit(config, devices, available: Optional[float], ladder=LADDER, stop_at_firs
 
   report: called with each Attempt as it is made (progress for long walks)."""
   attempts, overrides = [], {}
-  for label, rung in ladder:
-    overrides = {**overrides, **{k: (v(apply_overrides(config, overrides)) if callable(v) else v)
-                                 for k, v in rung.items()}}
+  for i, (label, rung) in enumerate(ladder):
+    current = apply_overrides(config, overrides)
+    step = {k: v(current) if callable(v) else v for k, v in rung.items()}
+    step = {k: v for k, v in step.items() if _saves_memory(k, _get(current, k), v)}
+    if i and not step:
+      continue  # The config already has this rung's settings (or stronger ones).
+    overrides = {**overrides, **step}
     attempt = try_compile(apply_overrides(config, overrides), devices, label, dict(overrides), available)
     attempts.append(attempt)
     if report:
@@ -181,6 +185,24 @@ def fit(config, devices, available: Optional[float], ladder=LADDER, stop_at_firs
     if attempt.fits and stop_at_first_fit:
       break
   return attempts
+
+
+_REMAT_STRENGTH = {"none": 0, "save_dots": 1, "full": 2}
+
+
+def _get(config, path: str):
+  node = config
+  for key in path.split("."):
+    node = node[key]
+  return node
+
+
+def _saves_memory(path: str, old, new) -> bool:
+  """Whether setting `path` from `old` to `new` is a change the ladder should make: remat only ever gets
+  stronger (a config with "full" keeps it), other keys when they change."""
+  if path.endswith(".remat"):
+    return _REMAT_STRENGTH[new] > _REMAT_STRENGTH[old]
+  return tuple(new) != tuple(old) if isinstance(new, (tuple, list)) else new != old
 
 
 def as_flags(overrides: dict) -> str:

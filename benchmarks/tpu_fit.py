@@ -74,7 +74,8 @@ def main(_):
       row = {"model": model, "batch": batch, "slice": name, "devices": len(devices), "hbm_gib": available,
              "as_configured_gib": first.needed_gib, "as_configured_what": first.what,
              "fits_with": fitting.overrides if fitting else None, "peak_gib": fitting.needed_gib if fitting else None,
-             "attempts": [a.label for a in attempts], "seconds": time.time() - start}
+             "attempts": [{"label": a.label, "fits": a.fits, "needed_gib": a.needed_gib, "what": a.what}
+                          for a in attempts], "seconds": time.time() - start}
       results.append(row)
       with open(_OUT.value, "w") as f:
         json.dump(results, f, indent=1)

@@ -7,13 +7,9 @@ import os
 import re
 import sys
 
-# TensorFlow (the input pipeline) logs INFO lines at import (oneDNN, CUDA stubs) that say nothing to a user of
-# this command; its warnings and errors still show. TF_CPP_MIN_LOG_LEVEL set by the caller wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-from absl import app, flags, logging  # noqa: E402  pylint: disable=g-import-not-at-top
-from etils import epath  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags, logging
+from etils import epath
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import host_info  # noqa: E402
-from declip_jax import flops, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import aot, flops, parallel, synthetic, train_setup  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", None, "Folder for device_check.json and device_check.md.")
@@ -177,9 +177,7 @@ def time_step(config, device, steps: int) -> dict:
   start = time.perf_counter()
   compiled = setup.jit_train_step(config).lower(setup.abstract_state, batch).compile()
   compile_s = time.perf_counter() - start
-  m = compiled.memory_analysis()
-  peak = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
-          if m is not None else None)
+  peak = aot.peak_gib(aot.memory_report(compiled)) * 2**30 if compiled.memory_analysis() is not None else None
   limit = device_memory_bytes(device)
   if peak is not None and limit is not None and peak > limit:
     return {"ran": False, "why": f"planned peak {peak / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB",

@@ -132,11 +132,8 @@ def apply_overrides(config, overrides: dict):
   """A copy of `config` with "a.b.c": value set for each override (a callable value gets the config)."""
   config = config.copy_and_resolve_references()
   for path, value in overrides.items():
-    *parents, leaf = path.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value(config) if callable(value) else value
+    parent, leaf = path.rsplit(".", 1)
+    _get(config, parent)[leaf] = value(config) if callable(value) else value
   return config
 
 

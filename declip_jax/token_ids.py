@@ -35,6 +35,21 @@ class TokenIds:
     return (self.pad_id, self.sot_id, self.eot_id, self.mask_id)
 
 
+class WithTokenIds:
+  """A tokenizer's `vocab_size`, `pad_id`, `mask_id`, `sot_id`, `eot_id`, `unk_id` and `special_ids`, read from
+  its `token_ids` (set in its constructor)."""
+
+  token_ids: TokenIds
+
+  vocab_size = property(lambda self: self.token_ids.vocab_size)
+  pad_id = property(lambda self: self.token_ids.pad_id)
+  mask_id = property(lambda self: self.token_ids.mask_id)
+  sot_id = property(lambda self: self.token_ids.sot_id)
+  eot_id = property(lambda self: self.token_ids.eot_id)
+  unk_id = property(lambda self: self.token_ids.unk_id)
+  special_ids = property(lambda self: self.token_ids.special_ids, doc="Ids MLM never chooses: pad, SOT, EOT, mask.")
+
+
 def normalized_words(words: Iterable[str]) -> list[str]:
   """A word tokenizer's vocabulary: stripped, lower-cased, empty lines and repeats dropped, order kept."""
   return list(dict.fromkeys(w.strip().lower() for w in words if w.strip()))

@@ -67,7 +67,7 @@ def clean(text: str) -> str:
   return " ".join(text.split()).lower()
 
 
-class ClipBpeTokenizer:
+class ClipBpeTokenizer(token_ids.WithTokenIds):
   """CLIP BPE with a `declip` or `openai` id layout; same interface as `tokenizers.WordTokenizer`."""
 
   def __init__(self, merges: Sequence[tuple[str, str]], context_length: int, layout: str = "declip"):
@@ -79,11 +79,9 @@ class ClipBpeTokenizer:
     self._ranks = {tuple(m): i for i, m in enumerate(merges)}
     self._ids = {token: i for i, token in enumerate(vocab)}
     assert len(vocab) == ids.vocab_size - 3, "the byte symbols are not 2 x token_ids.BPE_NUM_BYTE_SYMBOLS"
-    self.mask_id, self.sot_id, self.eot_id = ids.mask_id, ids.sot_id, ids.eot_id
     self._tokens = vocab + [None] * 3
     self._tokens[self.sot_id], self._tokens[self.eot_id] = "<|startoftext|>", "<|endoftext|>"
     self._tokens[self.mask_id] = "<|mask|>"
-    self.vocab_size, self.pad_id, self.unk_id = ids.vocab_size, ids.pad_id, ids.unk_id
     self._cache: dict[str, list[int]] = {}
 
   @classmethod
@@ -92,11 +90,6 @@ class ClipBpeTokenizer:
     """Reads a merges file (.txt or .txt.gz; first line is a header); keeps the first `num_merges` (None: all)."""
     merges = token_ids.read_bpe_merges(path)
     return cls(merges[:num_merges] if num_merges else merges, context_length, layout)
-
-  @property
-  def special_ids(self) -> tuple[int, ...]:
-    """Ids MLM never chooses: pad, SOT, EOT, mask."""
-    return self.token_ids.special_ids
 
   def _bpe(self, piece: str) -> list[int]:
     """Ids of one pre-tokenized piece: its byte symbols, last one with "</w>", merged by rank."""

@@ -19,27 +19,19 @@ from declip_jax.data import tokenizers
 MASK_PIECE = token_ids.SENTENCEPIECE_MASK_PIECE
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(token_ids.WithTokenIds):
   """Same interface as `tokenizers.WordTokenizer`."""
 
   def __init__(self, model_proto: bytes, context_length: int):
     processor = spm.SentencePieceProcessor(model_proto=model_proto)
     self.context_length = context_length
-    self.token_ids = ids = token_ids.sentencepiece_ids(processor)
-    self.pad_id, self.mask_id, self.sot_id, self.eot_id, self.unk_id = (
-        ids.pad_id, ids.mask_id, ids.sot_id, ids.eot_id, ids.unk_id)
-    self.vocab_size = ids.vocab_size
+    self.token_ids = token_ids.sentencepiece_ids(processor)
     self._processor = processor
     self._tokenizer = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
 
   @classmethod
   def from_file(cls, path: str, context_length: int) -> "SentencePieceTokenizer":
     return cls(epath.Path(path).read_bytes(), context_length)
-
-  @property
-  def special_ids(self) -> tuple[int, ...]:
-    """Ids MLM never chooses: pad, SOT, EOT, mask."""
-    return self.token_ids.special_ids
 
   def tokenize(self, texts: tf.Tensor) -> tf.Tensor:
     """texts: [N] or scalar string -> [N, L] or [L] int32."""

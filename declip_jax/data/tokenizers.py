@@ -22,7 +22,7 @@ def frame(ids: tf.RaggedTensor, sot_id: int, eot_id: int, pad_id: int, length: i
   return tf.cast(ids, tf.int32)
 
 
-class WordTokenizer:
+class WordTokenizer(token_ids.WithTokenIds):
   """Word-level tokenizer, usable inside tf.data maps.
 
   Attributes:
@@ -34,11 +34,8 @@ class WordTokenizer:
   def __init__(self, words: list[str], context_length: int):
     words = token_ids.normalized_words(words)
     self.context_length = context_length
-    self.token_ids = ids = token_ids.word_ids(len(words))
-    self.pad_id, self.unk_id, self.mask_id, self.sot_id, self.eot_id = (
-        ids.pad_id, ids.unk_id, ids.mask_id, ids.sot_id, ids.eot_id)
+    self.token_ids = token_ids.word_ids(len(words))
     first = self.unk_id + 1
-    self.vocab_size = ids.vocab_size
     self.words = words
     self._table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(words), tf.range(first, first + len(words), dtype=tf.int32)),
@@ -49,11 +46,6 @@ class WordTokenizer:
   def from_file(cls, path: str, context_length: int) -> "WordTokenizer":
     """One word per line."""
     return cls(epath.Path(path).read_text().splitlines(), context_length)
-
-  @property
-  def special_ids(self) -> tuple[int, ...]:
-    """Ids MLM never chooses: pad, SOT, EOT, mask."""
-    return self.token_ids.special_ids
 
   def words_of(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """texts [N] string -> ragged [N, (words)]: lower-cased, punctuation dropped."""

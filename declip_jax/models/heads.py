@@ -75,14 +75,14 @@ class MLMHead(nn.Module):
     if not self.max_predictions or self.max_predictions >= labels.shape[1]:
       return every_position(self, token_states, labels)
 
+    positions, picked_labels, overflow = mlm.chosen_positions(labels, self.max_predictions)
+    counts = jnp.sum(labels != mlm.IGNORE_LABEL, axis=-1).astype(jnp.float32)
+
     def every_position_in_blocks(module, states, labels):
       block = nn.checkpoint(every_position)
       k = self.max_predictions
-      sums = [block(module, states[:, i:i + k], labels[:, i:i + k])[0] for i in range(0, labels.shape[1], k)]
-      return sum(sums), jnp.sum(labels != mlm.IGNORE_LABEL, axis=-1).astype(jnp.float32)
-
-    positions, picked_labels, overflow = mlm.chosen_positions(labels, self.max_predictions)
-    counts = jnp.sum(labels != mlm.IGNORE_LABEL, axis=-1).astype(jnp.float32)
+      return sum(block(module, states[:, i:i + k], labels[:, i:i + k])[0]
+                 for i in range(0, labels.shape[1], k)), counts
 
     def chosen_only(module, states, labels):
       del labels  # The chosen positions' labels are picked_labels.

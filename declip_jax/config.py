@@ -168,6 +168,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synonyms_path = ""  # TSV "word<TAB>syn1|syn2"; empty: the built-in dataset's table.
   c.data.shuffle_window = 4096  # Streamed sources: records permuted together (memory: window x record size).
   c.data.max_caption_chars = 1000  # Longer captions are truncated (and counted).
+  # Images whose header declares more pixels are skipped (and counted) before decoding: decompression bombs.
+  # PIL's own default limit (Image.MAX_IMAGE_PIXELS): 89,478,485, about 9,459 x 9,459.
+  c.data.max_image_pixels = 89_478_485
   # TFRecord shards of tf.train.Examples; defaults: img2dataset's --output_format tfrecord.
   c.data.tfrecord = ml_collections.ConfigDict()
   c.data.tfrecord.files = ""  # Glob, or comma-separated globs (local paths or gs://).
@@ -177,6 +180,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tfrecord.read_buffer_bytes = 8 << 20
   c.data.tfrecord.eval_files = ""  # Held-out shards for retrieval evaluation; empty: none.
   c.data.tfrecord.num_eval_examples = 5000
+  # webdataset tar shards (img2dataset's --output_format webdataset: KEY.jpg/png/webp + KEY.txt members).
+  c.data.webdataset = ml_collections.ConfigDict()
+  c.data.webdataset.files = ""  # Glob, or comma-separated globs (local paths or gs://).
+  c.data.webdataset.cycle_length = 4  # Shards read in turn by each process (each is held in memory whole).
+  c.data.webdataset.eval_files = ""  # Held-out shards for retrieval evaluation; empty: none.
+  c.data.webdataset.num_eval_examples = 5000
   # A prepared TFDS image-caption dataset (read with data.tfrecord.cycle_length / read_buffer_bytes).
   c.data.tfds = ml_collections.ConfigDict()
   c.data.tfds.name = "coco_captions"
@@ -186,7 +195,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tfds.caption_key = "captions/text"  # A path; several captions per image: one drawn per visit.
   c.data.tfds.eval_split = ""  # Retrieval with every caption of each image, e.g. "val"; empty: none.
   c.data.tfds.num_eval_examples = 5000
-  # data.source "mixture": ("WEIGHT:tfrecord:GLOB", "WEIGHT:tfds:NAME/SPLIT", ...), see declip_jax/data/mixture.py.
+  # data.source "mixture": ("WEIGHT:tfrecord:GLOB", "WEIGHT:webdataset:GLOB", "WEIGHT:tfds:NAME/SPLIT", ...), see
+  # declip_jax/data/mixture.py.
   c.data.mixture = ()
   c.data.builtin = ml_collections.ConfigDict()
   c.data.builtin.num_train = 20_000
@@ -412,8 +422,8 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
-  _require(c.data.source in ("builtin", "tfrecord", "tfds", "mixture"),
-           f"data.source must be 'builtin', 'tfrecord', 'tfds' or 'mixture', got {c.data.source!r}.")
+  _require(c.data.source in ("builtin", "tfrecord", "webdataset", "tfds", "mixture"),
+           f"data.source must be 'builtin', 'tfrecord', 'webdataset', 'tfds' or 'mixture', got {c.data.source!r}.")
   if c.data.source == "mixture":
     from declip_jax.data import mixture  # pylint: disable=g-import-not-at-top
     try:
@@ -422,9 +432,14 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
       raise ConfigError(str(e)) from e
   if c.data.source == "tfrecord":
     _require(bool(c.data.tfrecord.files), "data.source 'tfrecord' needs data.tfrecord.files (a glob of shards).")
+  if c.data.source == "webdataset":
+    _require(bool(c.data.webdataset.files),
+             "data.source 'webdataset' needs data.webdataset.files (a glob of .tar shards).")
   if c.data.source != "builtin":
     _require(c.data.tfrecord.cycle_length > 0, "data.tfrecord.cycle_length must be positive.")
+    _require(c.data.webdataset.cycle_length > 0, "data.webdataset.cycle_length must be positive.")
     _require(c.data.max_caption_chars > 0, "data.max_caption_chars must be positive.")
+    _require(c.data.max_image_pixels > 0, "data.max_image_pixels must be positive.")
     _require(c.data.tokenizer != "word" or bool(c.data.vocab_path),
              f"data.source {c.data.source!r} with data.tokenizer 'word' needs data.vocab_path (one word per line; "
              "python -m declip_jax.data.write_tfrecords writes one with the shards).")

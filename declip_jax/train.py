@@ -102,6 +102,7 @@ class _Trainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path, stop: StopRequests):
     self.config, self.workdir, self.stop = config, workdir, stop
+    runner.check_data(config)
     self.setup = setup = Setup(config)
     self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
     logging.info("Mesh %s on %d devices (%s).", dict(setup.mesh.shape), setup.mesh.size, jax.default_backend())
@@ -273,6 +274,7 @@ def loss_summary(history: list[tuple[int, dict]]) -> dict[str, dict[str, float]]
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Restores the newest checkpoint in workdir, runs every evaluation, writes workdir/eval_results.json."""
+  runner.check_data(config)
   setup = Setup(config)
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.keep, async_save=False)
   try:

@@ -23,3 +23,33 @@ def assert_resumes_batch_for_batch(config, tokenizer, consumed: int, compared: i
     for key in want:
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
   return seen + expected
+
+
+def expected_bad_record_counts(records, categories: dict, count: int) -> tuple[list[str], list[list[int]]]:
+  """The reference for a stream's bad-record counting, from its raw records in the stream's order.
+
+  Args:
+    records: (key, extra) per raw record, where extra names counters to add that are not a record's own
+      category (e.g. {"truncated_shard": 1}) and key None marks a record that is not an example.
+    categories: key -> the counter a bad record adds to (counters starting with "skipped" drop the record).
+    count: how many usable examples to follow.
+  Returns:
+    The keys of the first `count` usable examples and the cumulative counts (in BAD_RECORD_COUNTERS order) up
+    to each.
+  """
+  from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
+  keys, counts, totals = [], [], dict.fromkeys(tfrecord_source.BAD_RECORD_COUNTERS, 0)
+  for key, extra in records:
+    for name, value in extra.items():
+      totals[name] += value
+    if key is None:
+      continue
+    if key in categories:
+      totals[categories[key]] += 1
+    if categories.get(key, "").startswith("skipped"):
+      continue
+    keys.append(key)
+    counts.append(list(totals.values()))
+    if len(keys) == count:
+      break
+  return keys, counts

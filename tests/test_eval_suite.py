@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import jax
 import numpy as np
@@ -156,6 +157,53 @@ def _write_captioned_shards(path, rng):
   return images, captions
 
 
+def _write_labelled_shard(path, rng, count: int):
+  """`count` PNGs with an integer label (i % 3) and no class names."""
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i in range(count):
+      feature = {"jpg": tf.train.Feature(bytes_list=tf.train.BytesList(
+                     value=[_png(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))])),
+                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 3]))}
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def test_linear_probe_on_tfrecord_needs_no_class_names(trained_run, tmp_path):
+  loaded, module, variables = _model_and_variables(trained_run)
+  _write_labelled_shard(tmp_path / "train.tfrecord", np.random.default_rng(0), count=12)
+  _write_labelled_shard(tmp_path / "test.tfrecord", np.random.default_rng(1), count=6)
+  config = tiny_config()
+  config.evals = {"probe": config_lib.eval_spec("linear_probe", f"tfrecord:{tmp_path}/test.tfrecord",
+                                                train_dataset=f"tfrecord:{tmp_path}/train.tfrecord")}
+  runner.check_data(config)
+  result = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)["probe"]
+  assert result["num_examples"] == 6 and result["num_train_examples"] == 12
+  assert 0 <= result["metrics"]["linear_probe_top1"] <= 1
+
+
+def test_retrieval_on_webdataset_shards_matches_the_tfrecord_one(trained_run, tmp_path):
+  loaded, module, variables = _model_and_variables(trained_run)
+  rng = np.random.default_rng(0)
+  with tarfile.open(tmp_path / "eval-000.tar", "w") as tar:
+    for i, caption in enumerate(["red circle", "blue square", "green circle", "small red square"]):
+      for ext, data in (("png", _png(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))),
+                        ("txt", caption.encode()), ("json", b"{}")):
+        info = tarfile.TarInfo(f"{i:05d}.{ext}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        if ext == "png":
+          with tf.io.TFRecordWriter(str(tmp_path / f"{i:05d}.tfrecord")) as writer:
+            feature = {"jpg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+                       "txt": tf.train.Feature(bytes_list=tf.train.BytesList(value=[caption.encode()]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+  config = tiny_config()
+  config.evals = {"wds": config_lib.eval_spec("retrieval", f"webdataset:{tmp_path}/*.tar"),
+                  "tfr": config_lib.eval_spec("retrieval", f"tfrecord:{tmp_path}/*.tfrecord")}
+  runner.check_data(config)
+  results = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)
+  assert results["wds"]["num_examples"] == 4 and results["wds"]["num_captions"] == 4
+  assert results["wds"]["metrics"] == results["tfr"]["metrics"]
+
+
 def test_multi_caption_retrieval_from_tfrecord_skips_bad_records(trained_run, tmp_path):
   loaded, module, variables = _model_and_variables(trained_run)
   images, captions = _write_captioned_shards(tmp_path / "eval.tfrecord", np.random.default_rng(0))
@@ -175,8 +223,23 @@ def test_multi_caption_retrieval_from_tfrecord_skips_bad_records(trained_run, tm
 
 def test_missing_or_misnamed_evaluation_data_is_named(tmp_path, tfds_dir):
   config = tiny_config()
-  spec = config_lib.eval_spec("zero_shot", f"tfrecord:{tmp_path}/none*.tfrecord")
-  with pytest.raises(DataSourceError, match="evals.x: a TFRecord dataset needs evals.x.class_names_file"):
+  labelled = tmp_path / "labelled.tfrecord"
+  _write_labelled_shard(labelled, np.random.default_rng(0), count=4)
+  spec = config_lib.eval_spec("zero_shot", f"tfrecord:{labelled}")
+  with pytest.raises(DataSourceError, match="evals.x: zero-shot classification on tfrecord data needs "
+                                            "evals.x.class_names_file"):
+    datasets.check_available(spec, config, "x")
+  spec = config_lib.eval_spec("linear_probe", f"tfrecord:{labelled}", train_dataset=f"tfrecord:{labelled}",
+                              label_key="class")
+  with pytest.raises(DataSourceError, match=r"evals.x.label_key 'class' is not a feature of .*\['jpg', 'label'\]"):
+    datasets.check_available(spec, config, "x")
+  (tmp_path / "garbage.tfrecord").write_bytes(b"this is not a TFRecord file at all")
+  spec = config_lib.eval_spec("linear_probe", f"tfrecord:{tmp_path}/garbage.tfrecord",
+                              train_dataset=f"tfrecord:{labelled}")
+  with pytest.raises(DataSourceError, match="cannot be read as TFRecords"):
+    datasets.check_available(spec, config, "x")
+  spec = config_lib.eval_spec("retrieval", f"webdataset:{tmp_path}/none*.tar")
+  with pytest.raises(DataSourceError, match="evals.x.dataset: no file matches"):
     datasets.check_available(spec, config, "x")
   spec = config_lib.eval_spec("zero_shot", "builtin:test", label_key="weight")
   with pytest.raises(DataSourceError, match="evals.x.label_key 'weight'"):

@@ -3,6 +3,8 @@ disjoint per-process files, epoch coverage, and iterator positions that resume b
 
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -40,10 +42,23 @@ def _image_bytes(kind: str, rng: np.random.Generator) -> bytes:
 FORMATS = ("jpeg", "png_rgba", "png_grey", "jpeg_cmyk", "png_16bit", "gif")
 
 
+def decompression_bomb(kind: str, rng: np.random.Generator, side: int = 30_000) -> bytes:
+  """A small valid image whose header is rewritten to declare side x side pixels (checksums kept valid)."""
+  data = bytearray(_image_bytes("png_rgba" if kind == "png" else "jpeg", rng))
+  if kind == "png":
+    data[16:24] = struct.pack(">II", side, side)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+  sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC1, 0xC2))
+  data[sof + 5: sof + 9] = struct.pack(">HH", side, side)
+  return bytes(data)
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
   """60 good records (10 of each format) written by the writer command into 3 shards, plus a shard of bad
-  records: 3 undecodable images, 2 empty captions, 1 whitespace caption, 2 invalid UTF-8, 1 long caption."""
+  records: 3 undecodable images, 2 empty captions, 1 whitespace caption, 2 invalid UTF-8, 1 long caption, and a
+  PNG and a JPEG that declare 30,000 x 30,000 pixels."""
   root = tmp_path_factory.mktemp("shards")
   images, rng = root / "images", np.random.default_rng(0)
   images.mkdir()
@@ -62,7 +77,8 @@ def shards(tmp_path_factory):
   good = _image_bytes("jpeg", rng)
   bad = [(b"not an image", b"undecodable one"), (b"", b"undecodable two"), (good[: len(good) // 4], b"cut short"),
          (good, b""), (good, b"   \n\t "), (good, b"caf\xe9 bad utf8"), (good, b"\xff\xfe bad too"),
-         (good, b"long " * 400)]
+         (good, b"long " * 400), (decompression_bomb("png", rng), b"png bomb"),
+         (decompression_bomb("jpeg", rng), b"jpeg bomb")]
   with tf.io.TFRecordWriter(str(out / "00003.tfrecord")) as writer:
     for i, (image, caption) in enumerate(bad):
       writer.write(write_tfrecords.example(f"bad{i}", image, caption))
@@ -90,7 +106,8 @@ def _examples(files, config, process_index=0, process_count=1):
 BAD_KEYS = {"bad0": "skipped_undecodable_image", "bad1": "skipped_undecodable_image",
             "bad2": "skipped_undecodable_image", "bad3": "skipped_empty_caption", "bad4": "skipped_empty_caption",
             "bad5": "repaired_invalid_utf8_caption", "bad6": "repaired_invalid_utf8_caption",
-            "bad7": "truncated_long_caption"}
+            "bad7": "truncated_long_caption", "bad8": "skipped_oversized_image",
+            "bad9": "skipped_oversized_image"}
 
 
 def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
@@ -99,17 +116,9 @@ def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
   files = tfrecord_source.list_files(config.data.tfrecord.files)
   n = 200  # About three epochs of the 63 usable records.
   raw = tfrecord_source.raw_records(files, config.data.tfrecord, config.train.seed, config.data.shuffle_window, 0, 1)
-  expected_keys, expected_counts, totals = [], [], dict.fromkeys(tfrecord_source.BAD_RECORD_COUNTERS, 0)
-  for record in raw.as_numpy_iterator():
-    key = tf.train.Example.FromString(record).features.feature["key"].bytes_list.value[0].decode()
-    if key in BAD_KEYS:
-      totals[BAD_KEYS[key]] += 1
-    if BAD_KEYS.get(key, "").startswith("skipped"):
-      continue
-    expected_keys.append(key)
-    expected_counts.append(list(totals.values()))
-    if len(expected_keys) == n:
-      break
+  keys = ((tf.train.Example.FromString(r).features.feature["key"].bytes_list.value[0].decode(), {})
+          for r in raw.as_numpy_iterator())
+  expected_keys, expected_counts = pipeline_checks.expected_bad_record_counts(keys, BAD_KEYS, n)
   got = list(_examples(files, config).take(n).as_numpy_iterator())
   np.testing.assert_array_equal([e["bad_records"] for e in got], expected_counts)
   captions = [e["caption"].decode() for e in got]

@@ -1,14 +1,18 @@
 """CLIP BPE (both id layouts) and SentencePiece: ids, round trips, in-graph use, EOT pooling with [MASK] present."""
 
 import gzip
+import importlib.util
+import os
+import random
+import string
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from declip_jax import token_ids
-from declip_jax.data import clip_bpe, pipeline, sentencepiece_tokenizer, text_views, train_sentencepiece, \
-    write_tfrecords
+from declip_jax.data import clip_bpe, clip_bpe_graph, pipeline, sentencepiece_tokenizer, text_views, tokenizers, \
+    train_sentencepiece, write_tfrecords
 from declip_jax.models import text as text_model
 from tests.tiny_config import tiny_config
 
@@ -63,6 +67,68 @@ def test_in_graph_tokenization_matches_numpy_and_pools_at_eot_with_masks(merges_
   assert (masked == tok.mask_id).any() and tok.mask_id > tok.eot_id
   np.testing.assert_array_equal(np.asarray(text_model.eot_positions(masked, tok.eot_id)),
                                 [list(row).index(tok.eot_id) for row in ids])
+
+
+def openai_merges_file() -> str:
+  """OpenAI's CLIP merges file as open_clip ships it (the interop extra); skips the test without it."""
+  spec = importlib.util.find_spec("open_clip")
+  if spec is None:
+    pytest.skip("open_clip (requirements-interop.txt) ships OpenAI's merges file")
+  return os.path.join(os.path.dirname(spec.origin), "bpe_simple_vocab_16e6.txt.gz")
+
+
+def web_like_captions(count: int, seed: int = 0) -> list[str]:
+  """Captions as scraped alt-text comes: words, file names, numbers, contractions, accents, CJK, emoji, HTML
+  entities, control characters, random printable noise and very long words."""
+  words = ("a photo of the small large red blue green dog cat car tree house person's on in with beach at "
+           "sunset xylophonists antidisestablishmentarianism supercalifragilistic IMG_2041.jpg click-to-enlarge "
+           "3.5mm 1920x1080 can't WON'T they'll I'd we've you're Café naïve Zürich 東京タワー 😀 🐶🐱 👍🏽 "
+           "&amp; &lt;b&gt; &#39; &quot;quoted&quot; &nbsp; R&D 50% $9.99 #hashtag @user http://x.co/a?b=c "
+           "<|startoftext|> <|endoftext|> ''s ...!!! \u00e9 tab\there new\nline").split(" ")
+  rng = random.Random(seed)
+  captions = []
+  for _ in range(count):
+    parts = [rng.choice(words) for _ in range(rng.randint(0, 18))]
+    if rng.random() < 0.2:
+      parts.append("".join(rng.choice(string.printable) for _ in range(rng.randint(1, 25))))
+    if rng.random() < 0.02:
+      parts.append("".join(rng.choice("abcdefghij") for _ in range(rng.randint(40, 120))))
+    if rng.random() < 0.05:
+      parts.insert(0, "  \t ")
+    captions.append(" ".join(parts))
+  return captions
+
+
+def test_graph_bpe_matches_python_on_openai_merges():
+  tok = clip_bpe.ClipBpeTokenizer.from_file(openai_merges_file(), context_length=77)
+  captions = web_like_captions(3000)
+  plain = [bool(tf.strings.regex_full_match(c, clip_bpe_graph.PLAIN_CAPTION)) for c in captions]
+  assert 0.1 < np.mean(plain) < 0.9  # Both paths are exercised.
+  np.testing.assert_array_equal(tok.tokenize(tf.constant(captions)).numpy(), tok.tokenize_numpy(captions))
+  np.testing.assert_array_equal(tok.tokenize(captions[7]).numpy(), tok.tokenize_numpy(captions[7:8])[0])
+
+
+def test_graph_bpe_merge_loop_matches_python_for_words_outside_the_table():
+  tok = clip_bpe.ClipBpeTokenizer.from_file(openai_merges_file(), context_length=77)
+  loop_only = clip_bpe_graph.GraphBpe(tok.merges, tok.symbol_ids, clip_bpe.byte_symbols(), words={})
+  captions = [c for c in web_like_captions(600, seed=1) if tf.strings.regex_full_match(c, clip_bpe_graph.PLAIN_CAPTION)]
+  ids = tokenizers.frame(loop_only.encode(tf.constant(captions)), tok.sot_id, tok.eot_id, tok.pad_id, 77)
+  np.testing.assert_array_equal(ids.numpy(), tok.tokenize_numpy(captions))
+
+
+def test_plain_captions_run_no_python_in_tf_data(merges_file):
+  tok = clip_bpe.ClipBpeTokenizer.from_file(merges_file, context_length=16, num_merges=None)
+  expected = tok.tokenize_numpy(["A photo, of photos!", "tab\tand\nnewline 42", "", "&amp; photo", "Café"])
+
+  def no_python(texts):
+    raise AssertionError(f"Python tokenizer called for {texts}")
+
+  tok.tokenize_numpy = no_python
+  plain = tf.data.Dataset.from_tensor_slices(["A photo, of photos!", "tab\tand\nnewline 42", ""]).map(tok.tokenize)
+  np.testing.assert_array_equal(np.stack(list(plain.as_numpy_iterator())), expected[:3])
+  for other in ("&amp; photo", "Café"):  # Not plain: these do reach Python.
+    with pytest.raises(tf.errors.UnknownError, match="Python tokenizer called"):
+      next(iter(tf.data.Dataset.from_tensors(other).map(tok.tokenize)))
 
 
 def test_sentencepiece_trained_on_shards(tmp_path):

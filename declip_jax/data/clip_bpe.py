@@ -11,8 +11,8 @@ Id layouts (DESIGN §4), vocabulary 49,409 in both:
 - `declip`: [MASK] 49406, SOT 49407, EOT 49408 (the official DeCLIP models).
 Padding is id 0, as in CLIP. Sequences are [SOT] tokens [EOT] [PAD]..., truncated so SOT and EOT survive.
 
-The merge loop is Python (no TensorFlow op does rank-ordered BPE); in tf.data it runs through
-`tf.numpy_function`, with a per-word cache.
+`encode` is the reference, in Python (with a per-piece cache). `tokenize`, used in tf.data, gives the same ids
+in TF ops for plain-ASCII captions (`clip_bpe_graph`) and calls the Python one only for the others.
 """
 
 import functools
@@ -24,6 +24,7 @@ import regex
 import tensorflow as tf
 
 from declip_jax import token_ids
+from declip_jax.data import clip_bpe_graph
 
 try:
   import ftfy  # pylint: disable=g-import-not-at-top
@@ -31,9 +32,8 @@ except ImportError:  # Optional, as in CLIP: only mojibake repair is lost.
   ftfy = None
 
 OPENAI_NUM_MERGES = 49152 - 256 - 2  # 48,894.
-_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE)
+PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_PATTERN = regex.compile(PATTERN, regex.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,13 +76,15 @@ class ClipBpeTokenizer(token_ids.WithTokenIds):
     vocab = base + [s + "</w>" for s in base] + ["".join(m) for m in merges]
     self.layout = layout
     self.context_length = context_length
-    self._ranks = {tuple(m): i for i, m in enumerate(merges)}
-    self._ids = {token: i for i, token in enumerate(vocab)}
+    self.merges = [tuple(m) for m in merges]
+    self._ranks = {m: i for i, m in enumerate(self.merges)}
+    self.symbol_ids = self._ids = {token: i for i, token in enumerate(vocab)}
     assert len(vocab) == ids.vocab_size - 3, "the byte symbols are not 2 x token_ids.BPE_NUM_BYTE_SYMBOLS"
     self._tokens = vocab + [None] * 3
     self._tokens[self.sot_id], self._tokens[self.eot_id] = "<|startoftext|>", "<|endoftext|>"
     self._tokens[self.mask_id] = "<|mask|>"
     self._cache: dict[str, list[int]] = {}
+    self.graph_bpe = clip_bpe_graph.GraphBpe(merges, self._ids, byte_symbols(), self._whole_words())
 
   @classmethod
   def from_file(cls, path: str, context_length: int, layout: str = "declip",
@@ -90,6 +92,18 @@ class ClipBpeTokenizer(token_ids.WithTokenIds):
     """Reads a merges file (.txt or .txt.gz; first line is a header); keeps the first `num_merges` (None: all)."""
     merges = token_ids.read_bpe_merges(path)
     return cls(merges[:num_merges] if num_merges else merges, context_length, layout)
+
+  def _whole_words(self) -> dict[str, list[int]]:
+    """The vocabulary's word-end tokens that are whole plain-ASCII pieces, with their BPE ids."""
+    byte_of = {s: b for b, s in enumerate(byte_symbols())}
+    words = {}
+    for token in self._tokens:
+      if token is None or not token.endswith("</w>"):
+        continue
+      text = bytes(byte_of[c] for c in token[:-4]).decode("latin-1")
+      if regex.fullmatch(clip_bpe_graph.PLAIN_CAPTION, text) and _PATTERN.findall(text) == [text]:
+        words[text] = self._bpe(text)
+    return words
 
   def _bpe(self, piece: str) -> list[int]:
     """Ids of one pre-tokenized piece: its byte symbols, last one with "</w>", merged by rank."""
@@ -144,10 +158,10 @@ class ClipBpeTokenizer(token_ids.WithTokenIds):
     return out
 
   def tokenize(self, texts: tf.Tensor) -> tf.Tensor:
-    """texts: [N] or scalar string -> [N, L] or [L] int32 (usable in tf.data maps)."""
+    """texts: [N] or scalar string -> [N, L] or [L] int32, the ids of `tokenize_numpy` (usable in tf.data maps;
+    Python runs only for captions that are not plain ASCII, see clip_bpe_graph)."""
     texts = tf.convert_to_tensor(texts)
     scalar = texts.shape.rank == 0
-    flat = tf.reshape(texts, [-1])
-    ids = tf.numpy_function(lambda t: self.tokenize_numpy(list(t)), [flat], tf.int32, stateful=False)
-    ids = tf.reshape(ids, [-1, self.context_length])
+    ids = clip_bpe_graph.tokenize(tf.reshape(texts, [-1]), self.graph_bpe, lambda t: self.tokenize_numpy(list(t)),
+                                  self.sot_id, self.eot_id, self.pad_id, self.context_length)
     return ids[0] if scalar else ids

@@ -114,8 +114,8 @@ def _builtin_examples(config: ml_collections.ConfigDict, start_step: int, proces
 
 def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
                        process_count: int) -> tf.data.Dataset:
-  """(position, {"image", "caption", "bad_records"}) pairs streamed from TFRecord shards, a TFDS split, or a
-  weighted mixture of them.
+  """(position, {"image", "caption", "bad_records"}) pairs streamed from TFRecord shards, webdataset shards, a
+  TFDS split, or a weighted mixture of them.
 
   Streams have no random access: a resumed run restores the iterator's checkpointed position
   (`TrainBatches.restore`); started at start_step > 0 without one, it reads and drops the earlier examples.
@@ -125,6 +125,8 @@ def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, proce
     specs = mixture.parse_specs(data.mixture)
   elif data.source == "tfds":
     specs = [mixture.SourceSpec(1.0, "tfds", f"{data.tfds.name}/{data.tfds.split}")]
+  elif data.source == "webdataset":
+    specs = [mixture.SourceSpec(1.0, "webdataset", data.webdataset.files)]
   else:
     specs = [mixture.SourceSpec(1.0, "tfrecord", data.tfrecord.files)]
   streams = []
@@ -132,11 +134,13 @@ def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, proce
     files, parse = mixture.files_and_parser(spec, data, seed)
     logging.info("Data from %s:%s: %d files (%s ...), weight %g, process %d of %d.", spec.kind, spec.target,
                  len(files), files[0], spec.weight, process_index, process_count)
-    if len(files) < process_count * data.tfrecord.cycle_length:
-      logging.warning("%d files for %d processes reading %d at a time (data.tfrecord.cycle_length): processes "
-                      "read some of the same files at the same time; use more, smaller shards.", len(files),
-                      process_count, data.tfrecord.cycle_length)
-    streams.append(tfrecord_source.examples(files, parse, data.tfrecord, data, seed, process_index, process_count))
+    read = data.webdataset if spec.kind == "webdataset" else data.tfrecord
+    if len(files) < process_count * read.cycle_length:
+      logging.warning("%d files for %d processes reading %d at a time (cycle_length): processes read some of the "
+                      "same files at the same time; use more, smaller shards.", len(files), process_count,
+                      read.cycle_length)
+    streams.append(tfrecord_source.examples(files, parse, read, data, seed, process_index, process_count,
+                                            mixture.read_file(spec)))
   ds = streams[0] if len(streams) == 1 else mixture.mix(streams, [s.weight for s in specs], seed)
   skip = start_step * (config.train.batch_size // process_count)
   ds = ds.skip(skip).enumerate()
@@ -181,7 +185,7 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
     return out
 
   sources = {"builtin": _builtin_examples, "tfrecord": _streamed_examples, "tfds": _streamed_examples,
-             "mixture": _streamed_examples}
+             "webdataset": _streamed_examples, "mixture": _streamed_examples}
   ds = sources[data.source](config, start_step, process_index, process_count)
   ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(config.train.batch_size // process_count, drop_remainder=True)

@@ -1,19 +1,25 @@
 """Image-caption TFRecord shards (img2dataset's `tfrecord` layout): file order, per-process files, windowed
-shuffle, parsing, and the checks that skip or repair bad records and count them.
+shuffle, parsing, and the checks that skip or repair bad records and count them. The same stream reads TFDS
+record files (tfds_source) and webdataset tar shards (webdataset_source).
 
 Every step is a tf.data op whose position can be checkpointed symbolically (a few KB, no buffered images):
 the file order is a stateless permutation per epoch, and shuffling permutes consecutive windows of
 `data.shuffle_window` records with a stateless seed per window, instead of a shuffle buffer.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import ml_collections
 import tensorflow as tf
 
+from declip_jax.data import image_header
+
 # Cumulative per-process counts attached to every example, in this order (`data/<name>` in the train metrics).
 BAD_RECORD_COUNTERS = ("skipped_undecodable_image", "skipped_empty_caption", "repaired_invalid_utf8_caption",
-                       "truncated_long_caption")
+                       "truncated_long_caption", "skipped_oversized_image", "skipped_sample_without_image",
+                       "skipped_sample_without_caption", "truncated_shard")
+# What a source's parse may say of a record besides its bytes (webdataset samples); False when it says nothing.
+SOURCE_FLAGS = ("missing_image", "missing_caption", "end_of_shard", "truncated_shard")
 ENDLESS = 2**62
 
 
@@ -21,22 +27,22 @@ class DataSourceError(ValueError):
   """The configured data cannot be read: no matching files, nothing usable in them, a missing feature or split."""
 
 
-def list_files(patterns: str | Sequence[str]) -> list[str]:
+def list_files(patterns: str | Sequence[str], key: str = "data.tfrecord.files") -> list[str]:
   """Sorted, de-duplicated files matching a glob, a comma-separated list of globs, or a list of them.
 
   Raises:
-    DataSourceError: a pattern matches nothing.
+    DataSourceError: a pattern matches nothing (the message names the config `key`).
   """
   if isinstance(patterns, str):
     patterns = [p.strip() for p in patterns.split(",") if p.strip()]
   if not patterns:
-    raise DataSourceError("data.tfrecord.files is empty: give a glob of TFRecord shards, e.g. "
-                             "'/data/cc3m/*.tfrecord'.")
+    raise DataSourceError(f"{key} is empty: give a glob of shards, e.g. '/data/cc3m/*.tfrecord' or "
+                          "'/data/cc3m/{00000..00331}.tar' written as '/data/cc3m/*.tar'.")
   files = []
   for pattern in patterns:
     matched = tf.io.gfile.glob(pattern)
     if not matched:
-      raise DataSourceError(f"data.tfrecord.files: no file matches {pattern!r}.")
+      raise DataSourceError(f"{key}: no file matches {pattern!r}.")
     files.extend(matched)
   return sorted(set(files))
 
@@ -58,17 +64,29 @@ def file_order(files: Sequence[str], seed: int, process_index: int, process_coun
 
 
 def raw_records(files: Sequence[str], cfg: ml_collections.ConfigDict, seed: int, shuffle_window: int,
-                process_index: int, process_count: int) -> tf.data.Dataset:
-  """Endless serialized records of this process: `cfg.cycle_length` files read in turn, then each window of
-  `shuffle_window` consecutive records permuted with a seed of (seed, window number)."""
+                process_index: int, process_count: int,
+                read_file: Optional[Callable[[tf.Tensor], tf.data.Dataset]] = None) -> tf.data.Dataset:
+  """Endless records of this process: `cfg.cycle_length` files read in turn, then each window of
+  `shuffle_window` consecutive records permuted with a seed of (seed, window number).
+
+  Args:
+    read_file: file name -> dataset of its records (default: a TFRecord file's serialized records, read with
+      `cfg.read_buffer_bytes`); records may be any structure of tensors.
+  """
+  read_file = read_file or (lambda f: tf.data.TFRecordDataset(f, buffer_size=cfg.read_buffer_bytes))
   ds = file_order(files, seed, process_index, process_count).interleave(
-      lambda f: tf.data.TFRecordDataset(f, buffer_size=cfg.read_buffer_bytes), cycle_length=cfg.cycle_length,
+      read_file, cycle_length=cfg.cycle_length,
       block_length=1)  # Sequential: TF 2.21 hangs restoring a parallel interleave's symbolic checkpoint here.
   if shuffle_window > 1:
-    ds = ds.batch(shuffle_window).enumerate().map(
-        lambda w, window: tf.random.experimental.stateless_shuffle(
-            window, seed=tf.stack([tf.constant(seed, tf.int64), w])), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True).unbatch()
+
+    def permute(w, window):
+      first = tf.nest.flatten(window)[0]
+      order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(first, out_type=tf.int64)[0]),
+                                                        seed=tf.stack([tf.constant(seed, tf.int64), w]))
+      return tf.nest.map_structure(lambda x: tf.gather(x, order), window)
+
+    ds = ds.batch(shuffle_window).enumerate().map(permute, num_parallel_calls=tf.data.AUTOTUNE,
+                                                  deterministic=True).unbatch()
   return ds
 
 
@@ -95,18 +113,31 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.identity(image)
 
 
-def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """Eager (inside tf.py_function): (image, True), or (an empty image, False) when undecodable or unwanted.
+DECODED, UNDECODABLE, OVERSIZED, NOT_WANTED = 0, 1, 2, 3
+
+
+def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Eager (inside tf.py_function): (image, DECODED), or an empty image with UNDECODABLE, OVERSIZED (the header
+  declares more than `max_pixels` pixels: not decoded) or NOT_WANTED.
 
   TensorFlow has no decode op that reports failure instead of raising, and `ignore_errors` cannot be
-  checkpointed symbolically, so the one fallible op runs here under try/except; the kernel itself runs in C++.
+  checkpointed symbolically, so the one fallible op runs here under try/except: a header read in Python (a few
+  microseconds) and one decode op, whose kernel runs in C++.
   """
-  if bool(wanted):
-    try:
-      return decode_image(image_bytes), tf.constant(True)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-      pass
-  return tf.zeros([0, 0, 3], tf.uint8), tf.constant(False)
+  empty = tf.zeros([0, 0, 3], tf.uint8)
+  if not bool(wanted):
+    return empty, tf.constant(NOT_WANTED)
+  size = image_header.dimensions(image_bytes.numpy())
+  if size is not None and size[0] * size[1] > int(max_pixels):
+    return empty, tf.constant(OVERSIZED)
+  try:
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+    return empty, tf.constant(UNDECODABLE)
+  pixels = image.shape[0] * image.shape[1]
+  if pixels > int(max_pixels):
+    return empty, tf.constant(OVERSIZED)
+  return (image, tf.constant(DECODED)) if pixels else (empty, tf.constant(UNDECODABLE))
 
 
 def example_parser(cfg: ml_collections.ConfigDict):
@@ -124,26 +155,35 @@ def example_parser(cfg: ml_collections.ConfigDict):
 
 
 def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigDict,
-             data: ml_collections.ConfigDict, seed: int, process_index: int, process_count: int) -> tf.data.Dataset:
+             data: ml_collections.ConfigDict, seed: int, process_index: int, process_count: int,
+             read_file: Optional[Callable[[tf.Tensor], tf.data.Dataset]] = None) -> tf.data.Dataset:
   """Endless decoded examples of this process: {"image": [H, W, 3] uint8, "caption": string,
   "bad_records": [len(BAD_RECORD_COUNTERS)] int64 cumulative counts up to this example}.
 
   Args:
-    parse: (record index in this process's stream, serialized record) -> (image bytes, caption bytes).
+    parse: (record index in this process's stream, record) -> (image bytes, caption bytes), or (image bytes,
+      caption bytes, {flag: bool} with flags of SOURCE_FLAGS).
     read: cycle_length and read_buffer_bytes of the file reads.
+    read_file: see raw_records.
 
   Use with tf.data option experimental_external_state_policy IGNORE (the decode's py_function is pure).
   """
 
   def parse_and_decode(record_index, record):
-    image_bytes, raw_caption = parse(record_index, record)
+    image_bytes, raw_caption, *said = parse(record_index, record)
+    source = {name: tf.constant(False) for name in SOURCE_FLAGS} | (said[0] if said else {})
+    incomplete = source["missing_image"] | source["missing_caption"] | source["end_of_shard"]
     caption, flags = clean_caption(raw_caption, data.max_caption_chars)
-    image, decoded = tf.py_function(_decode_or_flag, [image_bytes, tf.logical_not(flags["empty"])],
-                                    [tf.uint8, tf.bool])
+    empty = flags["empty"] & ~incomplete
+    image, status = tf.py_function(_decode_or_flag, [image_bytes, ~flags["empty"] & ~incomplete,
+                                                     tf.constant(data.max_image_pixels, tf.int64)],
+                                   [tf.uint8, tf.int32])
     image.set_shape([None, None, 3])
-    decoded.set_shape([])
-    bad = tf.stack([tf.logical_not(decoded) & tf.logical_not(flags["empty"]), flags["empty"],
-                    flags["invalid_utf8"] & decoded, flags["truncated"] & decoded])
+    status.set_shape([])
+    decoded = tf.equal(status, DECODED)
+    bad = tf.stack([tf.equal(status, UNDECODABLE), empty, flags["invalid_utf8"] & decoded,
+                    flags["truncated"] & decoded, tf.equal(status, OVERSIZED), source["missing_image"],
+                    source["missing_caption"] & ~source["missing_image"], source["truncated_shard"]])
     return {"image": image, "caption": caption, "usable": decoded, "bad": tf.cast(bad, tf.int64)}
 
   def count(totals, example):
@@ -151,7 +191,7 @@ def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigD
     return totals, {"image": example["image"], "caption": example["caption"], "usable": example["usable"],
                     "bad_records": totals}
 
-  ds = raw_records(files, read, seed, data.shuffle_window, process_index, process_count).enumerate()
+  ds = raw_records(files, read, seed, data.shuffle_window, process_index, process_count, read_file).enumerate()
   ds = ds.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.scan(tf.zeros([len(BAD_RECORD_COUNTERS)], tf.int64), count).filter(lambda e: e["usable"])
   return ds.map(lambda e: {k: v for k, v in e.items() if k != "usable"})

@@ -4,8 +4,14 @@ An evaluation names its data with one string (`evals.<name>.dataset`):
   "builtin:SPLIT"     the built-in shapes data ("train" or "test"); labels: the attribute in `label_key`.
   "tfds:NAME/SPLIT"   a prepared TFDS dataset (in `tfds_data_dir`, else data.tfds.data_dir, else TFDS's default).
   "tfrecord:GLOB"     tf.train.Example shards (comma-separated globs allowed).
-  "heldout"           the training data's held-out split (data.tfrecord.eval_files, data.tfds.eval_split, or the
-                      built-in test split), read with the training data's feature names.
+  "webdataset:GLOB"   webdataset tar shards: KEY.jpg/png/webp with KEY.txt (captions) or KEY.cls (an integer
+                      label, webdataset's convention).
+  "heldout"           the training data's held-out split (data.tfrecord.eval_files, data.webdataset.eval_files,
+                      data.tfds.eval_split, or the built-in test split), read with the training data's feature
+                      names.
+
+Labels are integers; class names (a TFDS ClassLabel's, or `class_names_file`) are needed only by zero-shot
+classification: a linear probe without them takes the number of classes from its labels.
 
 Elements carry `index`, the example's position in the (possibly truncated) dataset, so that embeddings computed
 on any number of processes can be put back in dataset order. Undecodable images are skipped (their index is
@@ -20,13 +26,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from declip_jax.data import builtin, image_views, pipeline, tfds_source, tfrecord_source
+from declip_jax.data import builtin, image_views, pipeline, tfds_source, tfrecord_source, webdataset_source
 from declip_jax.data.tfrecord_source import DataSourceError
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelledImages:
-  """Elements {"image": [S, S, 3] float32 normalised, "label": int32, "index": int64}; `class_names[label]`."""
+  """Elements {"image": [S, S, 3] float32 normalised, "label": int32, "index": int64}; `class_names[label]`
+  (empty when the data has none and the evaluation needs none)."""
 
   dataset: tf.data.Dataset
   class_names: tuple[str, ...]
@@ -43,14 +50,15 @@ class CaptionedImages:
 
 @dataclasses.dataclass(frozen=True)
 class _Source:
-  kind: str  # builtin | tfds | tfrecord
+  kind: str  # builtin | tfds | tfrecord | webdataset
   location: str  # split | NAME/SPLIT | glob
 
 
 def _parse_dataset(spec: str, key: str) -> _Source:
   kind, _, location = spec.partition(":")
-  if kind not in ("builtin", "tfds", "tfrecord") or not location:
-    raise DataSourceError(f"{key} {spec!r}: use 'builtin:SPLIT', 'tfds:NAME/SPLIT', 'tfrecord:GLOB' or 'heldout'.")
+  if kind not in ("builtin", "tfds", "tfrecord", "webdataset") or not location:
+    raise DataSourceError(f"{key} {spec!r}: use 'builtin:SPLIT', 'tfds:NAME/SPLIT', 'tfrecord:GLOB', "
+                          "'webdataset:GLOB' or 'heldout'.")
   if kind == "tfds" and "/" not in location:
     raise DataSourceError(f"{key} {spec!r}: a TFDS dataset is named 'tfds:NAME/SPLIT', e.g. 'tfds:cifar10/test'.")
   return _Source(kind, location)
@@ -76,6 +84,13 @@ def _process_slice(ds: tf.data.Dataset, num_examples: int, process_index: int, p
 def _decoded(ds: tf.data.Dataset, fn) -> tf.data.Dataset:
   """Maps the fallible decode+transform `fn` over (index, element), skipping elements it fails on."""
   return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+
+
+def _webdataset_samples(location: str, key: str, member: str) -> tf.data.Dataset:
+  """The samples of webdataset shards, in file order, that have an image and the `member` ("caption"/"label")."""
+  files = tfrecord_source.list_files(location, key)
+  ds = tf.data.Dataset.from_tensor_slices(files).interleave(webdataset_source.read_shard, cycle_length=1)
+  return ds.filter(lambda e: ~e["end_of_shard"] & ~e["missing_image"] & ~e[f"missing_{member}"])
 
 
 def _tfds_builder(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, location: str, key: str):
@@ -140,9 +155,15 @@ def labelled_images(spec: ml_collections.ConfigDict, config: ml_collections.Conf
         "image": transform(tfds_source.get(e, image_key)),
         "label": tf.cast(tfds_source.get(e, label_key), tf.int32), "index": i})
     return LabelledImages(ds, names, dataset)
-  if names is None:
-    raise DataSourceError(f"evals.{name}: a TFRecord dataset needs evals.{name}.class_names_file (one name per "
-                          "line, in label order).")
+  if names is None and spec.kind == "zero_shot":
+    raise DataSourceError(f"evals.{name}: zero-shot classification on {source.kind} data needs "
+                          f"evals.{name}.class_names_file (one name per line, in label order).")
+  names = names or ()
+  if source.kind == "webdataset":
+    ds = _webdataset_samples(source.location, f"evals.{name}.dataset", "label")
+    return LabelledImages(_decoded(_process_slice(ds, num, process_index, process_count), lambda i, e: {
+        "image": transform(tfrecord_source.decode_image(e["image"])),
+        "label": tf.strings.to_number(tf.strings.strip(e["label"]), tf.int32), "index": i}), names, dataset)
   image_key, label_key = spec.image_key or "jpg", spec.label_key or "label"
   features = {image_key: tf.io.FixedLenFeature([], tf.string), label_key: tf.io.FixedLenFeature([], tf.int64)}
   ds = tf.data.TFRecordDataset(tfrecord_source.list_files(source.location))
@@ -175,6 +196,9 @@ def captioned_images(spec: ml_collections.ConfigDict, config: ml_collections.Con
       dataset = f"tfrecord:{data.tfrecord.eval_files}"
       image_key, caption_key = data.tfrecord.image_key, data.tfrecord.caption_key
       num = num or data.tfrecord.num_eval_examples
+    elif data.source in ("webdataset", "mixture") and data.webdataset.eval_files:
+      dataset = f"webdataset:{data.webdataset.eval_files}"
+      num = num or data.webdataset.num_eval_examples
     elif data.source in ("tfds", "mixture") and data.tfds.eval_split:
       dataset = f"tfds:{data.tfds.name}/{data.tfds.eval_split}"
       image_key, caption_key = data.tfds.image_key, data.tfds.caption_key
@@ -207,6 +231,11 @@ def captioned_images(spec: ml_collections.ConfigDict, config: ml_collections.Con
     return CaptionedImages(_decoded(_process_slice(ds, num, process_index, process_count), lambda i, e: {
         "image": transform(tfds_source.get(e, image_key)), "captions": cleaned(tfds_source.get(e, caption_key)),
         "index": i}), dataset)
+  if source.kind == "webdataset":
+    ds = _webdataset_samples(source.location, f"evals.{name}.dataset", "caption")
+    return CaptionedImages(_decoded(_process_slice(ds, num, process_index, process_count), lambda i, e: {
+        "image": transform(tfrecord_source.decode_image(e["image"])), "captions": cleaned(e["caption"]),
+        "index": i}), dataset)
   image_key, caption_key = image_key or "jpg", caption_key or "txt"
   features = {image_key: tf.io.FixedLenFeature([], tf.string), caption_key: tf.io.VarLenFeature(tf.string)}
 
@@ -219,14 +248,54 @@ def captioned_images(spec: ml_collections.ConfigDict, config: ml_collections.Con
   return CaptionedImages(_decoded(_process_slice(ds, num, process_index, process_count), parse), dataset)
 
 
+def _check_first_record(location: str, features: dict[str, str], key: str) -> None:
+  """The first record of tf.train.Example shards has the named features, else one DataSourceError line."""
+  files = tfrecord_source.list_files(location, key)
+  try:
+    first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
+  except tf.errors.OpError as e:
+    raise DataSourceError(f"{key}: {files[0]} cannot be read as TFRecords ({e.message.splitlines()[0]}).") from e
+  if first is None:
+    raise DataSourceError(f"{key}: {files[0]} holds no records.")
+  try:
+    present = set(tf.train.Example.FromString(first.numpy()).features.feature)
+  except Exception as e:  # pylint: disable=broad-except  # protobuf's DecodeError and others.
+    raise DataSourceError(f"{key}: the records of {files[0]} are not tf.train.Examples.") from e
+  for setting, feature in features.items():
+    if feature not in present:
+      raise DataSourceError(f"{setting} {feature!r} is not a feature of {files[0]} (it has {sorted(present)}).")
+
+
 def check_available(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
-  """Raises DataSourceError now (at start, not at the first evaluation) when an evaluation's data is missing."""
-  if spec.kind == "retrieval":
-    captioned_images(spec, config, name)
-  else:
-    labelled_images(spec, config, name)
-    if spec.kind == "linear_probe":
-      labelled_images(spec, config, name, dataset=spec.train_dataset)
+  """Raises DataSourceError now (at start, not at the first evaluation) when an evaluation's data is missing,
+  unreadable, lacks a feature, or yields no usable example."""
+  datasets = [(spec.dataset, spec.num_examples)]
+  if spec.kind == "linear_probe":
+    datasets.append((spec.train_dataset, spec.num_train_examples))
+  for dataset, num in datasets:
+    if dataset == "heldout":
+      built = captioned_images(spec, config, name)
+      if built is None:
+        continue
+      dataset = built.name
+    source = _parse_dataset(dataset, f"evals.{name}.dataset")
+    if source.kind == "tfrecord":
+      second = "caption_key" if spec.kind == "retrieval" else "label_key"
+      default = "txt" if spec.kind == "retrieval" else "label"
+      if spec.dataset == "heldout":
+        features = {"data.tfrecord.image_key": config.data.tfrecord.image_key,
+                    "data.tfrecord.caption_key": config.data.tfrecord.caption_key}
+      else:
+        features = {f"evals.{name}.image_key": spec.image_key or "jpg",
+                    f"evals.{name}.{second}": spec.get(second) or default}
+      _check_first_record(source.location, features, f"evals.{name}.dataset")
+    if spec.kind == "retrieval":
+      data = captioned_images(spec, config, name)
+    else:
+      data = labelled_images(spec, config, name, dataset=dataset, num_examples=num)
+    if next(iter(data.dataset.take(1)), None) is None:
+      raise DataSourceError(f"evals.{name}: {dataset} yields no usable example (undecodable images, missing "
+                            "members or features, or empty captions).")
 
 
 def batches(ds: tf.data.Dataset, batch_size: int, keys: tuple[str, ...]):

@@ -19,8 +19,16 @@ def _split_of(dataset: str) -> Optional[str]:
   return {"builtin": location, "tfds": location.rsplit("/", 1)[-1]}.get(kind)
 
 
+def check_data(config: ml_collections.ConfigDict) -> None:
+  """Reads the start of every enabled evaluation's data; raises DataSourceError (one line) on the first that is
+  missing, unreadable or unusable. Run before the model is built, so that a wrong dataset costs seconds."""
+  for name, spec in sorted(config.evals.items()):
+    if spec.enabled:
+      datasets.check_available(spec, config, name)
+
+
 class Evaluations:
-  """The enabled evaluations of `config.evals`, their data checked at construction.
+  """The enabled evaluations of `config.evals` (check their data first with `check_data`).
 
   `run(variables, step, names)` (variables: {"params", "batch_stats"}, `state.model_variables`) returns
   `{"<name>": {"step", "kind", "dataset", "split", "num_examples", "metrics", ...}}` (zero-shot adds
@@ -32,8 +40,6 @@ class Evaluations:
     self.config = config
     self.tokenizer = tokenizer
     self.specs = {name: spec for name, spec in sorted(config.evals.items()) if spec.enabled}
-    for name, spec in self.specs.items():
-      datasets.check_available(spec, config, name)
     self.encoder = encoding.Encoder(model, mesh, config.eval.batch_size)
 
   def due(self, step: int, last: bool = False) -> list[str]:
@@ -84,7 +90,7 @@ class Evaluations:
     data = datasets.captioned_images(spec, self.config, name, jax.process_index(), jax.process_count())
     if data is None:
       logging.info("evals.%s: the training data has no held-out split (data.tfrecord.eval_files, "
-                   "data.tfds.eval_split); skipped.", name)
+                   "data.webdataset.eval_files, data.tfds.eval_split); skipped.", name)
       return None
     captions, owners = [], []
 
@@ -111,7 +117,8 @@ class Evaluations:
                                      num_examples=spec.num_train_examples, process_index=p, process_count=count)
     train_x, _, train_y = self._encode_images(variables, train.dataset, "image_features", extra="label")
     test_x, _, test_y = self._encode_images(variables, test.dataset, "image_features", extra="label")
-    metrics, l2 = linear_probe.evaluate(train_x, train_y, test_x, test_y, len(test.class_names), spec.l2_grid,
+    num_classes = len(test.class_names) or int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
+    metrics, l2 = linear_probe.evaluate(train_x, train_y, test_x, test_y, num_classes, spec.l2_grid,
                                         spec.validation_fraction, seed=self.config.train.seed,
                                         max_iterations=spec.max_iterations)
     return {"dataset": test.name, "split": _split_of(test.name), "train_dataset": train.name,

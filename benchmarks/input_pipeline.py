@@ -1,21 +1,25 @@
-"""Input-pipeline throughput and its Python share: TFRecord read + decode + two 224px MoCo-v2 views + MLM and EDA
-text views + two tokenizations, per CPU core, on JPEGs this script writes (~500x375, natural-image-like sizes).
+"""Input-pipeline throughput and its Python share: read + decode + two 224px MoCo-v2 views + MLM and EDA text
+views + two tokenizations, per CPU core, on JPEGs this script writes (~500x375, natural-image-like sizes), from
+TFRecord shards or the same samples in webdataset tars.
 
-  python benchmarks/input_pipeline.py [--tokenizers word,clip_bpe,clip_bpe_python] [--threads 1,2]
+  python benchmarks/input_pipeline.py [--rows word,clip_bpe,clip_bpe:in_graph,clip_bpe:webdataset] \
+      [--threads 1,2]
 
-`clip_bpe` is the recipe's tokenizer (OpenAI's merges file, from the open_clip package by default) as the
-pipeline runs it (plain-ASCII captions in TF ops); `clip_bpe_python` the same ids with every caption through the
-Python tokenizer in a `tf.numpy_function` (how it ran before). A fraction `--non_plain_fraction` of the captions
-carry an accent or an HTML entity, as scraped alt-text does; those go to Python in either case.
+A row is TOKENIZER[:DECODE][:SOURCE]: `word` or `clip_bpe` (the recipe's, OpenAI's merges file from the open_clip
+package by default; plain-ASCII captions in TF ops) or `clip_bpe_python` (the same ids, every caption through the
+Python tokenizer in a `tf.numpy_function`, as it ran before); decode `skip` (the default: undecodable images
+skipped and counted, the decode in a `tf.py_function`) or `in_graph` (data.skip_undecodable_images=False);
+source `tfrecord` or `webdataset`. A fraction `--non_plain_fraction` of the captions carry an accent or an HTML
+entity, as scraped alt-text does; those go to Python with any tokenizer.
 
-The Python share is what limits scaling with cores (Python holds the GIL): measured by a GIL probe, a pure-Python
-counting thread beside the pipeline running on `threads` threads (1 by default, so that on a small machine
-the probe has a core of its own), as 1 - its rate beside the pipeline / its rate alone; and directly, as the
-wall time per image spent inside the pipeline's Python functions (the decode's py_function and the tokenizer's
-numpy_function: an upper bound on the GIL they hold).
+The Python share is what limits scaling with cores (Python holds the GIL). Measured two ways: directly, the time
+per image spent in the pipeline's Python functions (the decode's py_function body less the decode kernel, which
+releases the GIL, and the tokenizer's numpy_function), as a fraction of one thread's time per image; and by a
+GIL probe, a pure-Python counting thread beside the pipeline, as 1 - its rate beside / its rate alone (on a
+machine with few cores this also counts CPU contention: compare with the `in_graph` rows, which run no Python).
 
-Prints a table: tokenizer, threads, images/s, per thread, Python share, Python us per image, and the cores that
-feed one accelerator at open_clip's published ViT-B/32 rate (~850 images/s per A100) and at 3x that.
+Prints a table: row, threads, images/s, per thread, Python us/image, Python share, probe slowdown, and the cores
+that feed one accelerator at open_clip's published ViT-B/32 rate (~850 images/s per A100) and at 3x that.
 """
 
 import argparse
@@ -24,6 +28,7 @@ import io
 import json
 import os
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -40,6 +45,7 @@ from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-t
 from declip_jax.data import pipeline, tfrecord_source, write_tfrecords  # pylint: disable=g-import-not-at-top
 
 OPEN_CLIP_A100_IMAGES_PER_S = 850
+DECODE_IMAGE = tf.raw_ops.DecodeImage
 WORDS = ("a photo of the small large red blue green dog cat car tree house person on in with beach city "
          "street mountain river sunset black white old new two people riding playing sitting near").split()
 NON_PLAIN = ("café", "naïve", "&amp;", "Zürich", "&quot;best&quot;", "🙂")
@@ -92,14 +98,30 @@ class PythonTime:
     self.seconds = 0.0
     self._lock = threading.Lock()
 
-  def wrap(self, fn):
-    def timed(*args):
+  def wrap(self, fn, excluding=None):
+    """fn, timed; less the time spent in the (GIL-releasing) op `excluding` when fn calls it eagerly."""
+    inner = threading.local()
+
+    def timed(*args, **kwargs):
+      inner.excluded = 0.0
       start = time.perf_counter()
       try:
-        return fn(*args)
+        return fn(*args, **kwargs)
       finally:
         with self._lock:
-          self.seconds += time.perf_counter() - start
+          self.seconds += time.perf_counter() - start - inner.excluded
+
+    if excluding is not None:
+
+      def timed_op(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+          return excluding(*args, **kwargs)
+        finally:
+          if tf.executing_eagerly() and hasattr(inner, "excluded"):
+            inner.excluded += time.perf_counter() - start
+
+      tf.raw_ops.DecodeImage = timed_op  # Seen by the py_function body, which looks it up at call time.
     return timed
 
 
@@ -135,10 +157,33 @@ class GilProbe(threading.Thread):
     self.join()
 
 
-def build_iterator(files: str, vocab: str, tokenizer_name: str, merges: str, threads: int, batch_size: int):
+def write_webdataset(directory: str, tfrecords: str) -> str:
+  """The TFRecord shards' samples as webdataset tars (one per shard, img2dataset's member names); their glob."""
+  out = os.path.join(directory, "wds")
+  os.makedirs(out)
+  for n, path in enumerate(sorted(tf.io.gfile.glob(tfrecords))):
+    with tarfile.open(os.path.join(out, f"{n:05d}.tar"), "w") as tar:
+      for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        feature = tf.train.Example.FromString(record).features.feature
+        key = feature["key"].bytes_list.value[0].decode()
+        for ext in ("jpg", "txt"):
+          data = feature[ext].bytes_list.value[0]
+          info = tarfile.TarInfo(f"{key}.{ext}")
+          info.size = len(data)
+          tar.addfile(info, io.BytesIO(data))
+  return os.path.join(out, "*.tar")
+
+
+def build_iterator(row: str, files: dict, vocab: str, merges: str, threads: int, batch_size: int):
+  """An iterator of train_dataset for a row (see the module docstring), after two warm-up batches, and the
+  PythonTime its Python functions add to."""
+  tokenizer_name, *options = row.split(":")
+  decode = "in_graph" if "in_graph" in options else "skip"
+  source = "webdataset" if "webdataset" in options else "tfrecord"
   c = config_lib.base_config()
-  c.data.source = "tfrecord"
-  c.data.tfrecord.files = files
+  c.data.source = source
+  c.data.tfrecord.files, c.data.webdataset.files = files["tfrecord"], files["webdataset"]
+  c.data.skip_undecodable_images = decode == "skip"
   c.data.tokenizer = "word" if tokenizer_name == "word" else "clip_bpe"
   c.data.vocab_path = vocab if tokenizer_name == "word" else merges
   c.data.shuffle_window = 256
@@ -149,21 +194,19 @@ def build_iterator(files: str, vocab: str, tokenizer_name: str, merges: str, thr
     numpy_tokenize = python_time.wrap(lambda t: tokenizer.tokenize_numpy(list(t)))
 
     def all_in_python(texts):
-      texts = tf.convert_to_tensor(texts)
       ids = tf.numpy_function(numpy_tokenize, [tf.reshape(texts, [-1])], tf.int32, stateful=False)
-      ids = tf.reshape(ids, [-1, tokenizer.context_length])
-      return ids[0] if texts.shape.rank == 0 else ids
+      return tf.reshape(ids, [-1, tokenizer.context_length])
 
     tokenizer.tokenize = all_in_python
-  elif tokenizer_name == "clip_bpe":
+  else:
     tokenizer.tokenize_numpy = python_time.wrap(tokenizer.tokenize_numpy)
-  options = tf.data.Options()
-  options.threading.private_threadpool_size = threads
-  options.threading.max_intra_op_parallelism = 1
   original_decode = tfrecord_source._decode_or_flag  # pylint: disable=protected-access
-  tfrecord_source._decode_or_flag = python_time.wrap(original_decode)  # pylint: disable=protected-access
+  tfrecord_source._decode_or_flag = python_time.wrap(original_decode, excluding=DECODE_IMAGE)
+  threading_options = tf.data.Options()
+  threading_options.threading.private_threadpool_size = threads
+  threading_options.threading.max_intra_op_parallelism = 1
   try:
-    iterator = iter(pipeline.train_dataset(c, tokenizer).with_options(options))
+    iterator = iter(pipeline.train_dataset(c, tokenizer).with_options(threading_options))
   finally:
     tfrecord_source._decode_or_flag = original_decode  # pylint: disable=protected-access
   for _ in range(2):
@@ -171,11 +214,11 @@ def build_iterator(files: str, vocab: str, tokenizer_name: str, merges: str, thr
   return iterator, python_time
 
 
-def benchmark(files: str, vocab: str, tokenizer_name: str, merges: str, threads: int, batches: int,
-              batch_size: int, probe: GilProbe, probe_alone: float) -> dict:
-  """Images/s of train_dataset on a private pool of `threads` threads (after two warm-up batches), then the GIL
-  probe's slowdown over as many batches again."""
-  iterator, python_time = build_iterator(files, vocab, tokenizer_name, merges, threads, batch_size)
+def benchmark(row: str, files: dict, vocab: str, merges: str, threads: int, batches: int, batch_size: int,
+              probe: GilProbe, probe_alone: float) -> dict:
+  """Images/s of train_dataset on a private pool of `threads` threads, then the GIL probe's slowdown over as
+  many batches again."""
+  iterator, python_time = build_iterator(row, files, vocab, merges, threads, batch_size)
   start_python, start = python_time.seconds, time.perf_counter()
   for _ in range(batches):
     next(iterator)
@@ -188,12 +231,16 @@ def benchmark(files: str, vocab: str, tokenizer_name: str, merges: str, threads:
       next(iterator)
 
   beside = probe.rate_over(more)
-  return {"tokenizer": tokenizer_name, "threads": threads, "images_per_s": images / wall,
-          "python_share": max(0.0, 1 - beside / probe_alone), "python_us_per_image": python_us}
+  tf.raw_ops.DecodeImage = DECODE_IMAGE  # Unwrapped (PythonTime.wrap's timing of it).
+  rate = images / wall
+  return {"row": row, "threads": threads, "images_per_s": rate, "python_us_per_image": python_us,
+          "python_share": python_us * 1e-6 * rate / threads, "probe_slowdown": max(0.0, 1 - beside / probe_alone)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--num_images", type=int, default=512)
-  parser.add_argument("--tokenizers", default="word,clip_bpe,clip_bpe_python")
+  parser.add_argument("--rows", default="word,clip_bpe_python,clip_bpe,clip_bpe:in_graph,clip_bpe:webdataset")
   parser.add_argument("--merges", default=open_clip_merges(), help="CLIP merges file (default: open_clip's)")
   parser.add_argument("--non_plain_fraction", type=float, default=0.05)
   parser.add_argument("--threads", default="1,2")
@@ -201,34 +248,33 @@ def main():
   parser.add_argument("--batch_size", type=int, default=32)
   args = parser.parse_args()
   tf.config.set_visible_devices([], "GPU")
-  names = args.tokenizers.split(",")
-  if any(n != "word" for n in names) and not args.merges:
+  rows = args.rows.split(",")
+  if any(not r.startswith("word") for r in rows) and not args.merges:
     parser.error("clip_bpe needs OpenAI's merges file: pip install -r requirements-interop.txt, or --merges=PATH")
   probe = GilProbe()
   probe.start()
   probe_alone = probe.rate_over(lambda: time.sleep(2.0))
   with tempfile.TemporaryDirectory() as tmp:
-    files, kb = write_data(tmp, args.num_images, args.non_plain_fraction)
+    tfrecords, kb = write_data(tmp, args.num_images, args.non_plain_fraction)
+    files = {"tfrecord": tfrecords, "webdataset": write_webdataset(tmp, tfrecords)}
     vocab = os.path.join(tmp, "shards", "vocab.txt")
     print(f"host: {host_info.describe()}")
     print(f"{args.num_images} JPEGs of 500x375, mean {kb:.0f} KB; DeCLIP views at 224px; "
           f"{args.non_plain_fraction:.0%} of captions not plain ASCII; {os.cpu_count()} CPU cores here.")
-    print(f"| tokenizer | threads | images/s | images/s per thread | Python share (GIL probe) | "
-          f"Python us/image | cores for {OPEN_CLIP_A100_IMAGES_PER_S} img/s | "
-          f"cores for {3 * OPEN_CLIP_A100_IMAGES_PER_S} img/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows = []
-    for name in names:
+    print(f"| row | threads | images/s | images/s per thread | Python us/image | Python share | GIL probe slowdown "
+          f"| cores for {OPEN_CLIP_A100_IMAGES_PER_S} img/s | cores for {3 * OPEN_CLIP_A100_IMAGES_PER_S} img/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for row in rows:
       for threads in [int(t) for t in args.threads.split(",")]:
-        row = benchmark(files, vocab, name, args.merges, threads, args.batches, args.batch_size, probe,
-                        probe_alone)
-        rows.append(row)
-        per = row["images_per_s"] / threads
-        print(f"| {name} | {threads} | {row['images_per_s']:.0f} | {per:.0f} | {row['python_share']:.1%} | "
-              f"{row['python_us_per_image']:.0f} | {OPEN_CLIP_A100_IMAGES_PER_S / per:.0f} | "
-              f"{3 * OPEN_CLIP_A100_IMAGES_PER_S / per:.0f} |", flush=True)
+        r = benchmark(row, files, vocab, args.merges, threads, args.batches, args.batch_size, probe, probe_alone)
+        results.append(r)
+        per = r["images_per_s"] / threads
+        print(f"| {row} | {threads} | {r['images_per_s']:.0f} | {per:.0f} | {r['python_us_per_image']:.0f} | "
+              f"{r['python_share']:.1%} | {r['probe_slowdown']:.1%} | {OPEN_CLIP_A100_IMAGES_PER_S / per:.1f} | "
+              f"{3 * OPEN_CLIP_A100_IMAGES_PER_S / per:.1f} |", flush=True)
   probe.stop()
-  print(json.dumps(rows))
+  print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ with the patch embedding frozen (requires_grad=False in PyTorch), AdamW with the
 float32. Rounds alternate the two sides (machine drift hits both); in each round a side runs an untimed step
 and then the timed one, because the first step after the other framework ran is up to 1.8x slower on CPU (its
 freed memory is faulted in again). Prints the host and each side's median step time and the ratios. open_clip
-runs eagerly (its training script's default) and, with --torch_compile, also under
-`torch.compile` (its training script's --torchcompile: the model compiled, the loss and AdamW eager); declip_jax
-runs its jitted step.
+runs eagerly (its training script's default) and, with --torch_compile, also under `torch.compile` (its
+training script's --torchcompile: the model compiled, the loss and AdamW eager), timed in a process of its own
+after the alternated rounds (inductor's compile of the ViT-B/32 training step beside the JAX state was
+OOM-killed at 24 GiB); declip_jax runs its jitted step.
 """
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -36,9 +39,10 @@ from declip_jax.interop import open_clip_weights  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A CLIP config (its DeCLIP terms are turned off).",
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per side, alternated.")
-# Off by default: on a 24-GiB host, torch.compile (inductor) of the ViT-B/32 training step beside the JAX state
-# was OOM-killed at 24 GiB resident (2026-12-01); the demo towers compile fine.
-_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "Also time open_clip under torch.compile.")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "Also time open_clip under torch.compile (in a process "
+                                   "of its own: its compile takes minutes and GBs).")
+_ONLY_COMPILED = flags.DEFINE_bool("only_compiled", False, "Internal: time open_clip under torch.compile alone and "
+                                   "print its median step time as JSON (what --torch_compile runs).")
 
 
 def open_clip_step(config, compile_model: bool = False):
@@ -64,9 +68,38 @@ def open_clip_step(config, compile_model: bool = False):
   return step
 
 
+def _compiled_alone(config, images, tokens) -> None:
+  """Times open_clip under torch.compile (after its compile and one step) and prints {"median_s", "cpu_ratio"}."""
+  step = open_clip_step(config, compile_model=True)
+  start = time.perf_counter()
+  step(images, tokens)
+  step(images, tokens)
+  compile_s = time.perf_counter() - start
+  times, cpu = [], 0.0
+  for _ in range(_STEPS.value):
+    timer, start = host_info.CpuTimer(), time.perf_counter()
+    step(images, tokens)
+    times.append(time.perf_counter() - start)
+    cpu += timer.ratio() / _STEPS.value
+  print(json.dumps({"median_s": statistics.median(times), "cpu_ratio": cpu, "compile_s": compile_s}))
+
+
+def _time_compiled_in_own_process() -> dict:
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--only_compiled"],
+                       capture_output=True, text=True, check=False)
+  if out.returncode != 0:
+    raise RuntimeError(f"open_clip under torch.compile failed (exit {out.returncode}): {out.stderr[-2000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(_):
   config = config_lib.use_clip_baseline(_CONFIG.value)
   config.data.source, config.data.tokenizer = "builtin", "word"  # Any data: the step is what is timed.
+  if _ONLY_COMPILED.value:
+    host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, pipeline.build_tokenizer(config))))
+    _compiled_alone(config, torch.from_numpy(host_batch["img1"]).permute(0, 3, 1, 2).contiguous(),
+                    torch.from_numpy(host_batch["text_mlm"]).long())
+    return
   setup = train.Setup(config)
   host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
   batch = parallel.host_to_global(host_batch, setup.mesh)
@@ -75,8 +108,6 @@ def main(_):
   images = torch.from_numpy(host_batch["img1"]).permute(0, 3, 1, 2).contiguous()
   tokens = torch.from_numpy(host_batch["text_mlm"]).long()
   sides = {"open_clip": open_clip_step(config)}
-  if _TORCH_COMPILE.value:
-    sides["open_clip compiled"] = open_clip_step(config, compile_model=True)
   state, metrics = jax_step(state, batch)  # Compilation, and each side's first (warm-up) step.
   jax.block_until_ready(metrics)
   for torch_step in sides.values():
@@ -97,12 +128,16 @@ def main(_):
       run()
       times[name].append(time.perf_counter() - start)
       cpu[name] += timer.ratio() / _STEPS.value
+  median = {name: statistics.median(t) for name, t in times.items()}
+  if _TORCH_COMPILE.value:
+    compiled = _time_compiled_in_own_process()
+    median["open_clip compiled"], cpu["open_clip compiled"] = compiled["median_s"], compiled["cpu_ratio"]
+    print(f"open_clip under torch.compile: compile + first steps {compiled['compile_s']:.0f} s (own process)")
   b = config.train.batch_size
   device = f"{jax.device_count()} {jax.default_backend()} device(s), torch {torch.__version__} with {torch.get_num_threads()} threads"
   print(f"host: {host_info.describe()}")
   print(f"same CLIP step, batch {b}, {config.model.dtype}, {device}")
-  median = {name: statistics.median(t) for name, t in times.items()}
-  names = list(runs)
+  names = list(median)
   print("| config | batch | " + " | ".join(f"{n} median step (CPU/wall)" for n in names) + " | "
         + " | ".join(f"{n} / declip_jax" for n in names[1:]) + " |")
   print("|" + "---|" * (2 + 2 * len(names) - 1))

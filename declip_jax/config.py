@@ -171,6 +171,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Images whose header declares more pixels are skipped (and counted) before decoding: decompression bombs.
   # PIL's own default limit (Image.MAX_IMAGE_PIXELS): 89,478,485, about 9,459 x 9,459.
   c.data.max_image_pixels = 89_478_485
+  # Streamed sources: skip and count images that do not decode (the decode then runs in a tf.py_function, whose
+  # Python part is ~0.1 ms per image). False: decode in TF ops, ~25% more images/s per core, no Python per image,
+  # but an undecodable image stops the run: for data already checked (e.g. by a first pass with True).
+  c.data.skip_undecodable_images = True
   # TFRecord shards of tf.train.Examples; defaults: img2dataset's --output_format tfrecord.
   c.data.tfrecord = ml_collections.ConfigDict()
   c.data.tfrecord.files = ""  # Glob, or comma-separated globs (local paths or gs://).

@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from declip_jax.data import image_header
@@ -25,9 +26,12 @@ def test_dimensions_match_pil(fmt, kwargs):
     data = _encoded(fmt, height, width, **kwargs)
     assert Image.open(io.BytesIO(data)).size == (width, height)
     assert image_header.dimensions(data) == (height, width), (fmt, kwargs)
+    assert int(image_header.pixels_in_graph(tf.constant(data))) == height * width, (fmt, kwargs)
 
 
 def test_unknown_or_cut_headers_give_none():
   jpeg = _encoded("JPEG", 40, 30)
   for data in [b"", b"not an image", b"<html>404</html>", jpeg[:3], b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBPVP8 "]:
     assert image_header.dimensions(data) is None
+  for data in [b"", b"not an image", b"<html>404</html>", b"\x89PNG\r\n\x1a\n"[:4]]:
+    assert int(image_header.pixels_in_graph(tf.constant(data))) == -1

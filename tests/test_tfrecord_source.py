@@ -135,6 +135,24 @@ def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
     assert e["image"].ndim == 3 and e["image"].shape[2] == 3 and e["image"].dtype == np.uint8
 
 
+def test_decoding_in_the_graph_gives_the_same_examples_and_still_stops_bombs(shards):
+  config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
+  files = tfrecord_source.list_files(config.data.tfrecord.files)
+  with_python = list(_examples(files, config).take(70).as_numpy_iterator())
+  config.data.skip_undecodable_images = False
+  in_graph = list(_examples(files, config).take(70).as_numpy_iterator())
+  for a, b in zip(with_python, in_graph):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert a["caption"] == b["caption"] and (a["bad_records"] == b["bad_records"]).all()
+  rng = np.random.default_rng(0)
+  for kind in ("png", "jpeg"):
+    _, status = tfrecord_source._decode_in_graph(tf.constant(decompression_bomb(kind, rng)), tf.constant(True),
+                                                 config.data.max_image_pixels)
+    assert int(status) == tfrecord_source.OVERSIZED
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    tfrecord_source._decode_in_graph(tf.constant(b"not an image"), tf.constant(True), config.data.max_image_pixels)
+
+
 def test_one_epoch_holds_every_usable_record_once(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.data.shuffle_window, config.data.tfrecord.cycle_length = 1, 1

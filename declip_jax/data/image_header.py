@@ -2,14 +2,18 @@
 (a few KB declaring 30,000 x 30,000 pixels) from reaching a decoder that would allocate them.
 
 Formats: JPEG (the first start-of-frame marker), PNG (IHDR), GIF (logical screen), BMP (info header), WebP
-(VP8, VP8L and VP8X chunks). Pure Python on the first bytes; microseconds per image.
+(VP8, VP8L and VP8X chunks). `dimensions` is pure Python on the first bytes (microseconds per image);
+`pixels_in_graph` is the same check in TF ops.
 """
 
 import struct
 from typing import Optional
 
+import tensorflow as tf
+
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 but DHT, JPG, DAC.
 _JPEG_UNSIZED_MARKERS = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM: no length field.
+_ZEROS = "\0" * 32  # Pads a header cut short.
 
 
 def _jpeg(data: bytes) -> Optional[tuple[int, int]]:
@@ -68,3 +72,41 @@ def dimensions(data: bytes) -> Optional[tuple[int, int]]:
   if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
     return _webp(data)
   return None
+
+
+def _int_at(data: tf.Tensor, offset: int, size: int, little_endian: bool) -> tf.Tensor:
+  """The unsigned integer of `size` bytes at `offset` of a scalar string (0 where the string is shorter)."""
+  raw = tf.io.decode_raw(tf.strings.substr(tf.strings.join([data, _ZEROS]), offset, size), tf.uint8)
+  weights = [256 ** i for i in range(size)]
+  return tf.reduce_sum(tf.cast(raw, tf.int64) * tf.constant(weights if little_endian else weights[::-1], tf.int64))
+
+
+def pixels_in_graph(data: tf.Tensor) -> tf.Tensor:
+  """The pixel count that an image's header declares, in TF ops (for decoding in the graph); -1 when the format
+  is not recognised. JPEG's comes from `tf.image.extract_jpeg_shape`, which raises on a broken header."""
+  head = tf.strings.substr(tf.strings.join([data, _ZEROS]), 0, 16)
+  png = _int_at(data, 16, 4, False) * _int_at(data, 20, 4, False)
+  gif = _int_at(data, 6, 2, True) * _int_at(data, 8, 2, True)
+  bmp_h = _int_at(data, 22, 4, True)
+  bmp = _int_at(data, 18, 4, True) * tf.where(bmp_h >= 2**31, 2**32 - bmp_h, bmp_h)
+  chunk = tf.strings.substr(head, 12, 4)
+  vp8 = tf.bitwise.bitwise_and(_int_at(data, 26, 2, True), 0x3FFF) * tf.bitwise.bitwise_and(
+      _int_at(data, 28, 2, True), 0x3FFF)
+  bits = _int_at(data, 21, 4, True)
+  vp8l = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14),
+                                                                                0x3FFF) + 1)
+  vp8x = (_int_at(data, 24, 3, True) + 1) * (_int_at(data, 27, 3, True) + 1)
+  webp = tf.where(tf.equal(chunk, "VP8 "), vp8, tf.where(tf.equal(chunk, "VP8L"), vp8l,
+                                                          tf.where(tf.equal(chunk, "VP8X"), vp8x, -1)))
+  is_webp = tf.equal(tf.strings.substr(head, 0, 4), "RIFF") & tf.equal(tf.strings.substr(head, 8, 4), "WEBP")
+  is_jpeg = tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff")
+
+  def jpeg():
+    shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+    return shape[0] * shape[1]
+
+  other = tf.where(tf.equal(tf.strings.substr(head, 0, 8), b"\x89PNG\r\n\x1a\n"), png,
+                   tf.where(tf.equal(tf.strings.substr(head, 0, 3), "GIF"), gif,
+                            tf.where(tf.equal(tf.strings.substr(head, 0, 2), "BM"), bmp,
+                                     tf.where(is_webp, webp, tf.constant(-1, tf.int64)))))
+  return tf.cond(is_jpeg, jpeg, lambda: other)

@@ -171,17 +171,28 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
     for v in range(data.num_image_views):
       view = image_views.train_view(image, seeds[v], size, aug)
       out[f"img{v + 1}"] = image_views.normalize(view, data.mean, data.std)
-    tokens = tokenizer.tokenize(caption)
+    out["caption"] = caption
     if use_mlm:
-      out["text_mlm"], out["mlm_labels"] = text_views.mlm_mask(
-          tokens, seeds[2], tokenizer.special_ids, tokenizer.mask_id, config.model.text.vocab_size,
-          m.mask_prob, m.mask_token_frac, m.random_token_frac)
+      out["mlm_draws"] = text_views.mlm_draws(seeds[2], config.model.text.context_length,
+                                              config.model.text.vocab_size)
+    if data.eda:
+      out["caption_eda"] = text_views.eda(caption, seeds[3], table)
+    if "bad_records" in example:
+      out["bad_records"] = example["bad_records"]
+    return out
+
+  def tokenized(batch):
+    """Captions -> token ids a batch at a time (the tokenizers' per-call cost is mostly fixed)."""
+    out = {k: v for k, v in batch.items() if k not in ("caption", "caption_eda", "mlm_draws")}
+    tokens = tokenizer.tokenize(batch["caption"])
+    if use_mlm:
+      out["text_mlm"], out["mlm_labels"] = text_views.apply_mlm(
+          tokens, batch["mlm_draws"], tokenizer.special_ids, tokenizer.mask_id, m.mask_prob, m.mask_token_frac,
+          m.random_token_frac)
     else:
       out["text_mlm"] = tokens
     if data.eda:
-      out["text_eda"] = tokenizer.tokenize(text_views.eda(caption, seeds[3], table))
-    if "bad_records" in example:
-      out["bad_records"] = example["bad_records"]
+      out["text_eda"] = tokenizer.tokenize(batch["caption_eda"])
     return out
 
   sources = {"builtin": _builtin_examples, "tfrecord": _streamed_examples, "tfds": _streamed_examples,
@@ -189,6 +200,7 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
   ds = sources[data.source](config, start_step, process_index, process_count)
   ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(config.train.batch_size // process_count, drop_remainder=True)
+  ds = ds.map(tokenized, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   options = tf.data.Options()
   options.experimental_symbolic_checkpoint = True  # Positions only: buffered elements are recomputed.
   options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE  # Pure decode.

@@ -114,6 +114,29 @@ def eda(caption: tf.Tensor, seed: tf.Tensor, table: Optional[tf.lookup.StaticHas
   return tf.gather(joined, op)
 
 
+def mlm_draws(seed: tf.Tensor, length: int, vocab_size: int) -> dict[str, tf.Tensor]:
+  """The random numbers of `mlm_mask` for one sequence of `length` tokens: `choose`, `replace` [L] float32 in
+  [0, 1) and `random_ids` [L] int32 in [0, vocab_size). They depend on the seed alone, not on the tokens, so the
+  pipeline draws them per example and masks whole batches (`apply_mlm`)."""
+  seeds = tf.random.experimental.stateless_split(seed, 3)
+  return {"choose": _uniform(seeds[0], [length]), "replace": _uniform(seeds[1], [length]),
+          "random_ids": tf.random.stateless_uniform([length], seeds[2], 0, vocab_size, dtype=tf.int32)}
+
+
+def apply_mlm(tokens: tf.Tensor, draws: dict[str, tf.Tensor], special_ids: tuple[int, ...], mask_id: int,
+              mask_prob: float = 0.15, mask_token_frac: float = 0.8,
+              random_token_frac: float = 0.1) -> tuple[tf.Tensor, tf.Tensor]:
+  """BERT masking of tokens [..., L] with `mlm_draws` of the same shape; see `mlm_mask`."""
+  eligible = tf.reduce_all(tf.not_equal(tokens[..., None], tf.constant(special_ids, tf.int32)), axis=-1)
+  chosen = eligible & (draws["choose"] < mask_prob)
+  u = draws["replace"]
+  replaced = tf.where(u < mask_token_frac, mask_id,
+                      tf.where(u < mask_token_frac + random_token_frac, draws["random_ids"], tokens))
+  masked = tf.where(chosen, replaced, tokens)
+  labels = tf.where(chosen, tokens, IGNORE_LABEL)
+  return masked, labels
+
+
 def mlm_mask(tokens: tf.Tensor, seed: tf.Tensor, special_ids: tuple[int, ...], mask_id: int, vocab_size: int,
              mask_prob: float = 0.15, mask_token_frac: float = 0.8,
              random_token_frac: float = 0.1) -> tuple[tf.Tensor, tf.Tensor]:
@@ -127,13 +150,5 @@ def mlm_mask(tokens: tf.Tensor, seed: tf.Tensor, special_ids: tuple[int, ...], m
   Returns:
     (masked tokens [L] int32, labels [L] int32: the original id where chosen, IGNORE_LABEL elsewhere).
   """
-  seeds = tf.random.experimental.stateless_split(seed, 3)
-  eligible = tf.reduce_all(tf.not_equal(tokens[:, None], tf.constant(special_ids, tf.int32)[None]), axis=1)
-  chosen = eligible & (_uniform(seeds[0], tf.shape(tokens)) < mask_prob)
-  u = _uniform(seeds[1], tf.shape(tokens))
-  random_ids = tf.random.stateless_uniform(tf.shape(tokens), seeds[2], 0, vocab_size, dtype=tf.int32)
-  replaced = tf.where(u < mask_token_frac, mask_id,
-                      tf.where(u < mask_token_frac + random_token_frac, random_ids, tokens))
-  masked = tf.where(chosen, replaced, tokens)
-  labels = tf.where(chosen, tokens, IGNORE_LABEL)
-  return masked, labels
+  draws = mlm_draws(seed, tokens.shape[0], vocab_size)
+  return apply_mlm(tokens, draws, special_ids, mask_id, mask_prob, mask_token_frac, random_token_frac)

@@ -7,6 +7,7 @@ the file order is a stateless permutation per epoch, and shuffling permutes cons
 `data.shuffle_window` records with a stateless seed per window, instead of a shuffle buffer.
 """
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import ml_collections
@@ -116,28 +117,49 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
 DECODED, UNDECODABLE, OVERSIZED, NOT_WANTED = 0, 1, 2, 3
 
 
-def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+@functools.cache
+def _eager_constants() -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+  """The empty image and the four statuses as eager tensors, made once (each eager op costs Python time)."""
+  return tf.zeros([0, 0, 3], tf.uint8), tuple(tf.constant(s) for s in (DECODED, UNDECODABLE, OVERSIZED, NOT_WANTED))
+
+
+def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
   """Eager (inside tf.py_function): (image, DECODED), or an empty image with UNDECODABLE, OVERSIZED (the header
   declares more than `max_pixels` pixels: not decoded) or NOT_WANTED.
 
   TensorFlow has no decode op that reports failure instead of raising, and `ignore_errors` cannot be
   checkpointed symbolically, so the one fallible op runs here under try/except: a header read in Python (a few
-  microseconds) and one decode op, whose kernel runs in C++.
+  microseconds) and one decode op, whose kernel runs in C++ without the GIL.
   """
-  empty = tf.zeros([0, 0, 3], tf.uint8)
-  if not bool(wanted):
-    return empty, tf.constant(NOT_WANTED)
+  empty, status = _eager_constants()
+  if not wanted.numpy():
+    return empty, status[NOT_WANTED]
   size = image_header.dimensions(image_bytes.numpy())
-  if size is not None and size[0] * size[1] > int(max_pixels):
-    return empty, tf.constant(OVERSIZED)
+  if size is not None and size[0] * size[1] > max_pixels:
+    return empty, status[OVERSIZED]
   try:
-    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = tf.raw_ops.DecodeImage(contents=image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-    return empty, tf.constant(UNDECODABLE)
-  pixels = image.shape[0] * image.shape[1]
-  if pixels > int(max_pixels):
-    return empty, tf.constant(OVERSIZED)
-  return (image, tf.constant(DECODED)) if pixels else (empty, tf.constant(UNDECODABLE))
+    return empty, status[UNDECODABLE]
+  height, width, _ = image.shape
+  if height * width > max_pixels:
+    return empty, status[OVERSIZED]
+  return (image, status[DECODED]) if height * width else (empty, status[UNDECODABLE])
+
+
+def _decode_in_graph(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """`_decode_or_flag` in TF ops, for data known to decode (data.skip_undecodable_images False): oversized and
+  unwanted images are still flagged; an undecodable one raises, which stops the run."""
+  empty = tf.zeros([0, 0, 3], tf.uint8)
+
+  def decode():
+    too_large = image_header.pixels_in_graph(image_bytes) > max_pixels
+    return tf.cond(too_large, lambda: (empty, tf.constant(OVERSIZED)),
+                   lambda: (decode_image(image_bytes), tf.constant(DECODED)))
+
+  image, status = tf.cond(wanted, decode, lambda: (empty, tf.constant(NOT_WANTED)))
+  image.set_shape([None, None, 3])
+  return image, status
 
 
 def example_parser(cfg: ml_collections.ConfigDict):
@@ -167,6 +189,8 @@ def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigD
     read_file: see raw_records.
 
   Use with tf.data option experimental_external_state_policy IGNORE (the decode's py_function is pure).
+  With data.skip_undecodable_images False the decode runs in TF ops (no Python per image, ~25% more images/s
+  per core) and an undecodable image stops the run.
   """
 
   def parse_and_decode(record_index, record):
@@ -175,11 +199,14 @@ def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigD
     incomplete = source["missing_image"] | source["missing_caption"] | source["end_of_shard"]
     caption, flags = clean_caption(raw_caption, data.max_caption_chars)
     empty = flags["empty"] & ~incomplete
-    image, status = tf.py_function(_decode_or_flag, [image_bytes, ~flags["empty"] & ~incomplete,
-                                                     tf.constant(data.max_image_pixels, tf.int64)],
-                                   [tf.uint8, tf.int32])
-    image.set_shape([None, None, 3])
-    status.set_shape([])
+    wanted = ~flags["empty"] & ~incomplete
+    if data.skip_undecodable_images:
+      image, status = tf.py_function(functools.partial(_decode_or_flag, max_pixels=data.max_image_pixels),
+                                     [image_bytes, wanted], [tf.uint8, tf.int32])
+      image.set_shape([None, None, 3])
+      status.set_shape([])
+    else:
+      image, status = _decode_in_graph(image_bytes, wanted, data.max_image_pixels)
     decoded = tf.equal(status, DECODED)
     bad = tf.stack([tf.equal(status, UNDECODABLE), empty, flags["invalid_utf8"] & decoded,
                     flags["truncated"] & decoded, tf.equal(status, OVERSIZED), source["missing_image"],

@@ -9,8 +9,8 @@ float32. Rounds alternate the two sides (machine drift hits both); in each round
 and then the timed one, because the first step after the other framework ran is up to 1.8x slower on CPU (its
 freed memory is faulted in again). Prints the host and each side's median step time and the ratios. open_clip
 runs eagerly (its training script's default) and, with --torch_compile, also under `torch.compile` (its
-training script's --torchcompile: the model compiled, the loss and AdamW eager), timed in a process of its own
-after the alternated rounds (inductor's compile of the ViT-B/32 training step beside the JAX state was
+training script's --torchcompile: the model compiled, the loss and AdamW eager), timed first, in a process of
+its own, before this one builds the JAX state (inductor's compile of the ViT-B/32 training step beside the JAX state was
 OOM-killed at 24 GiB); declip_jax runs its jitted step.
 """
 
@@ -100,6 +100,7 @@ def main(_):
     _compiled_alone(config, torch.from_numpy(host_batch["img1"]).permute(0, 3, 1, 2).contiguous(),
                     torch.from_numpy(host_batch["text_mlm"]).long())
     return
+  compiled = _time_compiled_in_own_process() if _TORCH_COMPILE.value else None  # Before this process grows.
   setup = train.Setup(config)
   host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
   batch = parallel.host_to_global(host_batch, setup.mesh)
@@ -129,8 +130,7 @@ def main(_):
       times[name].append(time.perf_counter() - start)
       cpu[name] += timer.ratio() / _STEPS.value
   median = {name: statistics.median(t) for name, t in times.items()}
-  if _TORCH_COMPILE.value:
-    compiled = _time_compiled_in_own_process()
+  if compiled is not None:
     median["open_clip compiled"], cpu["open_clip compiled"] = compiled["median_s"], compiled["cpu_ratio"]
     print(f"open_clip under torch.compile: compile + first steps {compiled['compile_s']:.0f} s (own process)")
   b = config.train.batch_size

@@ -206,6 +206,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.builtin.num_train = 20_000
   c.data.builtin.num_test = 1000
   c.data.builtin.seed = 1234
+  # Web-like caption noise in the training split (fractions; see declip_jax/data/builtin.py). 0: clean data.
+  c.data.builtin.noise = ml_collections.ConfigDict()
+  c.data.builtin.noise.partial = 0.0  # Captions naming only one or two attributes.
+  c.data.builtin.noise.wrong = 0.0  # Captions naming a wrong shape or colour.
+  c.data.builtin.noise.unrelated = 0.0  # Alt-text ("IMG_2041.jpg", "click to enlarge") or another image's caption.
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
   c.data.augment.crop_scale = (0.2, 1.0)
@@ -436,6 +441,9 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
       raise ConfigError(str(e)) from e
   if c.data.source == "tfrecord":
     _require(bool(c.data.tfrecord.files), "data.source 'tfrecord' needs data.tfrecord.files (a glob of shards).")
+  noise = c.data.builtin.noise
+  _require(min(noise.partial, noise.wrong, noise.unrelated) >= 0 and noise.partial + noise.wrong + noise.unrelated <= 1,
+           "data.builtin.noise fractions must be >= 0 and sum to at most 1.")
   if c.data.source == "webdataset":
     _require(bool(c.data.webdataset.files),
              "data.source 'webdataset' needs data.webdataset.files (a glob of .tar shards).")

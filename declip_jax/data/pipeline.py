@@ -69,7 +69,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> builtin.Split:
   """The examples of `split` ("train" or "test") of `data.source`."""
   b = config.data.builtin
   n = b.num_train if split == "train" else b.num_test
-  return builtin.generate(n, config.model.image.image_size, b.seed, split)
+  return builtin.generate(n, config.model.image.image_size, b.seed, split, builtin.CaptionNoise(**b.noise))
 
 
 def example_positions(start_step: int, global_batch: int, process_index: int,

@@ -1,0 +1,86 @@
+"""The study runner: the grid's runs and commands, skip when complete, CSV and plot; end to end (slow)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from etils import epath
+
+from declip_jax import study
+from tests.conftest import REPO
+
+
+def tiny_study(num_train=(96, 200), seeds=(0, 1)) -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.base = "tests/tiny_config.py"
+  s.overrides = (("train.num_steps", 2), ("checkpoint.every_steps", 2), ("eval.every_steps", 2))
+  s.methods = ml_collections.ConfigDict({"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.5, 1.0))),
+                                         "declip": ()})
+  s.num_train = num_train
+  s.noise = ml_collections.ConfigDict({"noisy": {"partial": 0.2, "wrong": 0.1, "unrelated": 0.2}})
+  s.seeds = seeds
+  s.plot = ml_collections.ConfigDict({"zero-shot shape": "zero_shot_shape/zero_shot_top1"})
+  return s
+
+
+def test_grid_names_commands_and_completion(tmp_path):
+  s = tiny_study()
+  runs = study.runs_of(s)
+  assert [r.name for r in runs][:3] == ["clip-n96-noisy-s0", "clip-n96-noisy-s1", "clip-n200-noisy-s0"]
+  assert len(runs) == 8 and study.num_steps(s) == 2
+  cmd = study.command(s, runs[0], epath.Path(tmp_path))
+  assert "--config.data.augment.crop_scale=(0.5, 1.0)" in cmd and "--config.data.builtin.num_train=96" in cmd
+  assert "--config.data.builtin.noise.unrelated=0.2" in cmd and "--config.train.seed=0" in cmd
+  run_dir = epath.Path(tmp_path) / runs[0].name
+  run_dir.mkdir()
+  assert not study.is_complete(run_dir, 2)
+  (run_dir / "eval_results.json").write_text(json.dumps({"a": {"step": 1, "metrics": {"m": 0.5}}}))
+  assert not study.is_complete(run_dir, 2)
+  (run_dir / "eval_results.json").write_text(json.dumps({"a": {"step": 2, "metrics": {"m": 0.5}}}))
+  assert study.is_complete(run_dir, 2)
+
+
+def test_collect_and_plot(tmp_path):
+  s = tiny_study()
+  workdir = epath.Path(tmp_path)
+  for i, run in enumerate(study.runs_of(s)[:6]):
+    (workdir / run.name).mkdir()
+    (workdir / run.name / "eval_results.json").write_text(json.dumps(
+        {"zero_shot_shape": {"step": 2, "metrics": {"zero_shot_top1": 0.1 * i}}}))
+  rows = study.collect(s, workdir)
+  assert len(rows) == 6 and rows[0]["zero_shot_shape/zero_shot_top1"] == 0.0
+  with open(workdir / "results.csv") as f:
+    assert len(list(csv.DictReader(f))) == 6
+  summary = study.summarize(rows, "zero_shot_shape/zero_shot_top1")
+  assert summary[("clip", "noisy", 96)] == pytest.approx((0.05, 0.0, 0.1, 2))
+  study.plot(rows, dict(s.plot), workdir / "results.png")
+  assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_two_run_study_end_to_end(tmp_path):
+  study_file = tmp_path / "study.py"
+  study_file.write_text(  # Self-contained: importing this test module would define the study's flags twice.
+      "import ml_collections\n\n\ndef get_config():\n"
+      "  s = ml_collections.ConfigDict()\n"
+      "  s.base = 'tests/tiny_config.py'\n"
+      "  s.overrides = (('train.num_steps', 2), ('checkpoint.every_steps', 2), ('eval.every_steps', 2))\n"
+      "  s.methods = ml_collections.ConfigDict({'clip': (('loss.weights.iss', 0.0),), 'declip': ()})\n"
+      "  s.num_train, s.seeds = (96,), (0,)\n"
+      "  s.noise = ml_collections.ConfigDict({'noisy': {'partial': 0.2, 'wrong': 0.1, 'unrelated': 0.2}})\n"
+      "  s.plot = ml_collections.ConfigDict({'zero-shot shape': 'zero_shot_shape/zero_shot_top1'})\n"
+      "  return s\n")
+  args = [sys.executable, "-m", "declip_jax.study", f"--study={study_file}", f"--workdir={tmp_path / 'w'}",
+          "--parallel=2"]
+  out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1200)
+  assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+  assert "study: 2/2 runs done" in out.stdout
+  with open(tmp_path / "w" / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert {r["method"] for r in rows} == {"clip", "declip"} and all(r["zero_shot_shape/zero_shot_top1"] for r in rows)
+  assert (tmp_path / "w" / "results.png").stat().st_size > 1000
+  again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0 and "study: 2/2 runs done after" in again.stdout.splitlines()[0]

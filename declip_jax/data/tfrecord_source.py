@@ -224,6 +224,23 @@ def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigD
   return ds.map(lambda e: {k: v for k, v in e.items() if k != "usable"})
 
 
+def is_usable(image_bytes: bytes, caption: bytes, data: ml_collections.ConfigDict) -> bool:
+  """Eagerly: whether an (image, caption) pair would train: a caption non-empty once cleaned, an image that
+  decodes."""
+  if bool(clean_caption(tf.constant(caption), data.max_caption_chars)[1]["empty"]):
+    return False
+  try:
+    decode_image(tf.constant(image_bytes))
+    return True
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+    return False
+
+
+def describe_files(files: Sequence[str]) -> str:
+  """'N file(s) (first, ...)' for messages."""
+  return f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
+
+
 def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
                  max_records: int = 1000) -> None:
   """Reads the first records of the files, eagerly, until one is usable.
@@ -241,16 +258,11 @@ def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_
       feature = example.features.feature
       image = feature[cfg.image_key].bytes_list.value if cfg.image_key in feature else []
       caption = feature[cfg.caption_key].bytes_list.value if cfg.caption_key in feature else []
-      if not image or not caption or bool(clean_caption(tf.constant(caption[0]), data.max_caption_chars)[1]["empty"]):
-        continue
-      try:
-        decode_image(tf.constant(image[0]))
+      if image and caption and is_usable(image[0], caption[0], data):
         return
-      except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        continue
     if seen >= max_records:
       break
-  where = f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
+  where = describe_files(files)
   if not seen:
     raise DataSourceError(f"data.tfrecord.files: {where} hold no records.")
   raise DataSourceError(

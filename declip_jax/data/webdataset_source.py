@@ -147,28 +147,23 @@ def check_usable(files: Sequence[str], data: ml_collections.ConfigDict, max_samp
     DataSourceError: none of the first `max_samples` samples is usable; says which member extensions the
       shards hold, so that shards of another layout (or not tars at all) show.
   """
-  seen, extensions = 0, set()
+  seen, read = 0, []
   for path in files:
-    names, _, _, _ = members(tf.io.read_file(path))
-    extensions |= {n.decode(errors="replace").rsplit("/", 1)[-1].partition(".")[2].lower() for n in names.numpy()}
+    read.append(path)
     for sample in read_shard(tf.constant(path)).take(max_samples - seen).as_numpy_iterator():
       if sample["end_of_shard"]:
         continue
       seen += 1
-      if sample["missing_image"] or sample["missing_caption"]:
-        continue
-      if bool(tfrecord_source.clean_caption(tf.constant(sample["caption"]), data.max_caption_chars)[1]["empty"]):
-        continue
-      try:
-        tfrecord_source.decode_image(tf.constant(sample["image"]))
+      if (not sample["missing_image"] and not sample["missing_caption"]
+          and tfrecord_source.is_usable(sample["image"], sample["caption"], data)):
         return
-      except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        continue
     if seen >= max_samples:
       break
-  where = f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
+  where = tfrecord_source.describe_files(files)
   if not seen:
     raise tfrecord_source.DataSourceError(f"data.webdataset.files: {where} hold no samples (are they tar files?).")
+  extensions = {name.decode(errors="replace").rsplit("/", 1)[-1].partition(".")[2].lower()
+                for path in read for name in members(tf.io.read_file(path))[0].numpy()}
   raise tfrecord_source.DataSourceError(
       f"data.webdataset.files: none of the first {seen} samples of {where} has a decodable image "
       f"({'/'.join(IMAGE_EXTENSIONS)}) and a non-empty caption (.{CAPTION_EXTENSION}); the shards' members "

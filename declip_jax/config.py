@@ -136,6 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.nns = ml_collections.ConfigDict()
   c.nns.groups = 32  # Official: one queue per GPU, 32 GPUs.
   c.nns.group_size = 65_536
+  # A buffer holds the last group_size / (1 + data.eda) pairs of its slice. On data with fewer than ~10x that
+  # many pairs, lookups often find the pair's own caption from an earlier epoch and NNS repeats the CLIP term
+  # (nn_queue.own_pair_fraction; training warns for built-in data). Small data: a smaller group_size.
   c.nns.search = "local"  # "local": own group's buffer (official); "global": all buffers.
   c.nns.chunk_size = 8192  # Queue slots scored at once in the lookup.
 

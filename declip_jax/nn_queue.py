@@ -22,6 +22,15 @@ def init_queue(key: jax.Array, groups: int, group_size: int, dim: int) -> tuple[
   return queue, jnp.zeros((groups,), jnp.int32)
 
 
+def own_pair_fraction(group_size: int, text_views: int, num_pairs: int) -> float:
+  """The expected fraction of lookups whose buffer already holds an embedding of the looked-up pair itself, from
+  an earlier epoch, when batches are drawn uniformly from `num_pairs` pairs: 1 - exp(-M / num_pairs), where a
+  buffer holds the last M = group_size / text_views pairs of its slice. Such a lookup finds the pair's own
+  caption, and NNS then repeats the CLIP term instead of adding a neighbour's caption. Independent of the number
+  of groups. Recipe (YFCC-15M, 65,536 slots, 2 views): 0.2%; the demo's 2,048 slots on 500 pairs: 87%."""
+  return 1.0 - math.exp(-(group_size / text_views) / num_pairs)
+
+
 def _largest_divisor_at_most(n: int, limit: int) -> int:
   for c in range(min(n, limit), 0, -1):
     if n % c == 0:

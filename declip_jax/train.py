@@ -16,7 +16,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from declip_jax import checkpointing, parallel, recovery, state as state_lib, train_setup
+from declip_jax import checkpointing, nn_queue, parallel, recovery, state as state_lib, train_setup
 from declip_jax.data import pipeline, tfrecord_source
 from declip_jax.evaluation import runner
 
@@ -97,12 +97,27 @@ def _rollback_reason(cause: int, step: int, metrics: dict, config: ml_collection
   return f"non-finite parameters or optimizer state at step {step}"
 
 
+def _warn_if_the_queue_outgrows_the_data(config: ml_collections.ConfigDict) -> None:
+  """Logs a warning when NNS would mostly find each pair's own caption (built-in data, whose size is known)."""
+  if config.loss.weights.nns <= 0 or config.data.source != "builtin":
+    return
+  views, pairs = 1 + int(config.data.eda), config.data.builtin.num_train
+  fraction = nn_queue.own_pair_fraction(config.nns.group_size, views, pairs)
+  if fraction > 0.1:
+    logging.warning("NNS: each queue buffer holds %d of the %d training pairs' captions, so %.0f%% of the lookups "
+                    "will find the pair's own caption and repeat the CLIP term. For small data set "
+                    "nns.group_size below %d (%d text views x %d pairs / 10) for under 10%%.",
+                    config.nns.group_size // views, pairs, 100 * fraction,
+                    int(0.1 * views * pairs), views, pairs)
+
+
 class _Trainer:
   """The loop's state between steps: the train state, its checkpoints, the batches and the logs."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path, stop: StopRequests):
     self.config, self.workdir, self.stop = config, workdir, stop
     runner.check_data(config)
+    _warn_if_the_queue_outgrows_the_data(config)
     self.setup = setup = Setup(config)
     self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
     logging.info("Mesh %s on %d devices (%s).", dict(setup.mesh.shape), setup.mesh.size, jax.default_backend())

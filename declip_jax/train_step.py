@@ -13,6 +13,12 @@ from declip_jax.losses import contrastive, declip as declip_loss
 from declip_jax.state import TrainState
 
 
+def spread(x: jax.Array) -> jax.Array:
+  """SimSiam's collapse gauge: the per-dimension standard deviation over the batch of the L2-normalised rows of
+  x [B, D], averaged over dimensions. About 1/sqrt(D) for rows spread over the sphere, 0 for collapsed ones."""
+  return jnp.mean(jnp.std(jax.lax.stop_gradient(contrastive.l2_normalize(x)), axis=0))
+
+
 def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
                     mesh: Optional[Mesh]) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Builds the (not yet jitted) train step.
@@ -25,7 +31,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
   Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
   `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `update_skipped`,
-  `recent_loss_mean`, and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
+  `recent_loss_mean`, the collapse gauges `image_embedding_std`, `text_embedding_std` and (ISS only)
+  `iss_projection_std` (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
   """
   weights = config.loss.weights
   schedule = optim.learning_rate_schedule(config.optim)
@@ -38,9 +45,11 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
       outputs, mutated = model.apply({"params": params, "batch_stats": state.batch_stats}, batch, train=True,
                                      mutable=["batch_stats"])
       scale = contrastive.capped_logit_scale(params["logit_scale"], cap)
-      _, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
+      images, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
       aux = {"batch_stats": mutated.get("batch_stats", {}), "texts": [jax.lax.stop_gradient(t) for t in texts],
-             "scale": scale}
+             "scale": scale, "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
+      if weights.iss > 0:
+        aux["spread"]["iss_projection_std"] = spread(outputs["z1"])
       nn_texts = None
       if weights.nns > 0:
         found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size, mesh)
@@ -81,6 +90,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
     if "nn_similarity" in aux:
       metrics["nn_similarity"] = aux["nn_similarity"]
+    metrics.update(aux["spread"])
     return new_state, metrics
 
   return train_step

@@ -53,3 +53,31 @@ def test_init_queue_has_unit_rows():
   queue, ptr = nn_queue.init_queue(jax.random.PRNGKey(0), 2, 10, 4)
   np.testing.assert_allclose(jnp.linalg.norm(queue, axis=-1), 1.0, rtol=1e-6)
   assert queue.shape == (2, 10, 4) and ptr.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("draws", ["uniform", "epochs"])
+def test_own_pair_fraction_matches_the_queue_on_a_small_dataset(draws):
+  """The demo's queue (4 x 2,048 slots, 2 text views, batch 128) on 500 pairs, each pair a one-hot embedding:
+  a lookup scores 1 exactly when the pair's own embedding is in its buffer."""
+  num_pairs, batch, groups, group_size = 500, 128, 4, 2048
+  eye = jnp.eye(num_pairs, dtype=jnp.float32)
+
+  @jax.jit
+  def step(queue, ptr, ids):
+    _, sims = nn_queue.lookup(queue, eye[ids], "local", 4096)
+    queue, ptr = nn_queue.enqueue(queue, ptr, [eye[ids], eye[ids]])
+    return queue, ptr, jnp.mean(sims > 0.5)
+
+  rng = np.random.default_rng(0)
+  order = np.concatenate([rng.permutation(num_pairs) for _ in range(200)])
+  queue, ptr = jnp.zeros((groups, group_size, num_pairs)), jnp.zeros((groups,), jnp.int32)
+  found = []
+  for t in range(160):
+    ids = rng.integers(num_pairs, size=batch) if draws == "uniform" else order[t * batch:(t + 1) * batch]
+    queue, ptr, fraction = step(queue, ptr, jnp.asarray(ids))
+    if t >= 2 * group_size // (2 * batch // groups):  # Buffers full of real pairs.
+      found.append(float(fraction))
+  expected = nn_queue.own_pair_fraction(group_size, 2, num_pairs)
+  assert expected == pytest.approx(0.871, abs=1e-3)
+  # Uniform draws are the formula's assumption; epoch-wise shuffling (tf.data) sees a pair a little more often.
+  assert np.mean(found) == pytest.approx(expected, abs=0.02 if draws == "uniform" else 0.05)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from declip_jax import checkpointing, parallel, train
+from declip_jax import checkpointing, parallel, train, train_step
 from declip_jax.data import pipeline
 from tests.tiny_config import tiny_config, tiny_resnet_config
 
@@ -36,8 +36,9 @@ def test_train_step_learns_and_keeps_the_recipe_invariants(setup_and_batches):
     losses.append(float(metrics["loss"]))
   assert losses[-1] < losses[0]
   for key in ("loss_clip_mvs", "loss_iss", "loss_tss", "loss_nns", "logit_scale", "grad_norm", "learning_rate",
-              "nn_similarity"):
+              "nn_similarity", "image_embedding_std", "text_embedding_std", "iss_projection_std"):
     assert np.isfinite(float(metrics[key])), key
+  assert 0 < float(metrics["image_embedding_std"]) <= 1 / np.sqrt(config.model.embed_dim) + 1e-6
   final = _host(state)
   np.testing.assert_array_equal(final.params["image_tower"]["patch_embed"]["kernel"],
                                 initial.params["image_tower"]["patch_embed"]["kernel"])
@@ -172,3 +173,22 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
   _tear(tmp_path / "checkpoints" / "3")
   with pytest.raises(checkpointing.UnreadableCheckpointsError, match="None of the checkpoints"):
     train.run(config, str(tmp_path))
+
+
+def test_spread_is_one_over_sqrt_dim_for_spread_rows_and_zero_for_collapsed_ones():
+  rows = jax.random.normal(jax.random.key(0), (4096, 16))
+  np.testing.assert_allclose(float(train_step.spread(rows)), 1 / 4, rtol=0.02)
+  np.testing.assert_allclose(float(train_step.spread(jnp.tile(rows[:1], (64, 1)) * 3)), 0.0, atol=1e-6)
+
+
+def test_a_queue_holding_most_of_the_data_is_warned_about(caplog):
+  config = tiny_config()  # 2 x 40 slots, 2 text views: 20 of the 96 pairs per buffer (19%).
+  with caplog.at_level("WARNING"):
+    train._warn_if_the_queue_outgrows_the_data(config)
+  assert "19% of the lookups will find the pair's own caption" in caplog.text
+  assert "set nns.group_size below 19" in caplog.text
+  caplog.clear()
+  config.data.builtin.num_train = 2000
+  with caplog.at_level("WARNING"):
+    train._warn_if_the_queue_outgrows_the_data(config)
+  assert "NNS" not in caplog.text

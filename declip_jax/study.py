@@ -10,9 +10,11 @@ titles to metric columns. Each combination is a run in
 `<workdir>/<method>-n<num_train>-<noise>-s<seed>`, so resume, `--mode=eval` and TensorBoard work on each. A
 run whose eval_results.json holds every evaluation at the last step is complete and skipped; a killed run
 resumes from its checkpoint. Runs go one at a time or `--parallel` at once (processes); progress shows runs
-done / total and an ETA. Then `<workdir>/results.csv` holds every evaluation metric of every run, and
+done / total and an ETA. Then `<workdir>/results.csv` holds every evaluation metric of every run and its final
+training scalars (loss terms, NN similarity, embedding spread), and
 `<workdir>/results.png` plots zero-shot and linear-probe top-1 against the number of training pairs, per method
-and noise, mean and spread (min to max) over seeds.
+and noise, mean and spread (min to max) over seeds; `<workdir>/results.md` is a Markdown table of the same
+metrics, mean +- standard deviation over seeds.
 """
 
 import concurrent.futures
@@ -134,9 +136,23 @@ def run_all(study: ml_collections.ConfigDict, workdir: epath.Path, parallel: int
   return failed
 
 
+def final_training_scalars(run_dir: epath.Path, fraction: float = 0.1) -> dict[str, float]:
+  """`train/<metric>` -> its mean over the logged steps in the last `fraction` of the run (loss terms,
+  `nn_similarity`, the collapse gauges ...); empty when the run wrote no TensorBoard events."""
+  from declip_jax import logs  # pylint: disable=g-import-not-at-top  (reading events imports TensorFlow)
+  if not list(run_dir.glob("events.out.tfevents.*")):
+    return {}
+  out = {}
+  for tag, points in logs.read_scalars(str(run_dir), ("train/",)).items():
+    last = points[-1][0]
+    tail = [v for step, v in points if step > (1 - fraction) * last] or [points[-1][1]]
+    out[tag] = sum(tail) / len(tail)
+  return out
+
+
 def collect(study: ml_collections.ConfigDict, workdir: epath.Path) -> list[dict]:
-  """One row per complete run: its axes, then `<evaluation>/<metric>` for every metric; written to
-  <workdir>/results.csv."""
+  """One row per complete run: its axes, `<evaluation>/<metric>` for every evaluation metric, then the training
+  scalars at the end of the run (`final_training_scalars`); written to <workdir>/results.csv."""
   steps, rows = num_steps(study), []
   for run in runs_of(study):
     if not is_complete(workdir / run.name, steps):
@@ -144,6 +160,7 @@ def collect(study: ml_collections.ConfigDict, workdir: epath.Path) -> list[dict]
     row = {"method": run.method, "num_train": run.num_train, "noise": run.noise, "seed": run.seed}
     for name, result in sorted(results_of(workdir / run.name).items()):
       row.update({f"{name}/{k}": v for k, v in sorted(result["metrics"].items())})
+    row.update(sorted(final_training_scalars(workdir / run.name).items()))
     rows.append(row)
   columns = list(dict.fromkeys(k for row in rows for k in row))
   with open(workdir / "results.csv", "w", newline="") as f:
@@ -160,6 +177,29 @@ def summarize(rows: list[dict], metric: str) -> dict[tuple[str, str, int], tuple
     if metric in row:
       groups.setdefault((row["method"], row["noise"], row["num_train"]), []).append(float(row[metric]))
   return {k: (sum(v) / len(v), min(v), max(v), len(v)) for k, v in sorted(groups.items())}
+
+
+def table(rows: list[dict], metrics: dict[str, str]) -> str:
+  """A Markdown table: one row per (training pairs, method, noise) in the study's order, one column per
+  (title -> metric column) with mean +- sample standard deviation over seeds, in percent, and the seed count."""
+  order = list(dict.fromkeys((row["num_train"], row["method"], row["noise"]) for row in rows))
+  order.sort(key=lambda key: key[0])  # Stable: the methods keep the study's order within a size.
+  lines = ["| pairs | method | noise | " + " | ".join(metrics) + " | seeds |",
+           "|---:|---|---|" + "---:|" * len(metrics) + "---:|"]
+  for num_train, method, noise in order:
+    cells, seeds = [], 0
+    for title, metric in metrics.items():
+      values = [float(r[metric]) for r in rows
+                if (r["num_train"], r["method"], r["noise"]) == (num_train, method, noise) and metric in r]
+      seeds = max(seeds, len(values))
+      if not values:
+        cells.append("")
+        continue
+      mean = sum(values) / len(values)
+      std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+      cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
+    lines.append(f"| {num_train:,} | {method} | {noise} | " + " | ".join(cells) + f" | {seeds} |")
+  return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
@@ -196,7 +236,9 @@ def main(_):
   failed = run_all(study, workdir, _PARALLEL.value)
   rows = collect(study, workdir)
   plot(rows, dict(study.plot), workdir / "results.png")
-  print(f"study: {len(rows)} runs in {workdir / 'results.csv'}, plot {workdir / 'results.png'}")
+  (workdir / "results.md").write_text(table(rows, dict(study.plot)))
+  print(table(rows, dict(study.plot)))
+  print(f"study: {len(rows)} runs in {workdir / 'results.csv'} (table: results.md), plot {workdir / 'results.png'}")
   if failed:
     sys.exit(f"study: {len(failed)} runs failed: {', '.join(r.name for r in failed)}")
 

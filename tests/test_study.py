@@ -56,6 +56,11 @@ def test_collect_and_plot(tmp_path):
     assert len(list(csv.DictReader(f))) == 6
   summary = study.summarize(rows, "zero_shot_shape/zero_shot_top1")
   assert summary[("clip", "noisy", 96)] == pytest.approx((0.05, 0.0, 0.1, 2))
+  markdown = study.table(rows, {"shape": "zero_shot_shape/zero_shot_top1"}).splitlines()
+  assert markdown[0] == "| pairs | method | noise | shape | seeds |" and len(markdown) == 2 + 3
+  assert markdown[2] == "| 96 | clip | noisy | 5.0 ± 7.1 | 2 |"  # Seeds 0.0 and 0.1: sample std 0.0707.
+  assert markdown[3] == "| 96 | declip | noisy | 45.0 ± 7.1 | 2 |"
+  assert markdown[4] == "| 200 | clip | noisy | 25.0 ± 7.1 | 2 |"
   study.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -81,6 +86,8 @@ def test_a_two_run_study_end_to_end(tmp_path):
   with open(tmp_path / "w" / "results.csv") as f:
     rows = list(csv.DictReader(f))
   assert {r["method"] for r in rows} == {"clip", "declip"} and all(r["zero_shot_shape/zero_shot_top1"] for r in rows)
+  assert all(float(r["train/loss"]) > 0 for r in rows)  # The final training scalars, from the events.
   assert (tmp_path / "w" / "results.png").stat().st_size > 1000
+  assert (tmp_path / "w" / "results.md").read_text().startswith("| pairs | method | noise | zero-shot shape |")
   again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and "study: 2/2 runs done after" in again.stdout.splitlines()[0]

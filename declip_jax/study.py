@@ -202,11 +202,38 @@ def table(rows: list[dict], metrics: dict[str, str]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _bar_plot(plt, rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
+  """A study at one data size (an ablation): one bar per (method, noise) in the study's order, mean over seeds,
+  min-max whiskers, one panel per metric."""
+  cells = list(dict.fromkeys((row["method"], row["noise"]) for row in rows))
+  noises = {noise for _, noise in cells}
+  labels = [method if len(noises) == 1 else f"{method} ({noise})" for method, noise in cells]
+  figure, axes = plt.subplots(1, len(metrics), figsize=(max(5.5, 0.55 * len(cells)) * len(metrics) / 1.3, 4.5),
+                              squeeze=False)
+  for axis, (title, metric) in zip(axes[0], metrics.items()):
+    summary = summarize(rows, metric)
+    stats = [next(v for k, v in summary.items() if k[:2] == cell) for cell in cells]
+    means = [s[0] for s in stats]
+    axis.bar(range(len(cells)), means, yerr=[[m - s[1] for m, s in zip(means, stats)],
+                                             [s[2] - m for m, s in zip(means, stats)]], capsize=3, color="tab:blue")
+    axis.set_xticks(range(len(cells)), labels, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel(metric)
+    axis.set_title(f"{title} ({rows[0]['num_train']:,} pairs)")
+    axis.grid(alpha=0.3, axis="y")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
 def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
-  """One panel per (title -> metric column): mean over seeds against training pairs (log x), min-max band."""
+  """One panel per (title -> metric column): mean over seeds against training pairs (log x), min-max band; a
+  study at one data size gets bars per method instead."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  if len({row["num_train"] for row in rows}) == 1:
+    _bar_plot(plt, rows, metrics, path)
+    return
   figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
   for axis, (title, metric) in zip(axes[0], metrics.items()):
     summary = summarize(rows, metric)

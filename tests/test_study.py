@@ -91,3 +91,15 @@ def test_a_two_run_study_end_to_end(tmp_path):
   assert (tmp_path / "w" / "results.md").read_text().startswith("| pairs | method | noise | zero-shot shape |")
   again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and "study: 2/2 runs done after" in again.stdout.splitlines()[0]
+
+
+def test_a_study_at_one_size_is_plotted_as_bars(tmp_path):
+  s = tiny_study(num_train=(96,))
+  workdir = epath.Path(tmp_path)
+  for i, run in enumerate(study.runs_of(s)):
+    (workdir / run.name).mkdir()
+    (workdir / run.name / "eval_results.json").write_text(json.dumps(
+        {"zero_shot_shape": {"step": 2, "metrics": {"zero_shot_top1": 0.1 * i}}}))
+  rows = study.collect(s, workdir)
+  study.plot(rows, dict(s.plot), workdir / "results.png")
+  assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,8 @@
 A study config (`get_config()`) names the base experiment config (`base`), config overrides shared by every run
 (`overrides`: ("key.path", value) pairs), and its axes: `methods` (name -> such pairs), `num_train` (data sizes),
 `noise` (name -> data.builtin.noise fractions) and `seeds` (train.seed; the data seed stays); `plot` maps panel
-titles to metric columns. Each combination is a run in
+titles to metric columns. `methods` and `plot` may be (name, value) pairs instead of a ConfigDict (which sorts its
+keys), to keep their order in the table and the plot. Each combination is a run in
 `<workdir>/<method>-n<num_train>-<noise>-s<seed>`, so resume, `--mode=eval` and TensorBoard work on each. A
 run whose eval_results.json holds every evaluation at the last step is complete and skipped; a killed run
 resumes from its checkpoint. Runs go one at a time or `--parallel` at once (processes); progress shows runs
@@ -56,10 +57,15 @@ def _flag_value(value) -> str:
   return repr(tuple(value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+def _items(mapping) -> list[tuple]:
+  """The (name, value) pairs of a ConfigDict or of a sequence of such pairs."""
+  return list(mapping.items()) if hasattr(mapping, "items") else [tuple(pair) for pair in mapping]
+
+
 def runs_of(study: ml_collections.ConfigDict) -> list[Run]:
   """Every (method, num_train, noise, seed) of the study, with its config overrides."""
   out = []
-  for method, method_overrides in study.methods.items():
+  for method, method_overrides in _items(study.methods):
     for num_train in study.num_train:
       for noise_name, noise in study.noise.items():
         for seed in study.seeds:
@@ -262,9 +268,10 @@ def main(_):
   workdir.mkdir(parents=True, exist_ok=True)
   failed = run_all(study, workdir, _PARALLEL.value)
   rows = collect(study, workdir)
-  plot(rows, dict(study.plot), workdir / "results.png")
-  (workdir / "results.md").write_text(table(rows, dict(study.plot)))
-  print(table(rows, dict(study.plot)))
+  panels = dict(_items(study.plot))
+  plot(rows, panels, workdir / "results.png")
+  (workdir / "results.md").write_text(table(rows, panels))
+  print(table(rows, panels))
   print(f"study: {len(rows)} runs in {workdir / 'results.csv'} (table: results.md), plot {workdir / 'results.png'}")
   if failed:
     sys.exit(f"study: {len(failed)} runs failed: {', '.join(r.name for r in failed)}")

@@ -13,12 +13,12 @@ from declip_jax import study
 from tests.conftest import REPO
 
 
-def tiny_study(num_train=(96, 200), seeds=(0, 1)) -> ml_collections.ConfigDict:
+def tiny_study(num_train=(96, 200), seeds=(0, 1), methods=None) -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.base = "tests/tiny_config.py"
   s.overrides = (("train.num_steps", 2), ("checkpoint.every_steps", 2), ("eval.every_steps", 2))
-  s.methods = ml_collections.ConfigDict({"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.5, 1.0))),
-                                         "declip": ()})
+  s.methods = methods or ml_collections.ConfigDict(
+      {"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.5, 1.0))), "declip": ()})
   s.num_train = num_train
   s.noise = ml_collections.ConfigDict({"noisy": {"partial": 0.2, "wrong": 0.1, "unrelated": 0.2}})
   s.seeds = seeds
@@ -103,3 +103,11 @@ def test_a_study_at_one_size_is_plotted_as_bars(tmp_path):
   rows = study.collect(s, workdir)
   study.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_methods_and_panels_given_as_pairs_keep_their_order():
+  s = tiny_study(num_train=(96,), seeds=(0,), methods=(("declip", ()), ("clip", (("loss.weights.iss", 0.0),))))
+  assert [r.name for r in study.runs_of(s)] == ["declip-n96-noisy-s0", "clip-n96-noisy-s0"]
+  rows = [{"method": "declip", "num_train": 96, "noise": "noisy", "seed": 0, "b": 0.5, "a": 0.25}]
+  header = study.table(rows, dict(study._items((("b", "b"), ("a", "a"))))).splitlines()[0]
+  assert header == "| pairs | method | noise | b | a | seeds |"

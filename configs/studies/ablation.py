@@ -40,7 +40,7 @@ def _with(base, *changes):
 
 
 CLIP = _with(data_efficiency.CLIP, _CLIP_TERM_ONLY)
-METHODS = {
+METHODS = {  # In the table's and the plot's order.
     "clip": CLIP,
     "clip+iss": _with(CLIP, _TWO_IMAGE_VIEWS, _FIRST_PAIR_ONLY, (("loss.weights.iss", 0.2),)),
     "clip+tss": _with(CLIP, (("loss.weights.tss", 0.2),)),
@@ -58,7 +58,7 @@ def get_config():
   s = ml_collections.ConfigDict()
   s.base = "configs/demo.py"
   s.overrides = (("train.num_steps", 500), ("checkpoint.every_steps", 250), ("eval.every_steps", 500))
-  s.methods = ml_collections.ConfigDict(METHODS)
+  s.methods = tuple(METHODS.items())
   s.num_train = (500,)
   s.noise = ml_collections.ConfigDict({"noisy": data_efficiency.NOISY})
   s.seeds = (0, 1, 2)

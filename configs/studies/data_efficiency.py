@@ -27,7 +27,7 @@ def get_config():
   s.num_train = (500, 2000, 20_000)
   s.noise = ml_collections.ConfigDict({"noisy": NOISY})
   s.seeds = (0, 1, 2)
-  s.plot = ml_collections.ConfigDict({"zero-shot shape (held-out, clean)": "zero_shot_shape/zero_shot_top1",
-                                      "zero-shot colour": "zero_shot_colour/zero_shot_top1",
-                                      "linear probe, shape": "linear_probe_shape/linear_probe_top1"})
+  s.plot = (("zero-shot shape", "zero_shot_shape/zero_shot_top1"),  # (title, metric) pairs: kept in this order.
+            ("zero-shot colour", "zero_shot_colour/zero_shot_top1"),
+            ("linear probe, shape", "linear_probe_shape/linear_probe_top1"))
   return s

@@ -8,8 +8,6 @@ Run (the 2,048-slot runs are the ablation study's own, skipped when already ther
   python -m declip_jax.study --study=configs/studies/nn_queue_size.py --workdir=studies/ablation --parallel=2
 """
 
-import ml_collections
-
 from configs.studies import ablation
 
 SMALL_QUEUE = (("nns.group_size", 64),)
@@ -17,10 +15,8 @@ SMALL_QUEUE = (("nns.group_size", 64),)
 
 def get_config():
   s = ablation.get_config()
-  s.methods = ml_collections.ConfigDict({
-      "clip+nns": ablation.METHODS["clip+nns"],
-      "clip+nns-queue64": ablation.METHODS["clip+nns"] + SMALL_QUEUE,
-      "declip": ablation.METHODS["declip"],
-      "declip-queue64": ablation.METHODS["declip"] + SMALL_QUEUE,
-  })
+  s.methods = (("clip+nns", ablation.METHODS["clip+nns"]),
+               ("clip+nns-queue64", ablation.METHODS["clip+nns"] + SMALL_QUEUE),
+               ("declip", ablation.METHODS["declip"]),
+               ("declip-queue64", ablation.METHODS["declip"] + SMALL_QUEUE))
   return s

@@ -4,8 +4,9 @@ each; DeCLIP. 500 built-in pairs with the data-efficiency study's caption noise,
 Run:
   python -m declip_jax.study --study=configs/studies/ablation.py --workdir=studies/ablation --parallel=2
 
-30 runs of configs/demo.py at 500 steps (a third of the demo's schedule, so that the grid fits an afternoon on
-2 CPU cores: about 2 to 4 minutes per run) at batch 128: 128 passes over the 500 pairs.
+30 runs of configs/demo.py at 500 steps (a third of the demo's schedule, so that the grid fits a session on 2
+CPU cores: 21 of the runs took 65 min at --parallel=2, the cores shared with a test run) at batch 128: 128
+passes over the 500 pairs.
 
 How a term is added to or taken from the recipe (every weight is DeCLIP's: 0.4 on the CLIP term, 0.2 on each
 other term; AdamW makes the overall scale immaterial):

@@ -5,7 +5,7 @@ Run:
   python -m declip_jax.study --study=configs/studies/data_efficiency.py --workdir=studies/data_efficiency \
       --parallel=1
 
-18 runs of configs/demo.py (1,500 steps at batch 128 each: about 6 minutes per run on 2 CPU cores). The noise:
+18 runs of configs/demo.py (1,500 steps at batch 128 each): 76 min in all at --parallel=2 on 2 CPU cores. The noise:
 20% of the training captions name only some attributes, 10% a wrong shape or colour, 20% are unrelated
 (alt-text or another image's caption); the held-out split is clean.
 """

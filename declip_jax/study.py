@@ -178,11 +178,16 @@ def collect(study: ml_collections.ConfigDict, workdir: epath.Path) -> list[dict]
 
 def summarize(rows: list[dict], metric: str) -> dict[tuple[str, str, int], tuple[float, float, float, int]]:
   """(method, noise, num_train) -> (mean, min, max, number of seeds) of a metric column."""
+  return {k: (sum(v) / len(v), min(v), max(v), len(v)) for k, v in sorted(_per_cell(rows, metric).items())}
+
+
+def _per_cell(rows: list[dict], metric: str) -> dict[tuple[str, str, int], list[float]]:
+  """(method, noise, num_train) -> the metric column's values over seeds."""
   groups: dict[tuple[str, str, int], list[float]] = {}
   for row in rows:
     if metric in row:
       groups.setdefault((row["method"], row["noise"], row["num_train"]), []).append(float(row[metric]))
-  return {k: (sum(v) / len(v), min(v), max(v), len(v)) for k, v in sorted(groups.items())}
+  return groups
 
 
 def table(rows: list[dict], metrics: dict[str, str]) -> str:
@@ -192,11 +197,11 @@ def table(rows: list[dict], metrics: dict[str, str]) -> str:
   order.sort(key=lambda key: key[0])  # Stable: the methods keep the study's order within a size.
   lines = ["| pairs | method | noise | " + " | ".join(metrics) + " | seeds |",
            "|---:|---|---|" + "---:|" * len(metrics) + "---:|"]
+  per_cell = {metric: _per_cell(rows, metric) for metric in metrics.values()}
   for num_train, method, noise in order:
     cells, seeds = [], 0
-    for title, metric in metrics.items():
-      values = [float(r[metric]) for r in rows
-                if (r["num_train"], r["method"], r["noise"]) == (num_train, method, noise) and metric in r]
+    for metric in metrics.values():
+      values = per_cell[metric].get((method, noise, num_train), [])
       seeds = max(seeds, len(values))
       if not values:
         cells.append("")

@@ -47,7 +47,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
       scale = contrastive.capped_logit_scale(params["logit_scale"], cap)
       images, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
       aux = {"batch_stats": mutated.get("batch_stats", {}), "texts": [jax.lax.stop_gradient(t) for t in texts],
-             "scale": scale, "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
+             "scale": scale,
+             "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
       if weights.iss > 0:
         aux["spread"]["iss_projection_std"] = spread(outputs["z1"])
       nn_texts = None

@@ -114,10 +114,16 @@ def _progress(done: int, total: int, durations: list[float], parallel: int, star
   return f"study: {done}/{total} runs done after {(time.time() - started) / 60:.1f} min{eta}"
 
 
+def seed_major(study: ml_collections.ConfigDict, runs: list[Run]) -> list[Run]:
+  """`runs` with every cell's first seed before any cell's second (the grid's order otherwise), so that a study cut
+  short still has every cell."""
+  return sorted(runs, key=lambda run: list(study.seeds).index(run.seed))
+
+
 def run_all(study: ml_collections.ConfigDict, workdir: epath.Path, parallel: int = 1) -> list[Run]:
-  """Runs every incomplete run (logs in <run>/study.log); returns the runs that failed."""
+  """Runs every incomplete run (logs in <run>/study.log) in `seed_major` order; returns the runs that failed."""
   runs, steps = runs_of(study), num_steps(study)
-  todo = [r for r in runs if not is_complete(workdir / r.name, steps)]
+  todo = seed_major(study, [r for r in runs if not is_complete(workdir / r.name, steps)])
   done, failed, durations, started = len(runs) - len(todo), [], [], time.time()
   print(_progress(done, len(runs), durations, parallel, started), flush=True)
 

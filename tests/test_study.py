@@ -31,6 +31,8 @@ def test_grid_names_commands_and_completion(tmp_path):
   runs = study.runs_of(s)
   assert [r.name for r in runs][:3] == ["clip-n96-noisy-s0", "clip-n96-noisy-s1", "clip-n200-noisy-s0"]
   assert len(runs) == 8 and study.num_steps(s) == 2
+  assert [r.name for r in study.seed_major(s, runs)][:5] == [
+      "clip-n96-noisy-s0", "clip-n200-noisy-s0", "declip-n96-noisy-s0", "declip-n200-noisy-s0", "clip-n96-noisy-s1"]
   cmd = study.command(s, runs[0], epath.Path(tmp_path))
   assert "--config.data.augment.crop_scale=(0.5, 1.0)" in cmd and "--config.data.builtin.num_train=96" in cmd
   assert "--config.data.builtin.noise.unrelated=0.2" in cmd and "--config.train.seed=0" in cmd

@@ -58,7 +58,7 @@ METHODS = {  # In the table's and the plot's order.
 def get_config():
   s = ml_collections.ConfigDict()
   s.base = "configs/demo.py"
-  s.overrides = (("train.num_steps", 500), ("checkpoint.every_steps", 250), ("eval.every_steps", 500))
+  s.overrides = data_efficiency.get_config().overrides  # The demo's 1,500 steps, as the data-efficiency study.
   s.methods = tuple(METHODS.items())
   s.num_train = (500,)
   s.noise = ml_collections.ConfigDict({"noisy": data_efficiency.NOISY})

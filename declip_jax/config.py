@@ -335,6 +335,11 @@ def use_clip_baseline(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   return c
 
 
+def text_views(c: ml_collections.ConfigDict) -> int:
+  """Captions per pair that the text tower encodes and NNS enqueues: the MLM one, and the EDA one with data.eda."""
+  return 1 + int(c.data.eda)
+
+
 def _require(condition: bool, message: str):
   if not condition:
     raise ConfigError(message)
@@ -390,7 +395,7 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
     _require(groups > 0 and b % groups == 0,
              f"train.batch_size ({b}) must be divisible by nns.groups ({groups}): each group's buffer is fed by "
              "its own contiguous slice of the batch.")
-    per_group = (b // groups) * (1 + int(c.data.eda))
+    per_group = (b // groups) * text_views(c)
     _require(c.nns.group_size >= per_group,
              f"nns.group_size ({c.nns.group_size}) must hold one step's {per_group} enqueued embeddings per group "
              "(train.batch_size / nns.groups x text views).")

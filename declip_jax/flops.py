@@ -8,6 +8,8 @@ do not change it). Exceptions: the frozen patch embedding is the first layer and
 
 import ml_collections
 
+from declip_jax import config as config_lib
+
 # Dense bf16 peak, TFLOP/s per chip (vendor figures).
 PEAK_BF16_TFLOPS = {"TPU v4": 275.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "A100": 312.0, "H100 SXM": 989.0,
                     "H200": 989.0}
@@ -60,7 +62,7 @@ def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
   img, txt = m.image, m.text
   patches = (img.image_size // img.patch_size) ** 2 if img.arch == "vit" else 0
   image_views = config.data.num_image_views
-  text_passes = 1 + int(config.data.eda)
+  text_passes = config_lib.text_views(config)
   parts = {}
   if img.arch == "resnet":
     image_tower = resnet_forward(img.image_size, img.width, img.resnet_layers, m.embed_dim)

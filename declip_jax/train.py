@@ -16,7 +16,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from declip_jax import checkpointing, nn_queue, parallel, recovery, state as state_lib, train_setup
+from declip_jax import (checkpointing, config as config_lib, nn_queue, parallel, recovery, state as state_lib,
+                        train_setup)
 from declip_jax.data import pipeline, tfrecord_source
 from declip_jax.evaluation import runner
 
@@ -101,7 +102,7 @@ def _warn_if_the_queue_outgrows_the_data(config: ml_collections.ConfigDict) -> N
   """Logs a warning when NNS would mostly find each pair's own caption (built-in data, whose size is known)."""
   if config.loss.weights.nns <= 0 or config.data.source != "builtin":
     return
-  views, pairs = 1 + int(config.data.eda), config.data.builtin.num_train
+  views, pairs = config_lib.text_views(config), config.data.builtin.num_train
   fraction = nn_queue.own_pair_fraction(config.nns.group_size, views, pairs)
   if fraction > 0.1:
     logging.warning("NNS: each queue buffer holds %d of the %d training pairs' captions, so %.0f%% of the lookups "

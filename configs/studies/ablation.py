@@ -2,14 +2,18 @@
 each; DeCLIP. 500 built-in pairs with the data-efficiency study's caption noise, 3 seeds, on the demo model.
 
 Run:
-  python -m declip_jax.study --study=configs/studies/ablation.py --workdir=studies/ablation --parallel=2
+  python -m declip_jax.study --study=configs/studies/ablation.py --workdir=studies/ablation --parallel=1
 
-30 runs of configs/demo.py at 500 steps (a third of the demo's schedule, so that the grid fits a session on 2
-CPU cores: 21 of the runs took 65 min at --parallel=2, the cores shared with a test run) at batch 128: 128
-passes over the 500 pairs.
+30 runs of configs/demo.py at the demo's 1,500 steps and batch 128 (384 passes over the 500 pairs), the
+data-efficiency study's schedule: its `clip` and `declip` rows are that study's 500-pair runs (the same overrides
+and run names: link those six run directories into this study's workdir and they are skipped). 500 steps, tried
+first, was too short: DeCLIP's lead over CLIP comes after CLIP has memorised the pairs (README). --parallel=1: on
+2 cores a second process gains about 10% (each one's threads want both cores) and a study cut short leaves two
+runs half done instead of one.
 
 How a term is added to or taken from the recipe (every weight is DeCLIP's: 0.4 on the CLIP term, 0.2 on each
-other term; AdamW makes the overall scale immaterial):
+other term; AdamW makes the overall scale immaterial, so the CLIP row's single term at the baseline's 1.0 is the
+same training as at 0.4):
 - ISS: SimSiam between two MoCo-v2 views of the image (`data.num_image_views=2`). Added to CLIP alone, the CLIP
   term stays on the first view only (`loss.mvs_mode="paper"` with `loss.weights.mvs=0`).
 - TSS: masked language modelling; the caption the CLIP term sees is then the masked one, as in DeCLIP.
@@ -42,7 +46,7 @@ def _with(base, *changes):
 
 CLIP = _with(data_efficiency.CLIP, _CLIP_TERM_ONLY)
 METHODS = {  # In the table's and the plot's order.
-    "clip": CLIP,
+    "clip": data_efficiency.CLIP,
     "clip+iss": _with(CLIP, _TWO_IMAGE_VIEWS, _FIRST_PAIR_ONLY, (("loss.weights.iss", 0.2),)),
     "clip+tss": _with(CLIP, (("loss.weights.tss", 0.2),)),
     "clip+mvs": _with(CLIP, _TWO_IMAGE_VIEWS, (("data.eda", True),)),

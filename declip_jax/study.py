@@ -198,7 +198,8 @@ def _per_cell(rows: list[dict], metric: str) -> dict[tuple[str, str, int], list[
 
 def table(rows: list[dict], metrics: dict[str, str]) -> str:
   """A Markdown table: one row per (training pairs, method, noise) in the study's order, one column per
-  (title -> metric column) with mean +- sample standard deviation over seeds, in percent, and the seed count."""
+  (title -> metric column) with mean +- sample standard deviation over seeds (the value alone for one seed), in
+  percent, and the seed count."""
   order = list(dict.fromkeys((row["num_train"], row["method"], row["noise"]) for row in rows))
   order.sort(key=lambda key: key[0])  # Stable: the methods keep the study's order within a size.
   lines = ["| pairs | method | noise | " + " | ".join(metrics) + " | seeds |",
@@ -213,7 +214,10 @@ def table(rows: list[dict], metrics: dict[str, str]) -> str:
         cells.append("")
         continue
       mean = sum(values) / len(values)
-      std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+      if len(values) == 1:  # No spread to show.
+        cells.append(f"{100 * mean:.1f}")
+        continue
+      std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
       cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
     lines.append(f"| {num_train:,} | {method} | {noise} | " + " | ".join(cells) + f" | {seeds} |")
   return "\n".join(lines) + "\n"

@@ -63,6 +63,8 @@ def test_collect_and_plot(tmp_path):
   assert markdown[2] == "| 96 | clip | noisy | 5.0 ± 7.1 | 2 |"  # Seeds 0.0 and 0.1: sample std 0.0707.
   assert markdown[3] == "| 96 | declip | noisy | 45.0 ± 7.1 | 2 |"
   assert markdown[4] == "| 200 | clip | noisy | 25.0 ± 7.1 | 2 |"
+  assert study.table(rows[:1], {"shape": "zero_shot_shape/zero_shot_top1"}).splitlines()[2] == (
+      "| 96 | clip | noisy | 0.0 | 1 |")
   study.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

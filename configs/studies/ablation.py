@@ -44,13 +44,13 @@ def _with(base, *changes):
   return tuple(merged.items())
 
 
-CLIP = _with(data_efficiency.CLIP, _CLIP_TERM_ONLY)
+_CLIP_AT_DECLIP_WEIGHT = _with(data_efficiency.CLIP, _CLIP_TERM_ONLY)  # The base of the "clip+<term>" rows.
 METHODS = {  # In the table's and the plot's order.
     "clip": data_efficiency.CLIP,
-    "clip+iss": _with(CLIP, _TWO_IMAGE_VIEWS, _FIRST_PAIR_ONLY, (("loss.weights.iss", 0.2),)),
-    "clip+tss": _with(CLIP, (("loss.weights.tss", 0.2),)),
-    "clip+mvs": _with(CLIP, _TWO_IMAGE_VIEWS, (("data.eda", True),)),
-    "clip+nns": _with(CLIP, (("loss.weights.nns", 0.2),)),
+    "clip+iss": _with(_CLIP_AT_DECLIP_WEIGHT, _TWO_IMAGE_VIEWS, _FIRST_PAIR_ONLY, (("loss.weights.iss", 0.2),)),
+    "clip+tss": _with(_CLIP_AT_DECLIP_WEIGHT, (("loss.weights.tss", 0.2),)),
+    "clip+mvs": _with(_CLIP_AT_DECLIP_WEIGHT, _TWO_IMAGE_VIEWS, (("data.eda", True),)),
+    "clip+nns": _with(_CLIP_AT_DECLIP_WEIGHT, (("loss.weights.nns", 0.2),)),
     "declip-iss": (("loss.weights.iss", 0.0),),
     "declip-tss": (("loss.weights.tss", 0.0),),
     "declip-mvs": _FIRST_PAIR_ONLY,

@@ -5,7 +5,7 @@ the demo's queue and with 64-slot buffers (own caption in 6% / 12% of lookups), 
 schedule and seeds.
 
 Run (the 2,048-slot runs are the ablation study's own, skipped when already there):
-  python -m declip_jax.study --study=configs/studies/nn_queue_size.py --workdir=studies/ablation --parallel=2
+  python -m declip_jax.study --study=configs/studies/nn_queue_size.py --workdir=studies/ablation --parallel=1
 """
 
 from configs.studies import ablation

@@ -48,6 +48,11 @@ class DeclipTestLabels(tfds.core.GeneratorBasedBuilder):
       yield i, {"image": image + rng.integers(0, 40, image.shape, dtype=np.uint8), "label": i % 3}
 
 
+# One worker runs the module (but the 8-device test, in the virtual-devices group), so the trained run is made
+# once, not once per worker.
+pytestmark = pytest.mark.xdist_group("eval_suite")
+
+
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("tfds_labels")

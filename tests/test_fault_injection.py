@@ -27,6 +27,9 @@ from tests.conftest import REPO
 
 PLAN = "14:0:spike"
 
+# One worker runs the module, so the reference run (a minute of training) is made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("fault_injection")
+
 
 def _start(workdir, *flags):
   return subprocess.Popen([sys.executable, "-m", "tests.fault_worker", str(workdir), f"--plan={PLAN}", *flags],

@@ -31,9 +31,9 @@ REFERENCE = REPO / "tests" / "data" / "official_declip_losses.npz"  # Copy of sh
 
 def pytest_configure(config):
   """One persistent JAX compilation cache for the whole run, shared by the xdist workers and every subprocess
-  they start (both inherit this process's environment): most tests train the same tiny config, and compiling
-  its train step and evaluations again in each test or subprocess was a third of the suite's time. Each run
-  starts empty (nothing carries over between runs) and removes it at the end."""
+  they start (both inherit this process's environment): most tests train the same tiny config, and a tiny
+  `declip_jax.main` run takes 39 s compiling its programs, 22 s with them cached. Each run starts empty (nothing
+  carries over between runs) and removes it at the end."""
   if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
     return  # An xdist worker (it inherited the controller's), or a cache the caller chose.
   cache = tempfile.mkdtemp(prefix="declip_jax_tests_jit_cache_")

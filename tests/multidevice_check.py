@@ -17,8 +17,7 @@ The ResNet run checks BatchNorm groups that span devices, with NNS off: the entr
 embeddings of an untrained model, nearly parallel, so step 2's nearest neighbour can be decided by a similarity
 gap below float rounding, and a 1e-7 difference then picks another caption, a discrete change of the NNS term
 (CI once saw step 2's metrics 1.8e-4 apart while the queue and BatchNorm statistics agreed to 1e-6, the mark
-of such a flip). The NN search across devices is
-the subject of the two ViT runs.
+of such a flip). The NN search across devices is the subject of the two ViT runs.
 """
 
 import os

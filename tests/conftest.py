@@ -3,7 +3,6 @@
 import os
 import pathlib
 import shutil
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,16 +32,14 @@ def pytest_configure(config):
   """One persistent JAX compilation cache for the whole run, shared by the xdist workers and every subprocess
   they start (both inherit this process's environment): most tests train the same tiny config, and a tiny
   `declip_jax.main` run takes 39 s compiling its programs, 22 s with them cached. Each run starts empty (nothing
-  carries over between runs) and removes it at the end."""
+  carries over between runs) and removes it at the end. JAX reads these variables when it is imported, which
+  happens after this hook (this file imports no JAX)."""
   if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
     return  # An xdist worker (it inherited the controller's), or a cache the caller chose.
   cache = tempfile.mkdtemp(prefix="declip_jax_tests_jit_cache_")
   config._declip_jit_cache = cache
   os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # The tiny programs compile in under 1 s.
-  if "jax" in sys.modules:  # Read from the environment at import: tell an already imported jax.
-    sys.modules["jax"].config.update("jax_compilation_cache_dir", cache)
-    sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_unconfigure(config):

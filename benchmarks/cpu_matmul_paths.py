@@ -33,7 +33,7 @@ _CHILD = r"""
 import json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import jax
-from benchmarks import host_info
+from declip_jax import host_info
 from configs import clip_vit_b32
 from declip_jax import parallel, synthetic, train_setup
 size, batch, steps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -70,7 +70,7 @@ def torch_gflops(size: int) -> float | None:
 
 
 def main(_):
-  from benchmarks import host_info  # pylint: disable=g-import-not-at-top
+  from declip_jax import host_info  # pylint: disable=g-import-not-at-top
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   print(f"host: {host_info.describe()}")
   print(f"| XLA CPU variant | XLA_FLAGS | f32 {_SIZE.value}^2 matmul GFLOP/s | CLIP ViT-B/32 step, batch {_BATCH.value} "

@@ -39,7 +39,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks import host_info  # noqa: E402
+from declip_jax import host_info  # noqa: E402
 from declip_jax import aot, flops, parallel, synthetic, train_setup  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 

@@ -40,7 +40,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
 
-from benchmarks import host_info  # pylint: disable=g-import-not-at-top
+from declip_jax import host_info  # pylint: disable=g-import-not-at-top
 from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from declip_jax.data import pipeline, tfrecord_source, write_tfrecords  # pylint: disable=g-import-not-at-top
 

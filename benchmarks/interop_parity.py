@@ -15,7 +15,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks import host_info  # noqa: E402
+from declip_jax import host_info  # noqa: E402
 from declip_jax import config as config_lib, state as state_lib  # noqa: E402
 from declip_jax.interop import open_clip_weights as ow  # noqa: E402
 from declip_jax.models import declip  # noqa: E402

@@ -26,7 +26,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from benchmarks import host_info  # noqa: E402
+from declip_jax import host_info  # noqa: E402
 from declip_jax import config as config_lib, flops, parallel, synthetic, train_setup  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)

@@ -31,7 +31,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from benchmarks import host_info  # noqa: E402
+from declip_jax import host_info  # noqa: E402
 from declip_jax import config as config_lib, parallel, train  # noqa: E402
 from declip_jax.data import pipeline  # noqa: E402
 from declip_jax.interop import open_clip_weights  # noqa: E402

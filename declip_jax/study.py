@@ -1,43 +1,55 @@
-"""A grid of training runs, each an ordinary `declip_jax.main` workdir, collected into one CSV and a plot.
+"""A grid of training runs, each an ordinary `declip_jax.main` workdir, kept as committed records and collected
+into one CSV, a table and a plot.
 
-  python -m declip_jax.study --study=configs/studies/data_efficiency.py --workdir=studies/data_efficiency \
-      [--parallel=2] [--dry_run]
+  python -m declip_jax.study --study=configs/studies/data_efficiency.py [--workdir=DIR] [--records=DIR] \
+      [--parallel=1] [--dry_run]
 
 A study config (`get_config()`) names the base experiment config (`base`), config overrides shared by every run
 (`overrides`: ("key.path", value) pairs), and its axes: `methods` (name -> such pairs), `num_train` (data sizes),
 `noise` (name -> data.builtin.noise fractions) and `seeds` (train.seed; the data seed stays); `plot` maps panel
 titles to metric columns. `methods` and `plot` may be (name, value) pairs instead of a ConfigDict (which sorts its
 keys), to keep their order in the table and the plot. Each combination is a run in
-`<workdir>/<method>-n<num_train>-<noise>-s<seed>`, so resume, `--mode=eval` and TensorBoard work on each. A
-run whose eval_results.json holds every evaluation at the last step is complete and skipped; a killed run
-resumes from its checkpoint. Runs go one at a time or `--parallel` at once (processes); progress shows runs
-done / total and an ETA. Then `<workdir>/results.csv` holds every evaluation metric of every run and its final
-training scalars (loss terms, NN similarity, embedding spread), and
-`<workdir>/results.png` plots zero-shot and linear-probe top-1 against the number of training pairs, per method
-and noise, mean and spread (min to max) over seeds; `<workdir>/results.md` is a Markdown table of the same
-metrics, mean +- standard deviation over seeds.
+`<workdir>/<method>-n<num_train>-<noise>-s<seed>`, so resume, `--mode=eval` and TensorBoard work on each.
+
+Results outlive the machine: each finished run is written to `<records>/runs/<run>.json` (`study_records`: its
+evaluations, final training scalars, resolved config, wall time, host, commit), by default under
+`docs/studies/<study file name>/`, to be committed. A run with a record whose config matches is complete, also
+on a fresh clone with no workdirs; so is a run recorded under another study's folder with the same name and
+config (studies share runs). A record made with another config (the recipe or the method changed since) is
+reported with the keys that differ, and the run is made again. A run whose workdir is complete but has no
+record gets one. The rest run one at a time or `--parallel` at once (processes), each cell's first seed before
+any second; progress shows runs done / total and an ETA. Then `<records>/results.csv` holds every evaluation
+metric of every recorded run and its final training scalars (loss terms, NN similarity, embedding spread),
+`results.md` a Markdown table (mean +- standard deviation over seeds) and `results.png` plots zero-shot and
+linear-probe top-1 against the number of training pairs (one data size: bars per method), mean and min-max
+spread over seeds.
 """
 
 import concurrent.futures
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import ml_collections
 from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
+from declip_jax import study_records
+
 _STUDY = config_flags.DEFINE_config_file("study", None, "A study config (configs/studies/*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The study's directory: a workdir per run, results.csv, results.png.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs' workdirs go (scratch); default "
+                               "workdirs/studies/<study file name>.")
+_RECORDS = flags.DEFINE_string("records", None, "The study's committed folder: runs/<run>.json records and the "
+                               "results; default docs/studies/<study file name>.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once (each a process).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and their commands; run nothing.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs, whether each is recorded, and the commands of "
+                             "those left; run nothing.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Run:
   noise: str
   seed: int
   overrides: tuple[tuple[str, str], ...]  # (config key, value) in command-line form.
+  values: tuple[tuple[str, Any], ...] = dataclasses.field(default=(), compare=False)  # The same, as Python values.
 
   @property
   def name(self) -> str:
@@ -72,13 +85,15 @@ def runs_of(study: ml_collections.ConfigDict) -> list[Run]:
           overrides = {**dict(study.overrides), **dict(method_overrides),
                        "data.builtin.num_train": num_train, "train.seed": seed,
                        **{f"data.builtin.noise.{k}": v for k, v in noise.items()}}
+          items = sorted(overrides.items())
           out.append(Run(method, int(num_train), noise_name, int(seed),
-                         tuple((k, _flag_value(v)) for k, v in sorted(overrides.items()))))
+                         tuple((k, _flag_value(v)) for k, v in items), tuple(items)))
   return out
 
 
-def command(study: ml_collections.ConfigDict, run: Run, workdir: epath.Path) -> list[str]:
-  return [sys.executable, "-m", "declip_jax.main", f"--config={study.base}", f"--workdir={workdir / run.name}",
+def command(study: ml_collections.ConfigDict, run: Run, workdir: epath.Path,
+            python: str = sys.executable) -> list[str]:
+  return [python, "-m", "declip_jax.main", f"--config={study.base}", f"--workdir={workdir / run.name}",
           *[f"--config.{k}={v}" for k, v in run.overrides]]
 
 
@@ -87,10 +102,7 @@ def num_steps(study: ml_collections.ConfigDict) -> int:
   overrides = dict(study.overrides)
   if "train.num_steps" in overrides:
     return int(overrides["train.num_steps"])
-  spec = importlib.util.spec_from_file_location("study_base", study.base)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return int(module.get_config().train.num_steps)
+  return int(study_records.load_config(study.base).train.num_steps)
 
 
 def results_of(run_dir: epath.Path) -> Optional[dict]:
@@ -104,6 +116,58 @@ def results_of(run_dir: epath.Path) -> Optional[dict]:
 def is_complete(run_dir: epath.Path, steps: int) -> bool:
   results = results_of(run_dir)
   return bool(results) and all(r.get("step") == steps for r in results.values())
+
+
+@dataclasses.dataclass
+class Records:
+  """Where a study's records are (`folder`/runs/<run>.json, its own), the other studies' folders whose records it
+  may reuse (their parent's other subfolders), and the config each run trains with."""
+
+  study: ml_collections.ConfigDict
+  folder: epath.Path
+  name: str
+
+  def __post_init__(self):
+    self._configs: dict[str, dict] = {}
+
+  def path(self, run: Run) -> epath.Path:
+    return self.folder / "runs" / f"{run.name}.json"
+
+  def config(self, run: Run) -> dict[str, Any]:
+    """The run's resolved config, `study_records.flatten`ed."""
+    if run.name not in self._configs:
+      self._configs[run.name] = study_records.flatten(
+          study_records.resolved_config(self.study.base, dict(run.values)))
+    return self._configs[run.name]
+
+  def find(self, run: Run) -> tuple[Optional[dict], list[str]]:
+    """(the run's matching record: its own, else another study's of the same name; None if none matches), and
+    the differences of its own record when that one was made with another config (empty otherwise)."""
+    own = study_records.read(self.path(run))
+    if own is not None:
+      differences = study_records.config_differences(own["config"], self.config(run))
+      if not differences:
+        return own, []
+    others = sorted(p for p in self.folder.parent.glob(f"*/runs/{run.name}.json") if p != self.path(run))
+    for path in others:
+      record = study_records.read(path)
+      if record is not None and not study_records.config_differences(record["config"], self.config(run)):
+        return record, []
+    return None, differences if own is not None else []
+
+  def record(self, run: Run, run_dir: epath.Path, wall_seconds: Optional[float], cmd: list[str]) -> dict:
+    """Writes the record of a complete run from its workdir; returns it."""
+    record = study_records.make(
+        study=self.name, run=run, base=self.study.base, config=self.config(run), evaluations=results_of(run_dir),
+        training=final_training_scalars(run_dir), wall_seconds=wall_seconds, host=_host_line(),
+        commit=study_records.commit_of(), command=["python", *cmd[1:]])
+    study_records.write(self.path(run), record)
+    return record
+
+
+def _host_line() -> str:
+  from declip_jax import host_info  # pylint: disable=g-import-not-at-top  (imports JAX)
+  return host_info.describe()
 
 
 def _progress(done: int, total: int, durations: list[float], parallel: int, started: float) -> str:
@@ -120,19 +184,45 @@ def seed_major(study: ml_collections.ConfigDict, runs: list[Run]) -> list[Run]:
   return sorted(runs, key=lambda run: list(study.seeds).index(run.seed))
 
 
-def run_all(study: ml_collections.ConfigDict, workdir: epath.Path, parallel: int = 1) -> list[Run]:
-  """Runs every incomplete run (logs in <run>/study.log) in `seed_major` order; returns the runs that failed."""
-  runs, steps = runs_of(study), num_steps(study)
-  todo = seed_major(study, [r for r in runs if not is_complete(workdir / r.name, steps)])
-  done, failed, durations, started = len(runs) - len(todo), [], [], time.time()
-  print(_progress(done, len(runs), durations, parallel, started), flush=True)
+def plan(records: Records, workdir: epath.Path, say=print,
+         record_workdirs: bool = True) -> tuple[dict[str, dict], list[Run]]:
+  """Which runs are done: ({run name: its record} for the recorded ones, [the runs left, in `seed_major`
+  order]). A run complete in `workdir` but without a record gets one (wall time unknown) when
+  `record_workdirs`; a record made with another config is reported by `say` with the keys that differ."""
+  study, steps = records.study, num_steps(records.study)
+  recorded, left = {}, []
+  for run in runs_of(study):
+    record, differences = records.find(run)
+    if record is None and record_workdirs and is_complete(workdir / run.name, steps):
+      record = records.record(run, workdir / run.name, None, command(study, run, workdir))
+    elif differences:
+      say(f"study: {run.name}: its record {records.path(run)} was made with another config ("
+          + "; ".join(differences[:8]) + (f"; {len(differences) - 8} more" if len(differences) > 8 else "")
+          + "): running it again.")
+    if record is None:
+      left.append(run)
+    else:
+      recorded[run.name] = record
+  return recorded, seed_major(study, left)
+
+
+def run_all(records: Records, workdir: epath.Path, parallel: int = 1) -> list[Run]:
+  """Runs every run without a matching record (logs in <workdir>/<run>/study.log) and records each that
+  completes; returns the runs that failed."""
+  study, steps = records.study, num_steps(records.study)
+  recorded, todo = plan(records, workdir)
+  total = len(recorded) + len(todo)
+  done, failed, durations, started = len(recorded), [], [], time.time()
+  print(_progress(done, total, durations, parallel, started), flush=True)
+
+  # The runs of a method differ only in data and seed: one JAX compilation cache lets them share compiled programs.
+  env = {"TF_CPP_MIN_LOG_LEVEL": "2", "JAX_COMPILATION_CACHE_DIR": str(workdir / ".jax_cache"), **os.environ}
 
   def one(run: Run) -> tuple[Run, int, float]:
     (workdir / run.name).mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(workdir / run.name / "study.log", "a") as log:
-      code = subprocess.call(command(study, run, workdir), stdout=log, stderr=subprocess.STDOUT,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+      code = subprocess.call(command(study, run, workdir), stdout=log, stderr=subprocess.STDOUT, env=env)
     return run, code, time.time() - start
 
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
@@ -141,10 +231,12 @@ def run_all(study: ml_collections.ConfigDict, workdir: epath.Path, parallel: int
       done += 1
       if code == 0 and is_complete(workdir / run.name, steps):
         durations.append(seconds)
+        records.record(run, workdir / run.name, seconds, command(study, run, workdir))
+        print(f"study: {run.name} done in {seconds / 60:.1f} min, recorded in {records.path(run)}", flush=True)
       else:
         failed.append(run)
         print(f"study: {run.name} failed (exit {code}); see {workdir / run.name / 'study.log'}", flush=True)
-      print(_progress(done, len(runs), durations, parallel, started), flush=True)
+      print(_progress(done, total, durations, parallel, started), flush=True)
   return failed
 
 
@@ -162,20 +254,21 @@ def final_training_scalars(run_dir: epath.Path, fraction: float = 0.1) -> dict[s
   return out
 
 
-def collect(study: ml_collections.ConfigDict, workdir: epath.Path) -> list[dict]:
-  """One row per complete run: its axes, `<evaluation>/<metric>` for every evaluation metric, then the training
-  scalars at the end of the run (`final_training_scalars`); written to <workdir>/results.csv."""
-  steps, rows = num_steps(study), []
+def collect(study: ml_collections.ConfigDict, recorded: dict[str, dict], path: epath.Path) -> list[dict]:
+  """One row per recorded run, in the grid's order: its axes, `<evaluation>/<metric>` for every evaluation
+  metric, then the training scalars at the end of the run (`final_training_scalars`); written to `path` (CSV)."""
+  rows = []
   for run in runs_of(study):
-    if not is_complete(workdir / run.name, steps):
+    if run.name not in recorded:
       continue
+    record = recorded[run.name]
     row = {"method": run.method, "num_train": run.num_train, "noise": run.noise, "seed": run.seed}
-    for name, result in sorted(results_of(workdir / run.name).items()):
+    for name, result in sorted(record["evaluations"].items()):
       row.update({f"{name}/{k}": v for k, v in sorted(result["metrics"].items())})
-    row.update(sorted(final_training_scalars(workdir / run.name).items()))
+    row.update(sorted(record["training"].items()))
     rows.append(row)
   columns = list(dict.fromkeys(k for row in rows for k in row))
-  with open(workdir / "results.csv", "w", newline="") as f:
+  with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, columns)
     writer.writeheader()
     writer.writerows(rows)
@@ -275,23 +368,34 @@ def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
 
 
 def main(_):
-  study, workdir = _STUDY.value, epath.Path(_WORKDIR.value)
+  study = _STUDY.value
+  name = epath.Path(flags.FLAGS["study"].config_filename).stem
+  workdir = epath.Path(_WORKDIR.value or f"workdirs/studies/{name}")
+  records = Records(study, epath.Path(_RECORDS.value or f"docs/studies/{name}"), name)
   if _DRY_RUN.value:
+    recorded, left = plan(records, workdir, record_workdirs=False)
     for run in runs_of(study):
+      if run.name in recorded:
+        print(f"{run.name} recorded ({recorded[run.name]['study']} study, {recorded[run.name]['finished']})")
+    for run in left:
       print(run.name, " ".join(command(study, run, workdir)))
+    print(f"study: {len(recorded)} of {len(recorded) + len(left)} runs recorded, {len(left)} left to run")
     return
   workdir.mkdir(parents=True, exist_ok=True)
-  failed = run_all(study, workdir, _PARALLEL.value)
-  rows = collect(study, workdir)
+  failed = run_all(records, workdir, _PARALLEL.value)
+  recorded, _ = plan(records, workdir, say=lambda _: None)
+  rows = collect(study, recorded, records.folder / "results.csv")
   panels = dict(_items(study.plot))
-  plot(rows, panels, workdir / "results.png")
-  (workdir / "results.md").write_text(table(rows, panels))
+  if rows:
+    plot(rows, panels, records.folder / "results.png")
+  (records.folder / "results.md").write_text(table(rows, panels))
   print(table(rows, panels))
-  print(f"study: {len(rows)} runs in {workdir / 'results.csv'} (table: results.md), plot {workdir / 'results.png'}")
+  print(f"study: {len(rows)} runs in {records.folder / 'results.csv'} (table: results.md, plot: results.png); "
+        f"records in {records.folder / 'runs'}")
   if failed:
     sys.exit(f"study: {len(failed)} runs failed: {', '.join(r.name for r in failed)}")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["study", "workdir"])
+  flags.mark_flags_as_required(["study"])
   app.run(main)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import ml_collections
 import pytest
 from etils import epath
 
-from declip_jax import study
+from declip_jax import study, study_records
 from tests.conftest import REPO
 
 
@@ -45,14 +46,21 @@ def test_grid_names_commands_and_completion(tmp_path):
   assert study.is_complete(run_dir, 2)
 
 
+def fake_finished_runs(s, workdir: epath.Path, count=None, value=lambda i: 0.1 * i):
+  """Workdirs of the study's first `count` runs as a finished run leaves them (eval_results.json at the last step)."""
+  for i, run in enumerate(study.runs_of(s)[:count]):
+    (workdir / run.name).mkdir(parents=True)
+    (workdir / run.name / "eval_results.json").write_text(json.dumps(
+        {"zero_shot_shape": {"step": 2, "metrics": {"zero_shot_top1": value(i)}}}))
+
+
 def test_collect_and_plot(tmp_path):
   s = tiny_study()
   workdir = epath.Path(tmp_path)
-  for i, run in enumerate(study.runs_of(s)[:6]):
-    (workdir / run.name).mkdir()
-    (workdir / run.name / "eval_results.json").write_text(json.dumps(
-        {"zero_shot_shape": {"step": 2, "metrics": {"zero_shot_top1": 0.1 * i}}}))
-  rows = study.collect(s, workdir)
+  fake_finished_runs(s, workdir / "w", 6)
+  recorded, left = study.plan(study.Records(s, workdir / "records", "tiny"), workdir / "w")
+  assert len(recorded) == 6 and len(left) == 2
+  rows = study.collect(s, recorded, workdir / "results.csv")
   assert len(rows) == 6 and rows[0]["zero_shot_shape/zero_shot_top1"] == 0.0
   with open(workdir / "results.csv") as f:
     assert len(list(csv.DictReader(f))) == 6
@@ -82,29 +90,39 @@ def test_a_two_run_study_end_to_end(tmp_path):
       "  s.noise = ml_collections.ConfigDict({'noisy': {'partial': 0.2, 'wrong': 0.1, 'unrelated': 0.2}})\n"
       "  s.plot = ml_collections.ConfigDict({'zero-shot shape': 'zero_shot_shape/zero_shot_top1'})\n"
       "  return s\n")
+  records = tmp_path / "records"
   args = [sys.executable, "-m", "declip_jax.study", f"--study={study_file}", f"--workdir={tmp_path / 'w'}",
-          "--parallel=2"]
+          f"--records={records}", "--parallel=2"]
   out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
   assert "study: 2/2 runs done" in out.stdout
-  with open(tmp_path / "w" / "results.csv") as f:
+  with open(records / "results.csv") as f:
     rows = list(csv.DictReader(f))
   assert {r["method"] for r in rows} == {"clip", "declip"} and all(r["zero_shot_shape/zero_shot_top1"] for r in rows)
   assert all(float(r["train/loss"]) > 0 for r in rows)  # The final training scalars, from the events.
-  assert (tmp_path / "w" / "results.png").stat().st_size > 1000
-  assert (tmp_path / "w" / "results.md").read_text().startswith("| pairs | method | noise | zero-shot shape |")
+  assert (records / "results.png").stat().st_size > 1000
+  assert (records / "results.md").read_text().startswith("| pairs | method | noise | zero-shot shape |")
+  record = json.loads((records / "runs" / "clip-n96-noisy-s0.json").read_text())
+  assert record["wall_seconds"] > 0 and record["training"]["train/loss"] > 0
+
+  # Interrupted on another machine: no workdirs, one run's record missing. Only that run is made again.
+  shutil.rmtree(tmp_path / "w")
+  (records / "runs" / "declip-n96-noisy-s0.json").unlink()
   again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert again.returncode == 0 and "study: 2/2 runs done after" in again.stdout.splitlines()[0]
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.splitlines()[0].startswith("study: 1/2 runs done after")
+  assert "declip-n96-noisy-s0 done" in again.stdout and not (tmp_path / "w" / "clip-n96-noisy-s0").exists()
+  with open(records / "results.csv") as f:
+    assert [r["zero_shot_shape/zero_shot_top1"] for r in csv.DictReader(f)] == [
+        r["zero_shot_shape/zero_shot_top1"] for r in rows]  # The same run, the same results (CPU, same seed).
 
 
 def test_a_study_at_one_size_is_plotted_as_bars(tmp_path):
   s = tiny_study(num_train=(96,))
   workdir = epath.Path(tmp_path)
-  for i, run in enumerate(study.runs_of(s)):
-    (workdir / run.name).mkdir()
-    (workdir / run.name / "eval_results.json").write_text(json.dumps(
-        {"zero_shot_shape": {"step": 2, "metrics": {"zero_shot_top1": 0.1 * i}}}))
-  rows = study.collect(s, workdir)
+  fake_finished_runs(s, workdir / "w")
+  recorded, _ = study.plan(study.Records(s, workdir / "records", "tiny"), workdir / "w")
+  rows = study.collect(s, recorded, workdir / "results.csv")
   study.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -115,3 +133,56 @@ def test_methods_and_panels_given_as_pairs_keep_their_order():
   rows = [{"method": "declip", "num_train": 96, "noise": "noisy", "seed": 0, "b": 0.5, "a": 0.25}]
   header = study.table(rows, dict(study._items((("b", "b"), ("a", "a"))))).splitlines()[0]
   assert header == "| pairs | method | noise | b | a | seeds |"
+
+
+def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
+  """A study whose workdirs are gone resumes from its records alone; a record made with another config is
+  reported by key and its run is left to do; another study's record of the same run (name and config) counts."""
+  s = tiny_study()
+  root = epath.Path(tmp_path)
+  records = study.Records(s, root / "docs" / "tiny", "tiny")
+  fake_finished_runs(s, root / "w", 5)
+  recorded, left = study.plan(records, root / "w")
+  assert len(recorded) == 5
+  assert [r.name for r in left] == ["declip-n200-noisy-s0", "declip-n96-noisy-s1", "declip-n200-noisy-s1"]
+  record = study_records.read(records.path(study.runs_of(s)[0]))
+  assert record["run"] == "clip-n96-noisy-s0" and record["steps"] == 2 and record["seed"] == 0
+  assert record["config"]["loss.weights.iss"] == 0.0 and record["config"]["data.builtin.num_train"] == 96
+  assert record["config"]["data.augment.crop_scale"] == [0.5, 1.0] and record["wall_seconds"] is None
+  assert record["evaluations"]["zero_shot_shape"]["metrics"] == {"zero_shot_top1": 0.0}
+  assert record["commit"] and record["host"] and "--config.train.seed=0" in record["command"]
+
+  (root / "w").rmtree()  # A fresh clone on another machine: the records alone.
+  again, left_again = study.plan(records, root / "w")
+  assert again.keys() == recorded.keys() and [r.name for r in left_again] == [r.name for r in left]
+
+  changed = tiny_study(methods=ml_collections.ConfigDict(
+      {"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.6, 1.0))), "declip": ()}))
+  said = []
+  recorded, left = study.plan(study.Records(changed, root / "docs" / "tiny", "tiny"), root / "w", say=said.append)
+  assert {r.name for r in left} >= {"clip-n96-noisy-s0", "clip-n200-noisy-s1"} and len(recorded) == 1
+  assert len(said) == 4 and "data.augment.crop_scale: [0.5, 1.0] -> [0.6, 1.0]" in said[0]
+
+  other = study.Records(s, root / "docs" / "other_study", "other_study")  # Shares the runs of the same name.
+  shared, _ = study.plan(other, root / "w")
+  assert set(shared) == {r.name for r in study.runs_of(s)[:5]}
+  assert not (root / "docs" / "other_study" / "runs").exists()  # Reused, not copied.
+
+
+def test_config_differences_ignore_scheduling_and_new_keys():
+  recorded = {"a.b": 1, "checkpoint.every_steps": 750, "eval.every_steps": 750, "evals.x.every_steps": 3,
+              "gone.key": 0}
+  current = {"a.b": 2, "checkpoint.every_steps": 500, "eval.every_steps": 1500, "evals.x.every_steps": 9,
+             "new.key": 1}
+  assert study_records.config_differences(recorded, current) == [
+      "a.b: 1 -> 2", "gone.key: 0 -> (no longer a config key)"]
+  assert study_records.config_differences(current, {**current, "new.key": 5}) == ["new.key: 1 -> 5"]
+
+
+def test_resolved_config_is_what_the_command_line_trains():
+  overrides = {"data.augment.crop_scale": (0.6, 1.0), "optim.lr": 1, "train.num_steps": 7}
+  config = study_records.resolved_config("tests/tiny_config.py", overrides)
+  flat = study_records.flatten(config)
+  assert flat["data.augment.crop_scale"] == [0.6, 1.0] and flat["optim.lr"] == 1.0 and flat["train.num_steps"] == 7
+  with pytest.raises(KeyError, match="optim.nope"):
+    study_records.resolved_config("tests/tiny_config.py", {"optim.nope": 1})

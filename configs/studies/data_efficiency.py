@@ -2,8 +2,7 @@
 2,000 and 20,000 built-in pairs with web-like caption noise, 3 seeds each.
 
 Run:
-  python -m declip_jax.study --study=configs/studies/data_efficiency.py --workdir=studies/data_efficiency \
-      --parallel=1
+  python -m declip_jax.study --study=configs/studies/data_efficiency.py --parallel=1
 
 18 runs of configs/demo.py (1,500 steps at batch 128 each): 76 min in all at --parallel=2 on 2 CPU cores. The noise:
 20% of the training captions name only some attributes, 10% a wrong shape or colour, 20% are unrelated
@@ -22,7 +21,8 @@ NOISY = {"partial": 0.2, "wrong": 0.1, "unrelated": 0.2}
 def get_config():
   s = ml_collections.ConfigDict()
   s.base = "configs/demo.py"
-  s.overrides = (("checkpoint.every_steps", 750),)
+  # Evaluations at the last step only (the demo's also at step 750): a run costs what its training costs.
+  s.overrides = (("checkpoint.every_steps", 750), ("eval.every_steps", 1500))
   s.methods = ml_collections.ConfigDict({"clip": CLIP, "declip": ()})
   s.num_train = (500, 2000, 20_000)
   s.noise = ml_collections.ConfigDict({"noisy": NOISY})

@@ -4,8 +4,8 @@
 the demo's queue and with 64-slot buffers (own caption in 6% / 12% of lookups), on the ablation study's data,
 schedule and seeds.
 
-Run (the 2,048-slot runs are the ablation study's own, skipped when already there):
-  python -m declip_jax.study --study=configs/studies/nn_queue_size.py --workdir=studies/ablation --parallel=1
+Run (the 2,048-slot runs are the ablation study's, reused from its records):
+  python -m declip_jax.study --study=configs/studies/nn_queue_size.py --parallel=1
 """
 
 from configs.studies import ablation

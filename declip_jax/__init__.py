@@ -1,6 +1,10 @@
 """declip_jax: DeCLIP image-text pre-training and evaluation in JAX/Flax."""
 
+from declip_jax import xla_workarounds
+
 __version__ = "0.1.0"
+
+xla_workarounds.apply()  # Before any entry point starts a JAX backend.
 
 
 def load(path: str, step=None, batch_size: int = 256):

@@ -2,6 +2,8 @@
 whether it fits the devices' memory and, if not, which settings make it fit.
 
   python -m declip_jax.aot --config=configs/declip_vit_b32.py --target=tpu:v5e:4x8   (needs libtpu)
+  python -m declip_jax.aot --config=configs/declip_vit_b32.py --target=gpu:h100:8 --per_device_batch=128
+      (needs requirements-gpu-aot.txt: XLA's GPU compiler, no GPU)
   python -m declip_jax.aot --config=configs/declip_vit_b32.py --devices=32 [--target=cpu] [--config.* ...]
 
 `tpu:<chip>:<topology>` compiles with libtpu for a TPU topology described by `jax.experimental.topologies`
@@ -11,6 +13,14 @@ temporaries + state + batch do not: libtpu's compile-time check counts temporari
 rematerialisation, FSDP, then a smaller per-device batch), printing each attempt, until one fits. The HBM
 available per device is libtpu's own figure (read from a deliberately oversized probe's refusal). Exit status:
 0 when the config fits as given, 3 when it does not (the suggestion is printed), 1 on errors.
+
+`gpu:<name>:<gpus>` (or `gpu:<name>:<hosts>x<gpus per host>`) compiles with XLA's GPU compiler for that many
+GPUs of a kind `declip_jax.gpu_target` describes (h100, h100-pcie, h200, a100-40, a100-80, a100-80-pcie, b200),
+deviceless: the CUDA plugin and ptxas compile, nothing runs, and kernels are not autotuned. XLA's GPU compiler
+refuses nothing for memory, so the verdict compares the planned peak with what JAX will allocate on that GPU
+(its memory times XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75 by default). A GPU verdict ends with a roofline
+estimate for the settings that fit: the step takes at least max(model FLOPs / the matrix units' peak at the
+compute dtype, bytes accessed / memory bandwidth), so a GPU trains at most batch / that images per second.
 
 `cpu` compiles for that many fake CPU devices: the figures are indicative only (CPU layouts and fusions differ
 from TPU/GPU) and there is no memory limit to check against.
@@ -28,6 +38,8 @@ from typing import Any, Optional
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from declip_jax import gpu_target
 
 _GIB = 1 << 30
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -65,6 +77,7 @@ class Attempt:
   needed_gib: Optional[float]
   what: str
   error: Optional[str] = None
+  cost: Optional[dict] = None  # The compiled program's "flops" and "bytes accessed" (`compiled_cost`).
 
 
 def compile_train_step(config, devices):
@@ -89,6 +102,24 @@ def memory_report(compiled) -> dict[str, float]:
   report = {k: v / _GIB for k, v in report.items()}
   report["peak estimate (arguments + outputs - aliased + temporaries)"] = peak_gib(report)
   return report
+
+
+def compiled_cost(compiled) -> Optional[dict]:
+  """{"flops", "bytes accessed"} of a compiled program, per device, by XLA's cost analysis; None when there is
+  none. A deviceless GPU executable has none of its own: its optimised module is analysed with the CPU client's
+  cost model (the same HLO cost analysis). Either way a while loop's body (scanned layers) is counted once."""
+  cost = None
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    if not cost:
+      import jax  # pylint: disable=g-import-not-at-top
+      from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+      cost = _jax.hlo_module_cost_analysis(jax.devices("cpu")[0].client,
+                                           compiled.runtime_executable().hlo_modules()[0])
+  except Exception:  # pylint: disable=broad-except  (private API; the verdict does not need it)
+    return None
+  return {k: float(cost[k]) for k in ("flops", "bytes accessed") if k in cost} or None
 
 
 def peak_gib(report: dict[str, float]) -> float:
@@ -154,11 +185,11 @@ def try_compile(config, devices, label: str, overrides: dict, available: Optiona
       raise
     first_line = str(e).splitlines()[0]
     return Attempt(label, overrides, False, parsed[0], parsed[2], first_line)
-  peak = peak_gib(memory_report(compiled))
+  peak, cost = peak_gib(memory_report(compiled)), compiled_cost(compiled)
   if available is not None and peak > available:
     return Attempt(label, overrides, False, peak, "planned peak", "compiles, but temporaries + state + batch "
-                   f"need {peak:.2f} GiB of {available:.2f}")
-  return Attempt(label, overrides, True, peak, "planned peak")
+                   f"need {peak:.2f} GiB of {available:.2f}", cost)
+  return Attempt(label, overrides, True, peak, "planned peak", cost=cost)
 
 
 def fit(config, devices, available: Optional[float], ladder=LADDER, stop_at_first_fit: bool = True,
@@ -235,7 +266,48 @@ def _devices(target: str, count: int):
     if len(devices) < count:
       raise SystemExit(f"error: only {len(devices)} CPU devices (XLA_FLAGS is set too late?)")
     return devices[:count], "fake CPU devices: indicative only (CPU layouts and fusions differ from TPU/GPU)"
-  return tpu_devices(target), f"TPU {target.split(':', 1)[1]}, compiled by libtpu"
+  if target.startswith("gpu:"):
+    try:
+      name, hosts, gpus = gpu_target.parse(target)
+      devices = gpu_target.devices(name, hosts, gpus)
+    except gpu_target.TargetError as e:
+      raise SystemExit(f"error: {e}") from e
+    return devices, (f"{hosts} x {gpus} {gpu_target.load(name).title}, compiled by XLA's GPU compiler (jax "
+                     f"{jax.__version__}) without a GPU: no kernel autotuning")
+  if target.startswith("tpu:"):
+    return tpu_devices(target), f"TPU {target.split(':', 1)[1]}, compiled by libtpu"
+  raise SystemExit(f"error: --target {target!r}: expected cpu, tpu:<chip>:<topology> or gpu:<name>:<gpus>.")
+
+
+def roofline(config, cost: Optional[dict], target, num_devices: int) -> Optional[dict]:
+  """A lower bound on a GPU's step time (`target`: a `gpu_target.GpuTarget`): the larger of the model FLOPs per
+  device (`flops.train_step`, the matmuls; XLA's count when larger) over the matrix units' dense peak at
+  model.dtype (float32: TF32) and the compiled program's bytes accessed per device over the memory bandwidth.
+  Both counts are of what must happen at least (XLA counts a scanned layer's bytes once), so a step takes at
+  least this long and a GPU trains at most (per-device batch / it) images per second. An estimate, not a
+  measurement; None without a cost analysis."""
+  from declip_jax import flops  # pylint: disable=g-import-not-at-top
+  if cost is None or config.model.dtype not in target.matrix_flops:
+    return None
+  per_device = config.train.batch_size / num_devices
+  model_flops = flops.train_step(config)["total"] / num_devices
+  flop_s = target.matrix_flops[config.model.dtype]
+  compute = max(model_flops, cost.get("flops", 0.0)) / flop_s
+  memory = cost.get("bytes accessed", 0.0) / target.memory_bandwidth
+  step = max(compute, memory)
+  return {"model_tflop": model_flops / 1e12, "peak_tflops": flop_s / 1e12, "compute_ms": 1e3 * compute,
+          "gbytes": cost.get("bytes accessed", 0.0) / 1e9, "bandwidth_tbs": target.memory_bandwidth / 1e12,
+          "memory_ms": 1e3 * memory, "step_ms": 1e3 * step, "images_per_s": per_device / step,
+          "bound": "compute" if compute >= memory else "memory"}
+
+
+def describe_roofline(estimate: dict, dtype: str) -> str:
+  return (f"Roofline estimate (per GPU, the settings that fit): model {estimate['model_tflop']:.2f} TFLOP / "
+          f"{estimate['peak_tflops']:.0f} TFLOP/s ({'TF32' if dtype == 'float32' else dtype} matrix peak) = "
+          f"{estimate['compute_ms']:.1f} ms; {estimate['gbytes']:.1f} GB accessed (XLA's count, scanned layers "
+          f"once) / {estimate['bandwidth_tbs']:.2f} TB/s = {estimate['memory_ms']:.1f} ms; a step takes at least "
+          f"{estimate['step_ms']:.1f} ms ({estimate['bound']}-bound): at most {estimate['images_per_s']:,.0f} "
+          "images/s per GPU.")
 
 
 def tpu_devices(target: str) -> list:
@@ -258,7 +330,10 @@ def _print_attempt(a: Attempt) -> None:
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (target cpu).")
-_TARGET = flags.DEFINE_string("target", "cpu", "'cpu' or 'tpu:<chip>:<topology>', e.g. tpu:v5e:4x8.")
+_TARGET = flags.DEFINE_string("target", "cpu", "'cpu', 'tpu:<chip>:<topology>' (e.g. tpu:v5e:4x8), or "
+                              "'gpu:<name>:<gpus>' / 'gpu:<name>:<hosts>x<gpus per host>' (e.g. gpu:h100:8).")
+_PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", 0, "Set train.batch_size to this many examples per "
+                                         "device (e.g. the recipe's 128 per GPU); 0: the config's global batch.")
 _SUGGEST = flags.DEFINE_bool("suggest", True, "TPU: when the config does not fit, try the ladder of settings.")
 
 
@@ -266,6 +341,8 @@ def main(argv):
   del argv
   config = _CONFIG.value
   devices, label = _devices(_TARGET.value, _DEVICES.value)
+  if _PER_DEVICE_BATCH.value:
+    config = apply_overrides(config, {"train.batch_size": _PER_DEVICE_BATCH.value * len(devices)})
   b = config.train.batch_size
   print(f"train step of {flags.FLAGS['config'].config_filename}, global batch {b} on {len(devices)} devices "
         f"({b // len(devices)} per device), mesh.shape {tuple(config.mesh.shape)}; {label}")
@@ -274,16 +351,30 @@ def main(argv):
     for name, gib in memory_report(compile_train_step(config, devices)).items():
       print(f"| {name} | {gib:.2f} |")
     return 0
-  available = available_hbm_gib(devices[0])
-  print(f"HBM per device (libtpu): {available:.2f} GiB" if available else "HBM per device: unknown")
+  gpu = gpu_target.load(gpu_target.parse(_TARGET.value)[0]) if _TARGET.value.startswith("gpu:") else None
+  if gpu:
+    available = gpu.usable_gib()
+    print(f"GPU memory per device: {gpu.memory_bytes / _GIB:.2f} GiB, of which JAX allocates "
+          f"{available:.2f} GiB (XLA_PYTHON_CLIENT_MEM_FRACTION, default {gpu_target.DEFAULT_MEM_FRACTION})")
+  else:
+    available = available_hbm_gib(devices[0])
+    print(f"HBM per device (libtpu): {available:.2f} GiB" if available else "HBM per device: unknown")
   print("| settings (cumulative) | verdict | per-device memory | compiler's refusal |\n|---|---|---|---|")
   ladder = LADDER if _SUGGEST.value else LADDER[:1]
   attempts = fit(config, devices, available, ladder, report=_print_attempt)
   print(verdict(attempts, available))
+  fitting = next((a for a in attempts if a.fits), None)
+  if gpu and fitting:
+    settings = apply_overrides(config, fitting.overrides)
+    estimate = roofline(settings, fitting.cost, gpu, len(devices))
+    if estimate:
+      print(describe_roofline(estimate, settings.model.dtype))
   return 0 if attempts[0].fits else 3
 
 
 def run():
+  if any(a.startswith("--target=gpu:") for a in sys.argv):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # XLA's GPU compiler registers only then (no GPU backend).
   if "--target=cpu" in sys.argv or not any(a.startswith("--target") for a in sys.argv):
     count = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "8")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from declip_jax import aot
+from declip_jax import aot, gpu_target
 from tests.conftest import REPO
 from tests.tiny_config import tiny_config
 
@@ -84,3 +84,60 @@ def test_ladder_skips_rungs_the_config_already_has(monkeypatch):
   config.model.dtype, config.model.image.remat, config.model.text.remat = "bfloat16", "full", "full"
   attempts = aot.fit(config, devices=None, available=15.75)
   assert labels == ["as configured", "+ FSDP over all devices"] and attempts[-1].overrides == {"mesh.shape": (1, -1, 1)}
+
+
+_GPU_COMPILER = gpu_target.has_module("jax_plugins.xla_cuda12")
+_GPU_COMPILER_REQUIRED = os.environ.get("DECLIP_REQUIRE_GPU_COMPILER") == "1"  # .ci/run's requirements-gpu-aot env.
+
+
+def _aot(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "declip_jax.aot", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.mark.skipif(not (_GPU_COMPILER or _GPU_COMPILER_REQUIRED),
+                    reason="XLA's GPU compiler not installed (pip install -r requirements-gpu-aot.txt)")
+def test_the_step_compiles_for_eight_h100s_with_xlas_gpu_compiler():
+  """XLA's GPU compiler, no GPU: the tiny config's train step for one host of 8 H100s, with the verdict and the
+  roofline estimate. Fails the day the step no longer compiles for GPUs."""
+  out = _aot("--config=tests/tiny_config.py", "--target=gpu:h100:8")
+  assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  assert "on 8 devices (2 per device)" in lines[0] and "NVIDIA H100 80GB HBM3 (SXM), compiled by XLA's GPU" in lines[0]
+  assert lines[1] == ("GPU memory per device: 79.11 GiB, of which JAX allocates 59.33 GiB "
+                      "(XLA_PYTHON_CLIENT_MEM_FRACTION, default 0.75)")
+  assert any(l.startswith("FITS as configured: planned peak 0.0") for l in lines)
+  roofline = next(l for l in lines if l.startswith("Roofline estimate"))
+  assert "495 TFLOP/s (TF32 matrix peak)" in roofline and "3.35 TB/s" in roofline and "images/s per GPU" in roofline
+
+
+def test_an_unknown_gpu_or_a_malformed_target_is_one_line_naming_the_known_ones():
+  out = _aot("--config=tests/tiny_config.py", "--target=gpu:h101:8", timeout=120)
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip() == ("error: unknown GPU 'h101'; known: h100, h100-pcie, h200, a100-40, a100-80, "
+                                "a100-80-pcie, b200.")
+  out = _aot("--config=tests/tiny_config.py", "--target=gpu:h100", timeout=120)
+  assert out.returncode == 1 and "expected gpu:<name>:<gpus> or gpu:<name>:<hosts>x<gpus per host>" in out.stderr
+
+
+def test_gpu_targets_carry_the_datasheet_numbers():
+  """Memory, bandwidth and dense matrix peaks read from XLA's descriptions, against NVIDIA's datasheets (dense,
+  no sparsity): H100 SXM 989 TFLOP/s bf16, 495 TF32, 3.35 TB/s; A100 312 / 156, 1.56 TB/s (40 GB)."""
+  h100, a100 = gpu_target.load("h100"), gpu_target.load("a100-40")
+  assert round(h100.matrix_flops["bfloat16"] / 1e12) == 989 and round(h100.matrix_flops["float32"] / 1e12) == 495
+  assert round(h100.memory_bandwidth / 1e12, 2) == 3.35 and round(h100.memory_bytes / 2**30, 2) == 79.11
+  assert round(a100.matrix_flops["bfloat16"] / 1e12) == 312 and round(a100.matrix_flops["float32"] / 1e12) == 156
+  assert round(a100.memory_bandwidth / 1e12, 2) == 1.56 and round(a100.usable_gib(), 2) == 29.57
+  assert gpu_target.parse("gpu:h200:2x8") == ("h200", 2, 8)
+  assert "mem_clock_ghz" in h100.text and "mem_clock_ghz" not in gpu_target.without_newer_fields(h100.text)
+  assert gpu_target.without_newer_fields(h100.text).count("\n") == h100.text.count("\n") - 4
+
+
+def test_the_roofline_is_the_larger_of_the_compute_and_the_memory_time():
+  config = tiny_config()
+  h100 = gpu_target.load("h100")
+  estimate = aot.roofline(config, {"flops": 0.0, "bytes accessed": 3.3523e9}, h100, num_devices=8)
+  assert estimate["bound"] == "memory" and estimate["memory_ms"] == pytest.approx(1.0, rel=1e-3)
+  assert estimate["images_per_s"] == pytest.approx(2 / 1e-3, rel=1e-3)  # 2 images per device per 1 ms.
+  heavy = aot.roofline(config, {"flops": 495.0e12, "bytes accessed": 1.0}, h100, num_devices=8)
+  assert heavy["bound"] == "compute" and heavy["step_ms"] == pytest.approx(1000.0, rel=1e-3)

@@ -1,0 +1,127 @@
+"""The README's fit tables: which settings make each recipe's train step fit each TPU slice or GPU host, compiled
+without the hardware (TPU: libtpu, `pip install "jax[tpu]==<the pinned jax>"`; GPU: XLA's GPU compiler,
+`pip install -r requirements-gpu-aot.txt`).
+
+  python benchmarks/fit_table.py --family=tpu [--out=tpu_fit.json] [--only=B/32]
+  python benchmarks/fit_table.py --family=gpu [--out=docs/benchmarks/gpu_fit.json] [--only=B/32] [--gpus=h100,a100-40]
+
+For every (config, global batch, slice or GPU host) case below, `declip_jax.aot.fit` walks its ladder (bf16,
+remat, FSDP, smaller per-device batch; cheapest first) until the step fits the memory per device (TPU: libtpu's
+HBM figure; GPU: what JAX allocates, `gpu_target.GpuTarget.usable_gib`), and prints one Markdown row: the
+settings that fit, the planned peak, what the config as given needed and, for GPUs, the roofline estimate of
+images/s per GPU (`aot.roofline`). Results are also written to --out as they come, with the host line, the
+JAX version and the commit (a long run keeps what it finished; a rerun skips the cases already there).
+"""
+
+import json
+import os
+import sys
+import time
+
+if "--family=gpu" in sys.argv:
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # XLA's GPU compiler without a GPU (before JAX is imported).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from declip_jax import aot, gpu_target, host_info, study_records  # noqa: E402
+
+_FAMILY = flags.DEFINE_enum("family", "tpu", ["tpu", "gpu"], "TPU slices (libtpu) or GPU hosts (XLA's GPU "
+                            "compiler).")
+_OUT = flags.DEFINE_string("out", "", "JSON file the results are written to (default <family>_fit.json).")
+_ONLY = flags.DEFINE_string("only", "", "Run only the cases whose model name contains this.")
+_GPUS = flags.DEFINE_list("gpus", ["h100", "h200", "a100-40", "a100-80"], "GPU kinds (--family=gpu).")
+
+# (model, config module, global batch, [(chip, topology), ...]): 32-device slices for the recipe's 4,096
+# (128 per device, as the official 32 GPUs); 256 devices for 32,768.
+SLICES_32 = [("v4", "2x2x4"), ("v5e", "4x8"), ("v5p", "2x4x4")]
+SLICES_256 = [("v4", "4x4x8"), ("v5e", "16x16"), ("v5p", "4x8x8")]
+TPU_CASES = [
+    ("DeCLIP ViT-B/32", "declip_vit_b32", 4096, SLICES_32),
+    ("DeCLIP ViT-B/32", "declip_vit_b32", 32768, SLICES_256),
+    ("DeCLIP ViT-B/16", "declip_vit_b16", 4096, SLICES_32),
+    ("DeCLIP ViT-L/14", "declip_vit_l14", 4096, SLICES_32),
+    ("DeCLIP RN50", "declip_rn50", 4096, SLICES_32),
+]
+# One host of 8 GPUs at the recipe's 128 images per GPU (global batch 1,024).
+GPU_MODELS = [("DeCLIP ViT-B/32", "declip_vit_b32"), ("CLIP ViT-B/32", "clip_vit_b32"),
+              ("DeCLIP ViT-B/16", "declip_vit_b16"), ("DeCLIP ViT-L/14", "declip_vit_l14"),
+              ("DeCLIP RN50", "declip_rn50"), ("CLIP RN50", "clip_rn50")]
+GPUS_PER_HOST, PER_GPU = 8, 128
+
+
+def _load(module: str, batch: int):
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{module}").get_config()
+  config.train.batch_size = batch
+  return config
+
+
+def _short(overrides: dict) -> str:
+  names = {"model.dtype": "bf16", "model.image.remat": "image remat", "model.text.remat": "text remat",
+           "mesh.shape": "FSDP", "train.batch_size": "global batch"}
+  parts = []
+  for k, v in overrides.items():
+    parts.append({"model.dtype": "bf16", "mesh.shape": "FSDP"}.get(k) or f"{names.get(k, k)} {v}")
+  return ", ".join(parts) or "as configured (float32)"
+
+
+def _cases() -> list[tuple[str, str, int, str]]:
+  """(model, config module, global batch, target) of the chosen family."""
+  if _FAMILY.value == "tpu":
+    return [(model, module, batch, f"tpu:{chip}:{topology}") for model, module, batch, slices in TPU_CASES
+            for chip, topology in slices]
+  return [(model, module, GPUS_PER_HOST * PER_GPU, f"gpu:{gpu}:{GPUS_PER_HOST}") for model, module in GPU_MODELS
+          for gpu in _GPUS.value]
+
+
+def _memory(target: str, devices) -> tuple[float, str]:
+  """(GiB per device the program must fit in, its short name)."""
+  if target.startswith("gpu:"):
+    return gpu_target.load(target.split(":")[1]).usable_gib(), gpu_target.load(target.split(":")[1]).title
+  return aot.available_hbm_gib(devices[0]), f"{target.split(':')[1]} {target.split(':')[2]}"
+
+
+def main(_):
+  import jax  # pylint: disable=g-import-not-at-top
+  out = _OUT.value or f"{_FAMILY.value}_fit.json"
+  results = json.loads(open(out).read()) if os.path.exists(out) else []
+  done = {(r["model"], r["batch"], r["target"], r.get("jax")) for r in results}
+  host, commit = host_info.describe(), study_records.commit_of()
+  print(f"host: {host}; commit {commit}")
+  print("| model | global batch | target (devices) | memory/device GiB | as configured needs GiB | cheapest settings "
+        "that fit | planned peak GiB | roofline images/s per device (estimate) | compiles tried | s |")
+  print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+  for model, module, batch, target in _cases():
+    if _ONLY.value not in model or (model, batch, target, jax.__version__) in done:
+      continue
+    start = time.time()
+    devices = (gpu_target.devices(*gpu_target.parse(target)) if target.startswith("gpu:")
+               else aot.tpu_devices(target))
+    available, name = _memory(target, devices)
+    config = _load(module, batch)
+    attempts = aot.fit(config, devices, available)
+    fitting = next((a for a in attempts if a.fits), None)
+    estimate = None
+    if fitting and target.startswith("gpu:"):
+      estimate = aot.roofline(aot.apply_overrides(config, fitting.overrides), fitting.cost,
+                              gpu_target.load(target.split(":")[1]), len(devices))
+    first = attempts[0]
+    row = {"model": model, "batch": batch, "target": target, "name": name, "devices": len(devices),
+           "memory_gib": available, "as_configured_gib": first.needed_gib, "as_configured_what": first.what,
+           "fits_with": fitting.overrides if fitting else None, "peak_gib": fitting.needed_gib if fitting else None,
+           "roofline": estimate, "attempts": [{"label": a.label, "fits": a.fits, "needed_gib": a.needed_gib,
+                                               "what": a.what, "error": a.error} for a in attempts],
+           "seconds": time.time() - start, "jax": jax.__version__, "host": host, "commit": commit}
+    results.append(row)
+    with open(out, "w") as f:
+      json.dump(results, f, indent=1)
+    need = f"{first.needed_gib:.1f}" + ("" if first.what == "planned peak" else "+") if first.needed_gib else "?"
+    roof = f"{estimate['images_per_s']:,.0f} ({estimate['bound']})" if estimate else "-"
+    print(f"| {model} | {batch:,} | {name} ({len(devices)}) | {available:.2f} | {need} | "
+          + (f"{_short(fitting.overrides)} | {fitting.needed_gib:.1f}" if fitting else "none of the ladder | -")
+          + f" | {roof} | {len(attempts)} | {row['seconds']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

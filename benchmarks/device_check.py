@@ -20,7 +20,13 @@ OUTDIR/device_check.md.
   that compiles within the device's memory and runs is timed. Reported: step time, images/s, model TFLOP/s
   (declip_jax/flops.py), MFU against the chip's dense bf16 peak and against a bf16 matmul measured here. The B/32
   DeCLIP step is also timed with each `jax.nn.dot_product_attention` implementation (xla, cudnn).
-- --dry_run: every line on the CPU with tiny shapes, in seconds (CI runs it).
+- Compile memory, first: the DeCLIP ViT-B/32 step at the recipe's 128 per GPU (bf16, one device, the speed rows'
+  settings) compiled by XLA's GPU compiler without the GPU (`declip_jax.aot`'s deviceless compile, for the
+  description of this GPU, in a process with JAX_PLATFORMS=cpu: no kernel autotuning) and on the GPU (autotuned);
+  both planned peaks and compile times, so a run on a GPU says how far the deviceless fit tables are from the
+  device. Needs the CUDA plugin and ptxas (a GPU install has them); where they are missing it says so.
+- --dry_run: every line on the CPU with tiny shapes, in seconds (CI runs it; the deviceless compile is for an
+  H100 when XLA's GPU compiler is installed).
 """
 
 import contextlib
@@ -29,10 +35,13 @@ import importlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import traceback
 
+if any(a.startswith("--deviceless_json=") for a in sys.argv):
+  os.environ["JAX_PLATFORMS"] = "cpu"  # This process only compiles for the GPU's description (before JAX starts).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
@@ -40,14 +49,18 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import aot, flops, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import aot, flops, gpu_target, parallel, synthetic, train_setup  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", None, "Folder for device_check.json and device_check.md.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Everything on the CPU with tiny shapes.")
-_BUDGET_S = flags.DEFINE_float("budget_s", 360.0, "Start no speed attempt after this many seconds (the two "
-                                "attention rows get until budget + 60 s), so the check ends within 8 minutes.")
+_BUDGET_S = flags.DEFINE_float("budget_s", 360.0, "Start no speed attempt this many seconds after the speed section "
+                                "began (the two attention rows get until budget + 60 s), so the check ends within 8 "
+                                "minutes on an H100/H200. Not applied to a dry run.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per speed row (dry run: 2).")
+_DEVICELESS_JSON = flags.DEFINE_string("deviceless_json", "", "Internal: only compile the compile-memory config for "
+                                       "--deviceless_target without a GPU and write the result here.")
+_DEVICELESS_TARGET = flags.DEFINE_string("deviceless_target", "", "Internal: the GPU name for --deviceless_json.")
 
 CORRECTNESS_STEPS = 3
 LOSS_TOLERANCE, PARAM_TOLERANCE, BF16_TOLERANCE = 1e-4, 1e-4, 0.02
@@ -56,7 +69,6 @@ BATCHES, DRY_BATCHES = (1024, 768, 512, 256, 128), (16, 8)
 REMATS = ("none", "save_dots", "full")
 SPEED_MODELS = (("DeCLIP ViT-B/32", "declip_vit_b32"), ("CLIP ViT-B/32", "clip_vit_b32"),
                 ("DeCLIP ViT-B/16", "declip_vit_b16"))
-_START = time.perf_counter()
 
 
 # ---------------------------------------------------------------------------------------------------- environment
@@ -145,6 +157,47 @@ def correctness() -> dict:
                          and bf16_diff <= BF16_TOLERANCE)}
 
 
+# ---------------------------------------------------------------------------------------------------- compile memory
+
+COMPILE_MEMORY_BATCH = 128  # The recipe's per-GPU batch.
+
+
+def _compile(config, devices) -> dict:
+  start = time.perf_counter()
+  attempt = aot.try_compile(config, devices, "as configured", {})
+  return {"planned_peak_gib": attempt.needed_gib, "compile_s": time.perf_counter() - start}
+
+
+def deviceless_only() -> int:
+  """The --deviceless_json process: the compile-memory config for --deviceless_target, no GPU used."""
+  try:
+    result = _compile(speed_config("declip_vit_b32", COMPILE_MEMORY_BATCH, "none"),
+                      gpu_target.devices(_DEVICELESS_TARGET.value, 1, 1))
+  except Exception as e:  # pylint: disable=broad-except  (no CUDA plugin or ptxas; a compiler failure)
+    result = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"}
+  with open(_DEVICELESS_JSON.value, "w") as f:
+    json.dump(result, f)
+  return 0
+
+
+def compile_memory() -> dict:
+  """Planned peak of the same step compiled deviceless (subprocess) and on the device (see the docstring)."""
+  device = accelerator()
+  target = "h100" if _DRY_RUN.value else gpu_target.for_device_kind(device.device_kind)
+  out = {"config": f"DeCLIP ViT-B/32, {COMPILE_MEMORY_BATCH} per device, bf16, remat none", "target": target}
+  if target is None:
+    out["deviceless"] = {"error": f"no GPU description for {device.device_kind!r} in declip_jax/gpu_targets"}
+  else:
+    path = os.path.join(_OUT.value, "deviceless_compile.json")
+    args = [sys.executable, __file__, f"--deviceless_json={path}", f"--deviceless_target={target}", "--out=-"]
+    done = subprocess.run(args + (["--dry_run"] if _DRY_RUN.value else []), capture_output=True, text=True,
+                          timeout=900)
+    out["deviceless"] = (json.load(open(path)) if os.path.exists(path) else
+                         {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"})
+  out["on_device"] = _compile(speed_config("declip_vit_b32", COMPILE_MEMORY_BATCH, "none"), [device])
+  return out
+
+
 # ---------------------------------------------------------------------------------------------------- speed
 
 def speed_config(module: str, batch: int, remat: str, attention: str = ""):
@@ -217,7 +270,8 @@ def _rates(config, row: dict, peak: float | None, matmul: float) -> dict:
 
 def speed(results: dict, save) -> None:
   """Fills results["speed"] (one row per model) and results["attention"], saving after every row."""
-  device = accelerator()
+  device, start = accelerator(), time.perf_counter()
+  budget = float("inf") if _DRY_RUN.value else _BUDGET_S.value
   peak = peak_bf16_tflops(device.device_kind)
   matmul = host_info.matmul_tflops(256 if _DRY_RUN.value else 8192, "bfloat16", device, repeats=10)
   results["matmul_bf16_tflops"], results["peak_bf16_tflops"] = matmul, peak
@@ -229,8 +283,8 @@ def speed(results: dict, save) -> None:
     rows.append(row)
     for batch in (DRY_BATCHES if _DRY_RUN.value else BATCHES):
       for remat in REMATS:
-        if time.perf_counter() - _START > _BUDGET_S.value:
-          row["note"] = f"stopped: the {_BUDGET_S.value:.0f} s budget was spent"
+        if time.perf_counter() - start > budget:
+          row["note"] = f"stopped: the {budget:.0f} s budget was spent"
           break
         config = speed_config(module, batch, remat)
         attempt = _attempt(config, device, steps)
@@ -246,7 +300,7 @@ def speed(results: dict, save) -> None:
   attention = results["attention"] = []
   if "step_s" in b32:
     for impl in ("xla", "cudnn"):
-      if time.perf_counter() - _START > _BUDGET_S.value + 60:
+      if time.perf_counter() - start > budget + 60:
         attention.append({"implementation": impl, "ran": False, "why": "not run: the time budget was spent"})
         continue
       config = speed_config("declip_vit_b32", b32["batch"], b32["remat"], impl)
@@ -283,6 +337,15 @@ def markdown(r: dict) -> str:
               f"{'ok' if c['bf16_loss_max_relative_difference'] <= BF16_TOLERANCE else 'FAIL'} |",
               f"| bf16 NNS and total vs float32 (neighbour argmax near-ties) | "
               f"{c['bf16_nns_and_total_max_relative_difference']:.2e} | reported | |", ""]
+  m = r.get("compile_memory")
+  if m:
+    less, more = m["deviceless"], m["on_device"]
+    lines += [f"## Compile memory ({m['config']}; deviceless target: {m['target']})", "",
+              "| compile | planned peak GiB | compile s | |", "|---|---|---|---|",
+              f"| XLA's GPU compiler without the GPU (no autotuning) | {_fmt(less.get('planned_peak_gib'), '.2f')} | "
+              f"{_fmt(less.get('compile_s'), '.0f')} | {less.get('error', '')} |",
+              f"| on the device (autotuned) | {_fmt(more.get('planned_peak_gib'), '.2f')} | "
+              f"{_fmt(more.get('compile_s'), '.0f')} | |", ""]
   if "speed" in r:
     lines += [f"## Speed (bf16 compute, 224 px, one device; bf16 matmul measured here: "
               f"{r['matmul_bf16_tflops']:.0f} TFLOP/s, chip peak: {_fmt(r['peak_bf16_tflops'], '.0f', 'unknown')})",
@@ -307,6 +370,8 @@ def markdown(r: dict) -> str:
 
 
 def main(_):
+  if _DEVICELESS_JSON.value:
+    return deviceless_only()
   out = _OUT.value
   if not out:
     raise app.UsageError("--out=OUTDIR is required")
@@ -320,7 +385,8 @@ def main(_):
       f.write(markdown(results))
 
   save()
-  for name, section in (("correctness", lambda: results.update(correctness=correctness())),
+  for name, section in (("compile_memory", lambda: results.update(compile_memory=compile_memory())),
+                        ("correctness", lambda: results.update(correctness=correctness())),
                         ("speed", lambda: speed(results, save))):
     try:
       section()

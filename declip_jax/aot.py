@@ -31,6 +31,7 @@ model.text.vocab_size rows). No TensorFlow is imported.
 """
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -334,7 +335,9 @@ _TARGET = flags.DEFINE_string("target", "cpu", "'cpu', 'tpu:<chip>:<topology>' (
                               "'gpu:<name>:<gpus>' / 'gpu:<name>:<hosts>x<gpus per host>' (e.g. gpu:h100:8).")
 _PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", 0, "Set train.batch_size to this many examples per "
                                          "device (e.g. the recipe's 128 per GPU); 0: the config's global batch.")
-_SUGGEST = flags.DEFINE_bool("suggest", True, "TPU: when the config does not fit, try the ladder of settings.")
+_SUGGEST = flags.DEFINE_bool("suggest", True, "TPU/GPU: when the config does not fit, try the ladder of settings.")
+_JSON_OUT = flags.DEFINE_string("json_out", "", "TPU/GPU: also write the attempts, the verdict and the roofline "
+                                "estimate to this JSON file.")
 
 
 def main(argv):
@@ -363,12 +366,18 @@ def main(argv):
   ladder = LADDER if _SUGGEST.value else LADDER[:1]
   attempts = fit(config, devices, available, ladder, report=_print_attempt)
   print(verdict(attempts, available))
-  fitting = next((a for a in attempts if a.fits), None)
+  fitting, estimate = next((a for a in attempts if a.fits), None), None
   if gpu and fitting:
     settings = apply_overrides(config, fitting.overrides)
     estimate = roofline(settings, fitting.cost, gpu, len(devices))
     if estimate:
       print(describe_roofline(estimate, settings.model.dtype))
+  if _JSON_OUT.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump({"target": _TARGET.value, "devices": len(devices), "batch": b, "available_gib": available,
+                 "jax": jax.__version__, "attempts": [dataclasses.asdict(a) for a in attempts],
+                 "verdict": verdict(attempts, available), "roofline": estimate}, f, indent=1, default=str)
   return 0 if attempts[0].fits else 3
 
 

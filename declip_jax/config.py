@@ -9,7 +9,10 @@ import math
 
 import ml_collections
 
-LOSS_TERMS = ("clip_mvs", "iss", "tss", "nns")
+from declip_jax import templates
+from declip_jax.data import sources
+
+LOSS_TERMS = ("clip_mvs", "iss", "tss", "nns", "simclr", "filip")
 REMAT_POLICIES = ("none", "full", "save_dots")  # model.image.remat / model.text.remat (models/layers.py).
 
 
@@ -101,6 +104,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.logit_scale.min = 3.0  # Official: s clamped to [3, 6] before and after each update.
   c.model.logit_scale.max = 6.0  # open_clip instead: min 0, max ln(100).
   c.model.logit_scale.cap = 100.0  # Forward uses min(exp(s), cap) with a straight-through gradient.
+  # SLIP's SimCLR head on the image tower's pre-projection feature (loss.weights.simclr > 0).
+  c.model.simclr = ml_collections.ConfigDict()
+  c.model.simclr.hidden_dim = 4096
+  c.model.simclr.out_dim = 256
+  # FILIP's token-wise term (loss.weights.filip > 0): per-token mappings to `dim`, top_k tokens per side and pair,
+  # its own learnable log-scale (official: init ln(1/0.07), clamped to [3, 6], no cap on exp).
+  c.model.filip = ml_collections.ConfigDict()
+  c.model.filip.dim = 256
+  c.model.filip.top_k = 16
+  c.model.filip.mask_padding = False  # Official: padding positions count; True: the FILIP paper's masking.
+  c.model.filip.logit_scale = ml_collections.ConfigDict()
+  c.model.filip.logit_scale.init = math.log(1 / 0.07)
+  c.model.filip.logit_scale.min = 3.0
+  c.model.filip.logit_scale.max = 6.0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.weights = ml_collections.ConfigDict()
@@ -109,6 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.weights.tss = 0.2
   c.loss.weights.nns = 0.2
   c.loss.weights.mvs = 0.2  # Only read when mvs_mode == "paper".
+  c.loss.weights.simclr = 0.0  # SLIP: 1.0 (with clip_mvs 1.0).
+  c.loss.weights.filip = 0.0  # FILIP: 1.0 (clip_mvs 0); DeFILIP: 0.2.
   # "official": clip_mvs = mean of InfoNCE over all (image view, text view) pairs.
   # "paper": weights.clip_mvs * InfoNCE(img1, text_mlm) + weights.mvs * mean(the other pairs).
   c.loss.mvs_mode = "official"
@@ -116,6 +135,9 @@ def base_config() -> ml_collections.ConfigDict:
   # InfoNCE scores this many gathered columns at a time (0: all B_global at once). Same value and gradient;
   # per-device logits memory B_local x chunk instead of B_local x B_global (e.g. for B_global = 32k).
   c.loss.contrastive_chunk_size = 0
+  c.loss.simclr_temperature = 0.1  # Official SLIP: fixed.
+  # FILIP: gathered pairs scored per block (0: all at once). Memory per device b x tokens x chunk x top_k.
+  c.loss.filip_chunk_size = 256
 
   c.ssl = ml_collections.ConfigDict()
   c.ssl.bn_group_size = 128  # BatchNorm statistics over groups of this many examples (official per-GPU batch).
@@ -155,8 +177,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tfrecord"  # The recipe trains on YFCC-15M shards; the demos and tests use "builtin".
-  c.data.num_image_views = 2
+  c.data.num_image_views = 2  # 1, 2, or 3 (SLIP: a base view for CLIP and two views for SimCLR).
   c.data.eda = True
+  c.data.mask_captions = False  # MLM-mask the captions even without TSS (official FILIP).
   c.data.eval_crop_fraction = 0.875  # Eval: resize to size / 0.875 (256 for 224), centre crop to size.
   c.data.mean = (0.485, 0.456, 0.406)  # ImageNet statistics (official).
   c.data.std = (0.229, 0.224, 0.225)
@@ -178,45 +201,19 @@ def base_config() -> ml_collections.ConfigDict:
   # Python part is ~0.1 ms per image). False: decode in TF ops, ~25% more images/s per core, no Python per image,
   # but an undecodable image stops the run: for data already checked (e.g. by a first pass with True).
   c.data.skip_undecodable_images = True
-  # TFRecord shards of tf.train.Examples; defaults: img2dataset's --output_format tfrecord.
-  c.data.tfrecord = ml_collections.ConfigDict()
-  c.data.tfrecord.files = ""  # Glob, or comma-separated globs (local paths or gs://).
-  c.data.tfrecord.image_key = "jpg"  # Encoded image bytes (any format tf.io.decode_image reads).
-  c.data.tfrecord.caption_key = "txt"
-  c.data.tfrecord.cycle_length = 16  # Files read in turn by each process.
-  c.data.tfrecord.read_buffer_bytes = 8 << 20
-  c.data.tfrecord.eval_files = ""  # Held-out shards for retrieval evaluation; empty: none.
-  c.data.tfrecord.num_eval_examples = 5000
-  # webdataset tar shards (img2dataset's --output_format webdataset: KEY.jpg/png/webp + KEY.txt members).
-  c.data.webdataset = ml_collections.ConfigDict()
-  c.data.webdataset.files = ""  # Glob, or comma-separated globs (local paths or gs://).
-  c.data.webdataset.cycle_length = 4  # Shards read in turn by each process (each is held in memory whole).
-  c.data.webdataset.eval_files = ""  # Held-out shards for retrieval evaluation; empty: none.
-  c.data.webdataset.num_eval_examples = 5000
-  # A prepared TFDS image-caption dataset (read with data.tfrecord.cycle_length / read_buffer_bytes).
-  c.data.tfds = ml_collections.ConfigDict()
-  c.data.tfds.name = "coco_captions"
-  c.data.tfds.data_dir = ""  # Empty: TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
-  c.data.tfds.split = "train"
-  c.data.tfds.image_key = "image"
-  c.data.tfds.caption_key = "captions/text"  # A path; several captions per image: one drawn per visit.
-  c.data.tfds.eval_split = ""  # Retrieval with every caption of each image, e.g. "val"; empty: none.
-  c.data.tfds.num_eval_examples = 5000
+  # Each source's keys, data.<kind> (data.tfrecord, data.webdataset, data.tfds, data.builtin, data.image_folder):
+  # declared by its module in declip_jax/data/sources/.
+  sources.add_config(c.data)
   # data.source "mixture": ("WEIGHT:tfrecord:GLOB", "WEIGHT:webdataset:GLOB", "WEIGHT:tfds:NAME/SPLIT", ...), see
   # declip_jax/data/mixture.py.
   c.data.mixture = ()
-  c.data.builtin = ml_collections.ConfigDict()
-  c.data.builtin.num_train = 20_000
-  c.data.builtin.num_test = 1000
-  c.data.builtin.seed = 1234
-  # Web-like caption noise in the training split (fractions; see declip_jax/data/builtin.py). 0: clean data.
-  c.data.builtin.noise = ml_collections.ConfigDict()
-  c.data.builtin.noise.partial = 0.0  # Captions naming only one or two attributes.
-  c.data.builtin.noise.wrong = 0.0  # Captions naming a wrong shape or colour.
-  c.data.builtin.noise.unrelated = 0.0  # Alt-text ("IMG_2041.jpg", "click to enlarge") or another image's caption.
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
   c.data.augment.crop_scale = (0.2, 1.0)
+  # "": the first view is augmented like the others; "crop": RandomResizedCrop(first_view_crop_scale) only (SLIP's
+  # base view for the CLIP term, as the CLIP baseline's).
+  c.data.augment.first_view = ""
+  c.data.augment.first_view_crop_scale = (0.5, 1.0)
   c.data.augment.crop_ratio = (3 / 4, 4 / 3)
   c.data.augment.jitter_prob = 0.8
   c.data.augment.brightness = 0.4
@@ -257,7 +254,8 @@ def eval_spec(kind: str, dataset: str, **settings) -> ml_collections.ConfigDict:
   s.label_key = ""  # Empty: "label"; for "builtin:" data the attribute (shape, colour, size, position, background).
   s.caption_key = ""  # Retrieval; empty: "captions/text" (TFDS) or "txt" (TFRecord; one or several strings).
   s.class_names_file = ""  # One class name per line in label order; empty: the TFDS label feature's names.
-  s.templates = "openai_imagenet_80"  # Zero-shot prompt template set (declip_jax/evaluation/templates.py).
+  s.templates = "openai_imagenet_80"  # Zero-shot prompt template set (declip_jax/templates.py).
+  s.token_wise = False  # Zero-shot: FILIP's token-wise classifier (official) instead of the global embeddings.
   s.train_dataset = ""  # Linear probe: the split the classifier is fitted on (the same forms as dataset).
   s.num_train_examples = 0  # Linear probe: the first this many training examples; 0: all.
   s.validation_fraction = 0.2  # Linear probe: training examples held out to choose the L2 strength.
@@ -282,10 +280,23 @@ def builtin_evals(attributes=("colour", "shape"), linear_probe: bool = False) ->
   return ml_collections.ConfigDict(evals)
 
 
-def imagenet_zero_shot(templates: str = "openai_imagenet_80") -> ml_collections.ConfigDict:
+def imagenet_zero_shot(templates: str = "openai_imagenet_80", token_wise: bool = False) -> ml_collections.ConfigDict:
   """ImageNet-1k validation zero-shot (TFDS imagenet2012; class names from its label feature unless a
-  class_names_file is set, e.g. OpenAI's curated names), as the official DeCLIP code evaluates during training."""
-  return eval_spec("zero_shot", "tfds:imagenet2012/validation", templates=templates)
+  class_names_file is set, e.g. OpenAI's curated names), as the official DeCLIP code evaluates during training;
+  token_wise: FILIP's token-wise classifier."""
+  return eval_spec("zero_shot", "tfds:imagenet2012/validation", templates=templates, token_wise=token_wise)
+
+
+def token_wise_evals(evals: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`evals` for a FILIP model, in place: zero-shot with the token-wise classifier (as the official code), and no
+  retrieval on global embeddings (FILIP trains none: its global projections stay at their initialisation; a
+  token-wise retrieval is not implemented). Linear probes read the image tower's features and stay."""
+  for name in list(evals):
+    if evals[name].kind == "zero_shot":
+      evals[name].token_wise = True
+    elif evals[name].kind == "retrieval":
+      del evals[name]
+  return evals
 
 
 # CLIP's towers by name (OpenAI CLIP / open_clip sizes): image (width, layers, heads, patch), text (width,
@@ -335,6 +346,37 @@ def use_clip_baseline(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   return c
 
 
+def use_slip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns a DeCLIP config into SLIP of the same model, in place (official `slip_vitb32`'s losses and views):
+  1.0 x InfoNCE on a base view (RandomResizedCrop(0.5-1) only) with the plain caption, plus 1.0 x SimCLR between
+  two MoCo-v2 views through the SimCLR head. The learning rate and weight decay are the config file's."""
+  c.loss.weights.update({"clip_mvs": 1.0, "iss": 0.0, "tss": 0.0, "nns": 0.0, "simclr": 1.0, "filip": 0.0})
+  c.data.num_image_views = 3
+  c.data.eda = False
+  c.data.augment.first_view = "crop"
+  c.data.augment.first_view_crop_scale = (0.5, 1.0)
+  return c
+
+
+def use_filip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns a DeCLIP config into FILIP of the same model, in place (official `yfcc15m_vit_filip`'s losses and
+  views): the token-wise loss alone on one MoCo-v2 view and the MLM-masked caption (masked although there is no
+  MLM loss). The official config keeps a global CLIP term at weight 0; here it is not computed, and the global
+  projections, which get no gradient, are frozen (optim.frozen_patterns) instead of shrinking under weight decay."""
+  c.loss.weights.update({"clip_mvs": 0.0, "iss": 0.0, "tss": 0.0, "nns": 0.0, "simclr": 0.0, "filip": 1.0})
+  c.data.num_image_views = 1
+  c.data.eda = False
+  c.data.mask_captions = True
+  return c
+
+
+def use_defilip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns a DeCLIP config into DeFILIP, in place (official `yfcc15m_vit_defilip`): DeCLIP's terms and weights
+  plus 0.2 x the token-wise term on image view 1's tokens and the masked caption's."""
+  c.loss.weights.filip = 0.2
+  return c
+
+
 def text_views(c: ml_collections.ConfigDict) -> int:
   """Captions per pair that the text tower encodes and NNS enqueues: the MLM one, and the EDA one with data.eda."""
   return 1 + int(c.data.eda)
@@ -379,17 +421,31 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(r.max_rollbacks >= 0, f"train.recovery.max_rollbacks must be >= 0, got {r.max_rollbacks}.")
   for term in LOSS_TERMS + ("mvs",):
     _require(w[term] >= 0, f"loss.weights.{term} must be >= 0, got {w[term]}.")
-  _require(w.clip_mvs > 0, "loss.weights.clip_mvs must be > 0: every DeCLIP variant trains the CLIP term.")
+  _require(w.clip_mvs > 0 or w.filip > 0, "loss.weights.clip_mvs or loss.weights.filip must be > 0: every method "
+           "trains an image-text term.")
   _require(c.loss.mvs_mode in ("official", "paper"),
            f"loss.mvs_mode must be 'official' or 'paper', got {c.loss.mvs_mode!r}.")
-  _require(c.data.num_image_views in (1, 2), f"data.num_image_views must be 1 or 2, got {c.data.num_image_views}.")
+  views = c.data.num_image_views
+  _require(views in (1, 2, 3), f"data.num_image_views must be 1, 2 or 3, got {views}.")
+  _require((views == 3) == (w.simclr > 0), "data.num_image_views = 3 goes with loss.weights.simclr > 0 (SLIP: a "
+           "view for the CLIP term and two for SimCLR), and SimCLR needs those 3 views.")
   if w.iss > 0:
-    _require(c.data.num_image_views == 2,
-             "loss.weights.iss > 0 needs data.num_image_views = 2 (SimSiam compares two views).")
+    _require(views == 2, "loss.weights.iss > 0 needs data.num_image_views = 2 (SimSiam compares two views).")
+  if w.iss > 0 or w.simclr > 0:
     g = c.ssl.bn_group_size
     _require(g > 1 and b % g == 0,
              f"train.batch_size ({b}) must be divisible by ssl.bn_group_size ({g}, > 1): BatchNorm statistics "
              "are taken over groups of that many examples.")
+  _require(c.loss.simclr_temperature > 0, "loss.simclr_temperature must be > 0.")
+  if w.filip > 0:
+    f = c.model.filip
+    tokens = ((c.model.image.image_size // c.model.image.patch_size) ** 2 if c.model.image.arch == "vit"
+              else (c.model.image.image_size // 32) ** 2)
+    _require(0 < f.top_k <= min(tokens, c.model.text.context_length),
+             f"model.filip.top_k ({f.top_k}) must be in [1, {min(tokens, c.model.text.context_length)}] (the image "
+             f"tower's {tokens} tokens and model.text.context_length).")
+    _require(f.logit_scale.min <= f.logit_scale.max, "model.filip.logit_scale.min must be <= its max.")
+    _require(c.loss.filip_chunk_size >= 0, "loss.filip_chunk_size must be >= 0.")
   if w.nns > 0:
     groups = c.nns.groups
     _require(groups > 0 and b % groups == 0,
@@ -439,30 +495,7 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
-  _require(c.data.source in ("builtin", "tfrecord", "webdataset", "tfds", "mixture"),
-           f"data.source must be 'builtin', 'tfrecord', 'webdataset', 'tfds' or 'mixture', got {c.data.source!r}.")
-  if c.data.source == "mixture":
-    from declip_jax.data import mixture  # pylint: disable=g-import-not-at-top
-    try:
-      _require(len(mixture.parse_specs(c.data.mixture)) > 0, "data.source 'mixture' needs data.mixture entries.")
-    except ValueError as e:
-      raise ConfigError(str(e)) from e
-  if c.data.source == "tfrecord":
-    _require(bool(c.data.tfrecord.files), "data.source 'tfrecord' needs data.tfrecord.files (a glob of shards).")
-  noise = c.data.builtin.noise
-  _require(min(noise.partial, noise.wrong, noise.unrelated) >= 0 and noise.partial + noise.wrong + noise.unrelated <= 1,
-           "data.builtin.noise fractions must be >= 0 and sum to at most 1.")
-  if c.data.source == "webdataset":
-    _require(bool(c.data.webdataset.files),
-             "data.source 'webdataset' needs data.webdataset.files (a glob of .tar shards).")
-  if c.data.source != "builtin":
-    _require(c.data.tfrecord.cycle_length > 0, "data.tfrecord.cycle_length must be positive.")
-    _require(c.data.webdataset.cycle_length > 0, "data.webdataset.cycle_length must be positive.")
-    _require(c.data.max_caption_chars > 0, "data.max_caption_chars must be positive.")
-    _require(c.data.max_image_pixels > 0, "data.max_image_pixels must be positive.")
-    _require(c.data.tokenizer != "word" or bool(c.data.vocab_path),
-             f"data.source {c.data.source!r} with data.tokenizer 'word' needs data.vocab_path (one word per line; "
-             "python -m declip_jax.data.write_tfrecords writes one with the shards).")
+  sources.validate(c, _require)
   _require(c.data.tokenizer in ("clip_bpe", "sentencepiece", "word"),
            f"data.tokenizer must be 'clip_bpe', 'sentencepiece' or 'word', got {c.data.tokenizer!r}.")
   _require(c.data.tokenizer == "word" or bool(c.data.vocab_path),
@@ -474,16 +507,18 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _validate_evals(c)
   _require(c.data.augment.recipe in ("moco_v2", "crop"),
            f"data.augment.recipe must be 'moco_v2' or 'crop', got {c.data.augment.recipe!r}.")
-  for key in ("crop_scale", "crop_ratio", "blur_sigma"):
+  _require(c.data.augment.first_view in ("", "crop"),
+           f"data.augment.first_view must be '' or 'crop', got {c.data.augment.first_view!r}.")
+  for key in ("crop_scale", "crop_ratio", "blur_sigma", "first_view_crop_scale"):
     value = c.data.augment[key]
     _require(len(value) == 2 and value[0] <= value[1],
              f"data.augment.{key} must be a (min, max) pair with min <= max, got {tuple(value)}.")
-  lo, hi = c.data.augment.crop_scale
-  _require(0 < lo <= hi <= 1, f"data.augment.crop_scale must satisfy 0 < min <= max <= 1, got {(lo, hi)}.")
+  for key in ("crop_scale", "first_view_crop_scale"):
+    lo, hi = c.data.augment[key]
+    _require(0 < lo <= hi <= 1, f"data.augment.{key} must satisfy 0 < min <= max <= 1, got {(lo, hi)}.")
 
 
 def _validate_evals(c: ml_collections.ConfigDict) -> None:
-  from declip_jax.evaluation import templates  # pylint: disable=g-import-not-at-top
   _require(c.eval.batch_size > 0, f"eval.batch_size must be positive, got {c.eval.batch_size}.")
   for name, spec in c.evals.items():
     key = f"evals.{name}"
@@ -492,15 +527,17 @@ def _validate_evals(c: ml_collections.ConfigDict) -> None:
     _require(spec.kind in EVAL_KINDS, f"{key}.kind must be one of {', '.join(EVAL_KINDS)}, got {spec.kind!r}.")
     _require(spec.every_steps >= 0, f"{key}.every_steps must be >= 0 (0: eval.every_steps), got {spec.every_steps}.")
     _require(spec.num_examples >= 0 and spec.num_train_examples >= 0, f"{key}: example counts must be >= 0.")
-    dataset_forms = ("builtin:", "tfds:", "tfrecord:") + (("heldout",) if spec.kind == "retrieval" else ())
+    dataset_forms = sources.dataset_forms(spec.kind == "retrieval")
     _require(spec.dataset.startswith(dataset_forms),
              f"{key}.dataset {spec.dataset!r} must start with one of {', '.join(dataset_forms)}.")
+    if spec.kind == "zero_shot" and spec.token_wise:
+      _require(c.loss.weights.filip > 0, f"{key}.token_wise needs FILIP's token mappings (loss.weights.filip > 0).")
     if spec.kind == "zero_shot":
       _require(spec.templates in templates.TEMPLATE_SETS,
                f"{key}.templates {spec.templates!r} is not a template set; known: "
                f"{', '.join(sorted(templates.TEMPLATE_SETS))}.")
     if spec.kind == "linear_probe":
-      _require(spec.train_dataset.startswith(("builtin:", "tfds:", "tfrecord:")),
+      _require(spec.train_dataset.startswith(sources.dataset_forms(False)),
                f"{key}.train_dataset must name the split the probe is fitted on (e.g. 'tfds:cifar10/train').")
       _require(0 < spec.validation_fraction < 1, f"{key}.validation_fraction must be in (0, 1).")
       _require(len(spec.l2_grid) > 0 and min(spec.l2_grid) >= 0, f"{key}.l2_grid must be non-negative values.")

@@ -97,6 +97,16 @@ def load(name: str) -> GpuTarget:
                    {dtype: rates[key] for dtype, key in _PRIMITIVE_TYPES.items() if key in rates})
 
 
+def for_device_kind(device_kind: str) -> str | None:
+  """The target name of a real GPU's `device_kind` (e.g. "NVIDIA H200" -> "h200"), or None."""
+  kind = device_kind.lower()
+  for name, (spec_file, _) in GPUS.items():
+    described = re.search(r'device_description_str: "([^"]+)"', (_SPECS / spec_file).read_text()).group(1)
+    if described.lower() == kind or described.lower().startswith(kind + " "):
+      return name
+  return None
+
+
 def parse(target: str) -> tuple[str, int, int]:
   """"gpu:<name>:<gpus>" or "gpu:<name>:<hosts>x<gpus per host>" -> (name, hosts, gpus per host)."""
   match = re.fullmatch(r"gpu:([\w-]+):(?:(\d+)x)?(\d+)", target)
@@ -126,11 +136,11 @@ def has_module(name: str) -> bool:
 def check_compiler_installed() -> None:
   """Raises TargetError saying what to install when the CUDA plugin or ptxas is missing, or JAX would start a
   GPU backend (the deviceless compile needs JAX_PLATFORMS=cpu, set before JAX is imported)."""
-  if not has_module("jax_plugins.xla_cuda12"):
+  if not (has_module("jax_plugins.xla_cuda12") or has_module("jax_plugins.xla_cuda13")):
     raise TargetError("XLA's GPU compiler is not installed: pip install -r requirements-gpu-aot.txt (Python 3.12+: "
                       "jax-cuda12-plugin and jax-cuda12-pjrt at JAX's version, and the nvidia-cuda-nvcc-cu12 "
                       "wheel for ptxas).")
-  if shutil.which("ptxas") is None and not has_module("nvidia.cuda_nvcc"):
+  if shutil.which("ptxas") is None and not (has_module("nvidia.cuda_nvcc") or has_module("nvidia.cu13")):
     raise TargetError("ptxas not found: pip install nvidia-cuda-nvcc-cu12 (or put a CUDA toolkit's bin on PATH).")
   if os.environ.get("JAX_PLATFORMS") != "cpu":
     raise TargetError("compiling for a GPU without one needs JAX_PLATFORMS=cpu in the environment before JAX "

@@ -18,8 +18,9 @@ from etils import epath
 from jax.sharding import Mesh
 
 from declip_jax import checkpointing, config as config_lib, optim, parallel, state as state_lib
+from declip_jax import templates as template_sets
 from declip_jax.data import pipeline
-from declip_jax.evaluation import datasets, encoding, templates as template_sets, zero_shot
+from declip_jax.evaluation import datasets, encoding, zero_shot
 from declip_jax.models import declip
 
 
@@ -108,7 +109,7 @@ class LoadedModel:
                            templates: Union[str, Sequence[str]] = "openai_imagenet_80") -> np.ndarray:
     """[C, D] unit class embeddings: the renormalised mean of the normalised embeddings of each class's prompts.
 
-    templates: a template set's name (declip_jax/evaluation/templates.py) or strings with one "{}".
+    templates: a template set's name (declip_jax/templates.py) or strings with one "{}".
     """
     if isinstance(templates, str):
       templates = template_sets.get(templates)

@@ -10,8 +10,12 @@ import optax
 # Official exclusions, by parameter name (DESIGN §8): norm scales and biases, dense/conv biases, the logit scale.
 # The attention input-projection bias (`in_proj_bias`), class/positional/token embeddings and the ViT `proj`
 # do not match and so ARE decayed.
-NO_WEIGHT_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"^logit_scale$")
+NO_WEIGHT_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"^logit_scale$", r"^logit_scale_dense$")
 FROZEN_PATCH_EMBED = r"^image_tower/patch_embed/"
+# The global image and text projections (ViT `proj`, a ResNet's attention pool, the text projection) and the
+# logit scale: what only the global CLIP term trains. FILIP gives that term weight 0 (official config): they get
+# no gradient, and are frozen so that weight decay does not shrink them (the official code decays them).
+GLOBAL_CLIP_HEAD = (r"^image_tower/proj$", r"^image_tower/attnpool/", r"^text_tower/projection/", r"^logit_scale$")
 
 
 def path_name(path) -> str:
@@ -26,7 +30,10 @@ def weight_decay_mask(params):
 
 
 def frozen_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  return (FROZEN_PATCH_EMBED,) if config.model.image.freeze_patch_embed else ()
+  """The parameter-name patterns that get no update: the ViT patch embedding (official), and the global CLIP
+  head when the CLIP term's weight is 0 (FILIP)."""
+  frozen = (FROZEN_PATCH_EMBED,) if config.model.image.freeze_patch_embed else ()
+  return frozen + (GLOBAL_CLIP_HEAD if config.loss.weights.clip_mvs == 0 else ())
 
 
 def parameter_labels(params, frozen: tuple[str, ...]):
@@ -58,6 +65,10 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
 
 
 def clamp_logit_scale(params: dict, config: ml_collections.ConfigDict) -> dict:
-  """Clamps params['logit_scale'] to [model.logit_scale.min, model.logit_scale.max]."""
-  ls = config.model.logit_scale
-  return {**params, "logit_scale": jnp.clip(params["logit_scale"], ls.min, ls.max)}
+  """Clamps params['logit_scale'] to [model.logit_scale.min, model.logit_scale.max], and FILIP's
+  params['logit_scale_dense'] to [model.filip.logit_scale.min, max]."""
+  ls, dense = config.model.logit_scale, config.model.filip.logit_scale
+  out = {**params, "logit_scale": jnp.clip(params["logit_scale"], ls.min, ls.max)}
+  if "logit_scale_dense" in params:
+    out["logit_scale_dense"] = jnp.clip(params["logit_scale_dense"], dense.min, dense.max)
+  return out

@@ -70,8 +70,8 @@ def sample_batch_spec(config: ml_collections.ConfigDict, batch_size: Optional[in
   s, length = config.model.image.image_size, config.model.text.context_length
   spec = {"img1": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
           "text_mlm": jax.ShapeDtypeStruct((b, length), jnp.int32)}
-  if config.data.num_image_views == 2:
-    spec["img2"] = spec["img1"]
+  for view in range(2, config.data.num_image_views + 1):
+    spec[f"img{view}"] = spec["img1"]
   if config.loss.weights.tss > 0:
     spec["mlm_labels"] = spec["text_mlm"]
   if config.data.eda:

@@ -58,7 +58,7 @@ def batch(config: ml_collections.ConfigDict, ids: TokenIds, batch_size: Optional
   mean = np.asarray(config.data.mean, np.float32)
   std = np.asarray(config.data.std, np.float32)
   out = {}
-  for key in ("img1", "img2"):
+  for key in ("img1", "img2", "img3"):
     if key in spec:
       out[key] = ((rng.random(spec[key].shape, np.float32) - mean) / std).astype(np.float32)
   rows, length = spec["text_mlm"].shape

@@ -18,7 +18,7 @@ from etils import epath
 
 from declip_jax import (checkpointing, config as config_lib, nn_queue, parallel, recovery, state as state_lib,
                         train_setup)
-from declip_jax.data import pipeline, tfrecord_source
+from declip_jax.data import pipeline, sources, tfrecord_source
 from declip_jax.evaluation import runner
 
 
@@ -99,10 +99,11 @@ def _rollback_reason(cause: int, step: int, metrics: dict, config: ml_collection
 
 
 def _warn_if_the_queue_outgrows_the_data(config: ml_collections.ConfigDict) -> None:
-  """Logs a warning when NNS would mostly find each pair's own caption (built-in data, whose size is known)."""
-  if config.loss.weights.nns <= 0 or config.data.source != "builtin":
+  """Logs a warning when NNS would mostly find each pair's own caption (data whose size is known: built-in)."""
+  pairs = sources.known_size(config)
+  if config.loss.weights.nns <= 0 or pairs is None:
     return
-  views, pairs = config_lib.text_views(config), config.data.builtin.num_train
+  views = config_lib.text_views(config)
   fraction = nn_queue.own_pair_fraction(config.nns.group_size, views, pairs)
   if fraction > 0.1:
     logging.warning("NNS: each queue buffer holds %d of the %d training pairs' captions, so %.0f%% of the lookups "
@@ -165,7 +166,7 @@ class _Trainer:
 
   def _meta(self, step: int) -> dict:
     meta = {"step": step, "data_position": step * self.config.train.batch_size, "config": self.config.to_dict()}
-    if self.config.data.source != "builtin":  # Streams: each process's iterator position (built-in: the step).
+    if sources.is_streamed(self.config):  # Each process's iterator position (data drawn by position: the step).
       meta["data_state"] = parallel.gather_strings(self.batches.save())
     return meta
 

@@ -30,9 +30,10 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   and the `health` counters changes.
 
   Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
-  `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `update_skipped`,
+  `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `filip_logit_scale`
+  (FILIP's token-wise scale), `update_skipped`,
   `recent_loss_mean`, the collapse gauges `image_embedding_std`, `text_embedding_std` and (ISS only)
-  `iss_projection_std` (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
+  `iss_projection_std` / `simclr_projection_std` (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
   """
   weights = config.loss.weights
   schedule = optim.learning_rate_schedule(config.optim)
@@ -51,13 +52,23 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
              "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
       if weights.iss > 0:
         aux["spread"]["iss_projection_std"] = spread(outputs["z1"])
+      if weights.simclr > 0:
+        aux["spread"]["simclr_projection_std"] = spread(outputs["s1"])
       nn_texts = None
       if weights.nns > 0:
         found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size, mesh)
                  for t in texts]
         nn_texts = [n for n, _ in found]
         aux["nn_similarity"] = jnp.mean(jnp.stack([s for _, s in found]))
-      terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh)
+
+      def mlm_head(token_states):
+        return model.apply({"params": params}, token_states, method="mlm_logits")
+
+      filip_scale = jnp.exp(params["logit_scale_dense"]) if "logit_scale_dense" in params else None
+      terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh, mlm_head,
+                                     filip_scale)
+      if filip_scale is not None:
+        aux["filip_logit_scale"] = filip_scale
       aux["terms"] = terms
       return declip_loss.weighted_total(terms, config), aux
 
@@ -89,8 +100,9 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                "update_skipped": (~finite).astype(jnp.float32),
                "recent_loss_mean": recovery.window_mean(state.health), "rollback_cause": rollback_cause}
     metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
-    if "nn_similarity" in aux:
-      metrics["nn_similarity"] = aux["nn_similarity"]
+    for name in ("nn_similarity", "filip_logit_scale"):
+      if name in aux:
+        metrics[name] = aux[name]
     metrics.update(aux["spread"])
     return new_state, metrics
 

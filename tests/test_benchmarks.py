@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from declip_jax import gpu_target
 from tests.conftest import REPO
 
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -27,8 +28,15 @@ def test_device_check_dry_run_writes_the_json_and_the_table(tmp_path):
   assert result["matmul_bf16_tflops"] > 0 and result["errors"] == []
   attention = {a["implementation"]: a for a in result["attention"]}
   assert set(attention) == {"xla", "cudnn"} and attention["xla"]["ran"]
+  memory = result["compile_memory"]
+  assert memory["target"] == "h100" and memory["on_device"]["planned_peak_gib"] > 0
+  if gpu_target.has_module("jax_plugins.xla_cuda12"):  # CI's newest-JAX environment: XLA's GPU compiler.
+    assert memory["deviceless"]["planned_peak_gib"] > 0 and memory["deviceless"]["compile_s"] > 0
+  else:
+    assert "requirements-gpu-aot.txt" in memory["deviceless"]["error"]
   table = (tmp_path / "device_check.md").read_text()
   assert "## Correctness" in table and "| DeCLIP ViT-B/16 | 16 | none |" in table
+  assert "| on the device (autotuned) |" in table
 
 
 def test_train_step_benchmark_prints_a_row_for_the_demo_config():

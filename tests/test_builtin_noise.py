@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from declip_jax import config as config_lib
-from declip_jax.data import builtin, pipeline
+from declip_jax.data import builtin
 from tests.tiny_config import tiny_config
 
 NOISE = builtin.CaptionNoise(partial=0.2, wrong=0.15, unrelated=0.1)
@@ -45,12 +45,12 @@ def test_noise_keeps_images_labels_and_the_test_split_and_hits_each_rate():
 
 def test_config_noise_reaches_the_training_split_only_and_is_validated():
   config = tiny_config()
-  clean = pipeline.load_split(config, "train")
+  clean = builtin.load_split(config, "train")
   config.data.builtin.noise.unrelated = 0.5
-  noisy = pipeline.load_split(config, "train")
+  noisy = builtin.load_split(config, "train")
   changed = np.mean([a != b for a, b in zip(clean.captions, noisy.captions)])
   assert 0.3 < changed < 0.7
-  assert list(pipeline.load_split(config, "test").captions) == list(
+  assert list(builtin.load_split(config, "test").captions) == list(
       builtin.generate(config.data.builtin.num_test, 16, config.data.builtin.seed, "test").captions)
   config.data.builtin.noise.partial = 0.6
   with pytest.raises(config_lib.ConfigError, match="data.builtin.noise"):

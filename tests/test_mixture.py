@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from declip_jax import config as config_lib
-from declip_jax.data import mixture, pipeline, tfrecord_source
+from declip_jax.data import mixture, pipeline, sources, tfrecord_source
 from tests import pipeline_checks
 from tests.test_tfds_source import data_dir, tfds_config  # pylint: disable=unused-import
 from tests.test_tfrecord_source import shards  # pylint: disable=unused-import
@@ -29,9 +29,9 @@ def test_mixture_proportions_counts_and_resume(shards, data_dir):  # pylint: dis
   counts = np.stack([b["bad_records"] for b in batches]).reshape(-1, len(tfrecord_source.BAD_RECORD_COUNTERS))
   assert (np.diff(counts, axis=0) >= 0).all()  # Summed over sources, still cumulative.
   streams = []
-  for spec in mixture.parse_specs(config.data.mixture):
-    files, parse = mixture.files_and_parser(spec, config.data, config.train.seed)
-    streams.append((files, parse))
+  for _, source, location in sources.training_entries(config):
+    stream = source.stream(location, config.data, config.train.seed)
+    streams.append((stream.files, stream.parse))
   assert len(streams) == 2
 
 

@@ -150,7 +150,8 @@ def test_declip_model_outputs(config):
   d, length, v = config.model.embed_dim, config.model.text.context_length, config.model.text.vocab_size
   for k in ("z_img1", "z_img2", "z_txt", "z_txt_eda"):
     assert out[k].shape == (8, d)
-  assert out["mlm_ce_sums"].shape == out["mlm_counts"].shape == (8,)  # Given mlm_labels: the head's loss sums.
+  w = config.model.text.width
+  assert out["mlm_states"].shape == (8, length, w)  # Given mlm_labels: token states for the MLM loss (losses/).
   without_labels = {k: x for k, x in batch.items() if k != "mlm_labels"}
   out_logits, _ = model.apply(variables, without_labels, train=True, mutable=["batch_stats"])
   assert out_logits["mlm_logits"].shape == (8, length, v)
@@ -159,34 +160,34 @@ def test_declip_model_outputs(config):
 
 
 def test_mlm_head_scores_only_the_chosen_positions_and_computes_the_same_loss():
-  """With max_predictions=3 the head computes [B, 3, V] logits; the per-row cross-entropy sums, counts and
-  gradients equal the every-position path; a batch with a row of 5 chosen positions takes the fallback (blocks
-  of 3 positions) and gets the same."""
+  """With max_predictions=3 the MLM loss has the head compute [B, 3, V] logits; the loss and its gradients equal
+  the every-position path; a batch with a row of 5 chosen positions takes the fallback (blocks of 3 positions)
+  and gets the same."""
   from declip_jax.losses import mlm  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   states = jnp.asarray(rng.normal(size=(4, 9, 8)), jnp.float32)
   labels = np.full((4, 9), mlm.IGNORE_LABEL)
   for row, chosen in enumerate(([], [2, 7], [0, 4, 8], [1, 3])):
     labels[row, chosen] = rng.integers(0, 11, len(chosen))
-  every, sparse = heads.MLMHead(11), heads.MLMHead(11, max_predictions=3)
-  params = every.init(jax.random.PRNGKey(0), states)["params"]
+  head = heads.MLMHead(11)
+  params = head.init(jax.random.PRNGKey(0), states)["params"]
 
-  def loss(head, params, states, labels):
-    return mlm.loss_from_sums(*head.apply({"params": params}, states, labels))
+  def loss(params, states, labels, max_predictions):
+    logits_fn = lambda s: head.apply({"params": params}, s)
+    return mlm.masked_lm_loss_from_states(states, labels, logits_fn, max_predictions)
 
   for batch_labels in (labels, np.where(np.arange(9) < 5, 1, labels)):  # Second: row counts 5 > 3 (fallback).
     batch_labels = jnp.asarray(batch_labels)
-    want = every.apply({"params": params}, states, batch_labels)
-    got = sparse.apply({"params": params}, states, batch_labels)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
-    np.testing.assert_array_equal(got[1], want[1])
-    np.testing.assert_allclose(loss(every, params, states, batch_labels),
-                               mlm.masked_lm_loss(every.apply({"params": params}, states), batch_labels), rtol=1e-6)
-    want_grads = jax.grad(loss, argnums=(1, 2))(every, params, states, batch_labels)
-    got_grads = jax.grad(loss, argnums=(1, 2))(sparse, params, states, batch_labels)
+    want = loss(params, states, batch_labels, 0)
+    got = loss(params, states, batch_labels, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(want, mlm.masked_lm_loss(head.apply({"params": params}, states), batch_labels),
+                               rtol=1e-6)
+    want_grads = jax.grad(loss, argnums=(0, 1))(params, states, batch_labels, 0)
+    got_grads = jax.grad(loss, argnums=(0, 1))(params, states, batch_labels, 3)
     for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
       np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
-  jaxpr = str(jax.make_jaxpr(lambda s: sparse.apply({"params": params}, s, jnp.asarray(labels)))(states))
+  jaxpr = str(jax.make_jaxpr(lambda s: loss(params, s, jnp.asarray(labels), 3))(states))
   # Chosen-only logits; the fallback scores blocks of 3 positions (9 = 3 x 3), never all 9 at once.
   assert "f32[4,3,11]" in jaxpr and "f32[4,9,11]" not in jaxpr
 
@@ -205,7 +206,7 @@ def test_batched_view_calls_compute_the_same_outputs(config):
     variables = model.init(jax.random.PRNGKey(0), batch, train=False)
     outputs.append(model.apply(variables, batch, train=True, mutable=["batch_stats"]))
   (together, stats_together), (apart, stats_apart) = outputs
-  assert set(together) == set(apart) >= {"z_img1", "z_img2", "z_txt", "z_txt_eda", "mlm_ce_sums", "p2"}
+  assert set(together) == set(apart) >= {"z_img1", "z_img2", "z_txt", "z_txt_eda", "mlm_states", "p2"}
   for key in together:
     np.testing.assert_allclose(together[key], apart[key], rtol=1e-5, atol=1e-6, err_msg=key)
   for a, b in zip(jax.tree.leaves(stats_together), jax.tree.leaves(stats_apart)):

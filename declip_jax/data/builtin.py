@@ -204,3 +204,10 @@ def generate(num_examples: int, image_size: int, seed: int, split: str,
     captions, _ = noisy_captions(captions, all_attrs, noise, seed)
   return Split(images, np.asarray(captions, dtype=object),
                {name: np.asarray(v, np.int32) for name, v in labels.items()})
+
+
+def load_split(config, split: str) -> Split:
+  """The examples of `split` ("train" or "test") as the experiment config (`data.builtin`, the image size) says."""
+  b = config.data.builtin
+  n = b.num_train if split == "train" else b.num_test
+  return generate(n, config.model.image.image_size, b.seed, split, CaptionNoise(**b.noise))

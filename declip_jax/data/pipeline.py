@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from declip_jax.data import (builtin, clip_bpe, image_views, mixture, sentencepiece_tokenizer, text_views,
+from declip_jax.data import (builtin, clip_bpe, image_views, mixture, sentencepiece_tokenizer, sources, text_views,
                              tfrecord_source, tokenizers)
 
 _ENDLESS = 2**62  # Positions never run out.
@@ -50,26 +50,17 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
 
 
 def _synonym_table(config: ml_collections.ConfigDict) -> Optional[tf.lookup.StaticHashTable]:
-  """EDA's synonyms: data.synonyms_path (TSV), else the built-in data's table, else WordNet when an installed
-  nltk has its corpus; None (with one log line) when there is none."""
+  """EDA's synonyms: data.synonyms_path (TSV), else the training data's own table (the built-in data's), else
+  WordNet when an installed nltk has its corpus; None (with one log line) when there is none."""
   if config.data.synonyms_path:
     table = text_views.load_synonyms_tsv(epath.Path(config.data.synonyms_path).read_text())
-  elif config.data.source == "builtin":
-    table = builtin.SYNONYMS
   else:
-    table = text_views.wordnet_synonyms()
+    table = sources.synonyms(config) or text_views.wordnet_synonyms()
   if not table:
     logging.warning("No synonym table (data.synonyms_path empty, no WordNet corpus for nltk): EDA draws from "
                     "random swap and random deletion only.")
     return None
   return text_views.synonym_table(table)
-
-
-def load_split(config: ml_collections.ConfigDict, split: str) -> builtin.Split:
-  """The examples of `split` ("train" or "test") of `data.source`."""
-  b = config.data.builtin
-  n = b.num_train if split == "train" else b.num_test
-  return builtin.generate(n, config.model.image.image_size, b.seed, split, builtin.CaptionNoise(**b.noise))
 
 
 def example_positions(start_step: int, global_batch: int, process_index: int,
@@ -97,51 +88,40 @@ def _local_to_global_position(j: tf.Tensor, start_step: int, global_batch: int, 
   return (j // local) * global_batch + process_index * local + j % local
 
 
-def _builtin_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
-                      process_count: int) -> tf.data.Dataset:
-  """(position, {"image", "caption"}) pairs of the built-in data, drawn by position (nothing to skip)."""
-  split = load_split(config, "train")
-  n = len(split.labels)
-  images, captions = tf.constant(split.images), tf.constant(split.captions.astype(str))
+def _examples_by_position(source, config: ml_collections.ConfigDict, start_step: int, process_index: int,
+                          process_count: int) -> tf.data.Dataset:
+  """(position, {"image", "caption"}) pairs of a source held in memory (the built-in data), drawn by position
+  (nothing to skip)."""
+  n, example_at = source.examples_by_index(config)
   seed = config.train.seed
 
   def example(pos):
-    index = example_index(pos, n, seed)
-    return pos, {"image": tf.gather(images, index), "caption": tf.gather(captions, index)}
+    return pos, example_at(example_index(pos, n, seed))
 
   return example_positions(start_step, config.train.batch_size, process_index, process_count).map(example)
 
 
 def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, process_index: int,
                        process_count: int) -> tf.data.Dataset:
-  """(position, {"image", "caption", "bad_records"}) pairs streamed from TFRecord shards, webdataset shards, a
-  TFDS split, or a weighted mixture of them.
+  """(position, {"image", "caption", "bad_records"}) pairs streamed from the training source's records (TFRecord or
+  webdataset shards, a TFDS split, an image folder), or a weighted mixture of such sources.
 
   Streams have no random access: a resumed run restores the iterator's checkpointed position
   (`TrainBatches.restore`); started at start_step > 0 without one, it reads and drops the earlier examples.
   """
   data, seed = config.data, config.train.seed
-  if data.source == "mixture":
-    specs = mixture.parse_specs(data.mixture)
-  elif data.source == "tfds":
-    specs = [mixture.SourceSpec(1.0, "tfds", f"{data.tfds.name}/{data.tfds.split}")]
-  elif data.source == "webdataset":
-    specs = [mixture.SourceSpec(1.0, "webdataset", data.webdataset.files)]
-  else:
-    specs = [mixture.SourceSpec(1.0, "tfrecord", data.tfrecord.files)]
-  streams = []
-  for spec in specs:
-    files, parse = mixture.files_and_parser(spec, data, seed)
-    logging.info("Data from %s:%s: %d files (%s ...), weight %g, process %d of %d.", spec.kind, spec.target,
-                 len(files), files[0], spec.weight, process_index, process_count)
-    read = data.webdataset if spec.kind == "webdataset" else data.tfrecord
-    if len(files) < process_count * read.cycle_length:
+  entries, streams = sources.training_entries(config), []
+  for weight, source, location in entries:
+    stream = source.stream(location, data, seed)
+    logging.info("Data from %s:%s: %d files (%s ...), weight %g, process %d of %d.", source.kind, location,
+                 len(stream.files), stream.files[0], weight, process_index, process_count)
+    if len(stream.files) < process_count * stream.read.cycle_length:
       logging.warning("%d files for %d processes reading %d at a time (cycle_length): processes read some of the "
-                      "same files at the same time; use more, smaller shards.", len(files), process_count,
-                      read.cycle_length)
-    streams.append(tfrecord_source.examples(files, parse, read, data, seed, process_index, process_count,
-                                            mixture.read_file(spec)))
-  ds = streams[0] if len(streams) == 1 else mixture.mix(streams, [s.weight for s in specs], seed)
+                      "same files at the same time; use more, smaller shards.", len(stream.files), process_count,
+                      stream.read.cycle_length)
+    streams.append(tfrecord_source.examples(stream.files, stream.parse, stream.read, data, seed, process_index,
+                                            process_count, stream.read_file))
+  ds = streams[0] if len(streams) == 1 else mixture.mix(streams, [weight for weight, _, _ in entries], seed)
   skip = start_step * (config.train.batch_size // process_count)
   ds = ds.skip(skip).enumerate()
   return ds.map(lambda j, e: (_local_to_global_position(j, start_step, config.train.batch_size, process_index,
@@ -152,8 +132,10 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
                   process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Endless local batches of training examples.
 
-  Each element is a dict: `img1` (and `img2` with two views) [b, S, S, 3] float32 normalised, `text_mlm` [b, L]
-  int32 (MLM-masked when loss.weights.tss > 0), `mlm_labels` [b, L] (TSS only), `text_eda` [b, L] (EDA only),
+  Each element is a dict: `img1` (and `img2`, `img3` with two or three views; the first view is the CLIP
+  baseline's crop with data.augment.first_view "crop") [b, S, S, 3] float32 normalised, `text_mlm` [b, L] int32
+  (MLM-masked when loss.weights.tss > 0 or data.mask_captions), `mlm_labels` [b, L] (TSS only), `text_eda` [b, L]
+  (EDA only),
   with b = train.batch_size / process_count; streamed sources add `bad_records` [b, K] int64 (cumulative
   counts of tfrecord_source.BAD_RECORD_COUNTERS).
   """
@@ -161,15 +143,20 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
   size = config.model.image.image_size
   seed = config.train.seed
   table = _synonym_table(config) if data.eda else None
-  use_mlm = config.loss.weights.tss > 0
+  use_mlm = config.loss.weights.tss > 0 or data.mask_captions
   m = config.mlm
+  view_augment = [aug] * data.num_image_views
+  if data.augment.first_view == "crop":
+    view_augment[0] = ml_collections.ConfigDict({**aug.to_dict(), "recipe": "crop",
+                                                 "crop_scale": tuple(aug.first_view_crop_scale)})
 
   def views(pos, example):
     seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), pos]), 4)
     image, caption = example["image"], example["caption"]
     out = {}
     for v in range(data.num_image_views):
-      view = image_views.train_view(image, seeds[v], size, aug)
+      view_seed = seeds[v] if v < 2 else tf.random.experimental.stateless_fold_in(seeds[0], v + 1)  # SLIP's third.
+      view = image_views.train_view(image, view_seed, size, view_augment[v])
       out[f"img{v + 1}"] = image_views.normalize(view, data.mean, data.std)
     out["caption"] = caption
     if use_mlm:
@@ -186,18 +173,21 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
     out = {k: v for k, v in batch.items() if k not in ("caption", "caption_eda", "mlm_draws")}
     tokens = tokenizer.tokenize(batch["caption"])
     if use_mlm:
-      out["text_mlm"], out["mlm_labels"] = text_views.apply_mlm(
+      out["text_mlm"], labels = text_views.apply_mlm(
           tokens, batch["mlm_draws"], tokenizer.special_ids, tokenizer.mask_id, m.mask_prob, m.mask_token_frac,
           m.random_token_frac)
+      if config.loss.weights.tss > 0:
+        out["mlm_labels"] = labels
     else:
       out["text_mlm"] = tokens
     if data.eda:
       out["text_eda"] = tokenizer.tokenize(batch["caption_eda"])
     return out
 
-  sources = {"builtin": _builtin_examples, "tfrecord": _streamed_examples, "tfds": _streamed_examples,
-             "webdataset": _streamed_examples, "mixture": _streamed_examples}
-  ds = sources[data.source](config, start_step, process_index, process_count)
+  if sources.is_streamed(config):
+    ds = _streamed_examples(config, start_step, process_index, process_count)
+  else:
+    ds = _examples_by_position(sources.get(data.source), config, start_step, process_index, process_count)
   ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(config.train.batch_size // process_count, drop_remainder=True)
   ds = ds.map(tokenized, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

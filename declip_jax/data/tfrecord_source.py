@@ -14,6 +14,7 @@ import ml_collections
 import tensorflow as tf
 
 from declip_jax.data import image_header
+from declip_jax.data.errors import DataSourceError  # noqa: F401  (re-exported: the readers' error)
 
 # Cumulative per-process counts attached to every example, in this order (`data/<name>` in the train metrics).
 BAD_RECORD_COUNTERS = ("skipped_undecodable_image", "skipped_empty_caption", "repaired_invalid_utf8_caption",
@@ -22,10 +23,6 @@ BAD_RECORD_COUNTERS = ("skipped_undecodable_image", "skipped_empty_caption", "re
 # What a source's parse may say of a record besides its bytes (webdataset samples); False when it says nothing.
 SOURCE_FLAGS = ("missing_image", "missing_caption", "end_of_shard", "truncated_shard")
 ENDLESS = 2**62
-
-
-class DataSourceError(ValueError):
-  """The configured data cannot be read: no matching files, nothing usable in them, a missing feature or split."""
 
 
 def list_files(patterns: str | Sequence[str], key: str = "data.tfrecord.files") -> list[str]:
@@ -239,6 +236,25 @@ def is_usable(image_bytes: bytes, caption: bytes, data: ml_collections.ConfigDic
 def describe_files(files: Sequence[str]) -> str:
   """'N file(s) (first, ...)' for messages."""
   return f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
+
+
+def check_first_record(location: str, features: dict[str, str], key: str) -> None:
+  """The first record of tf.train.Example shards has the named features ({config key: feature name}), else one
+  DataSourceError line naming the key."""
+  files = list_files(location, key)
+  try:
+    first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
+  except tf.errors.OpError as e:
+    raise DataSourceError(f"{key}: {files[0]} cannot be read as TFRecords ({e.message.splitlines()[0]}).") from e
+  if first is None:
+    raise DataSourceError(f"{key}: {files[0]} holds no records.")
+  try:
+    present = set(tf.train.Example.FromString(first.numpy()).features.feature)
+  except Exception as e:  # pylint: disable=broad-except  # protobuf's DecodeError and others.
+    raise DataSourceError(f"{key}: the records of {files[0]} are not tf.train.Examples.") from e
+  for setting, feature in features.items():
+    if feature not in present:
+      raise DataSourceError(f"{setting} {feature!r} is not a feature of {files[0]} (it has {sorted(present)}).")
 
 
 def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,

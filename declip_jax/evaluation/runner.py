@@ -8,15 +8,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from declip_jax.data import pipeline
-from declip_jax.evaluation import datasets, encoding, linear_probe, retrieval, templates, zero_shot
+from declip_jax import templates
+from declip_jax.data import pipeline, sources
+from declip_jax.evaluation import datasets, encoding, linear_probe, retrieval, zero_shot
 from declip_jax.models.declip import DeCLIP
-
-
-def _split_of(dataset: str) -> Optional[str]:
-  """The split part of a dataset string ("test" of "builtin:test" and "tfds:cifar10/test"); None for files."""
-  kind, _, location = dataset.partition(":")
-  return {"builtin": location, "tfds": location.rsplit("/", 1)[-1]}.get(kind)
 
 
 def check_data(config: ml_collections.ConfigDict) -> None:
@@ -59,7 +54,7 @@ class Evaluations:
     return results
 
   def _encode_images(self, variables, ds, kind: str = "image", extra: str = "index", keys: tuple[str, ...] = (),
-                     on_batch=None):
+                     on_batch=None, context: tuple = ()):
     """Encodes the images of `ds` with the tower method `kind`; returns (outputs, index, extra) in dataset order.
     `on_batch` sees each numpy batch (with the further `keys`) before it is encoded."""
 
@@ -70,27 +65,37 @@ class Evaluations:
         yield batch["image"], batch["index"], batch[extra]
 
     size = self.config.model.image.image_size
-    return self.encoder.encode(variables, kind, batches(), (size, size, 3), np.float32)
+    return self.encoder.encode(variables, kind, batches(), (size, size, 3), np.float32, context)
 
-  def encode_texts(self, variables, texts: list[str]) -> np.ndarray:
-    """The same N strings on every process -> [N, D] embeddings (each process encodes its share)."""
-    return self.encoder.encode_tokens(variables, self.tokenizer.tokenize_numpy(texts))[0]
+  def encode_texts(self, variables, texts: list[str], kind: str = "text") -> np.ndarray:
+    """The same N strings on every process -> [N, D] embeddings (kind "text_tokens": [N, L, d] FILIP tokens;
+    each process encodes its share)."""
+    return self.encoder.encode_tokens(variables, self.tokenizer.tokenize_numpy(texts), kind=kind)[0]
 
   def _zero_shot(self, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
     data = datasets.labelled_images(spec, self.config, name, process_index=jax.process_index(),
                                     process_count=jax.process_count())
-    weights = zero_shot.classifier_weights(lambda texts: self.encode_texts(variables, texts), data.class_names,
-                                           templates.get(spec.templates))
-    image_emb, _, labels = self._encode_images(variables, data.dataset, extra="label")
-    return {"dataset": data.name, "split": _split_of(data.name), "template_set": spec.templates,
-            "num_classes": len(data.class_names), "num_examples": len(labels),
-            "metrics": zero_shot.classification_metrics(image_emb, weights, labels)}
+    prompts = templates.get(spec.templates)
+    if spec.token_wise:  # FILIP's token-wise classifier (official).
+      classifier = zero_shot.token_wise_classifier(lambda texts: self.encode_texts(variables, texts, "text_tokens"),
+                                                   data.class_names, prompts)
+      scores, _, labels = self._encode_images(variables, data.dataset, "image_token_scores", extra="label",
+                                              context=(classifier,))
+      metrics = zero_shot.metrics_from_scores(scores, labels)
+    else:
+      weights = zero_shot.classifier_weights(lambda texts: self.encode_texts(variables, texts), data.class_names,
+                                             prompts)
+      image_emb, _, labels = self._encode_images(variables, data.dataset, extra="label")
+      metrics = zero_shot.classification_metrics(image_emb, weights, labels)
+    return {"dataset": data.name, "split": sources.split_of(data.name), "template_set": spec.templates,
+            **({"token_wise": True} if spec.token_wise else {}), "num_classes": len(data.class_names),
+            "num_examples": len(labels), "metrics": metrics}
 
   def _retrieval(self, name: str, spec: ml_collections.ConfigDict, variables) -> Optional[dict]:
     data = datasets.captioned_images(spec, self.config, name, jax.process_index(), jax.process_count())
     if data is None:
-      logging.info("evals.%s: the training data has no held-out split (data.tfrecord.eval_files, "
-                   "data.webdataset.eval_files, data.tfds.eval_split); skipped.", name)
+      logging.info("evals.%s: the training data has no held-out split (%s); skipped.", name,
+                   ", ".join(sources.heldout_settings(self.config)) or "none of its kind")
       return None
     captions, owners = [], []
 
@@ -107,7 +112,7 @@ class Evaluations:
     text_emb, text_owner, _ = self.encoder.encode_tokens(variables, tokens, np.asarray(owners, np.int64),
                                                          split_over_processes=False)
     text_to_image = np.searchsorted(image_index, text_owner)
-    return {"dataset": data.name, "split": _split_of(data.name), "num_examples": len(image_index),
+    return {"dataset": data.name, "split": sources.split_of(data.name), "num_examples": len(image_index),
             "num_captions": len(text_owner), "metrics": retrieval.recall_at_k(image_emb, text_emb, text_to_image)}
 
   def _linear_probe(self, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
@@ -121,5 +126,5 @@ class Evaluations:
     metrics, l2 = linear_probe.evaluate(train_x, train_y, test_x, test_y, num_classes, spec.l2_grid,
                                         spec.validation_fraction, seed=self.config.train.seed,
                                         max_iterations=spec.max_iterations)
-    return {"dataset": test.name, "split": _split_of(test.name), "train_dataset": train.name,
+    return {"dataset": test.name, "split": sources.split_of(test.name), "train_dataset": train.name,
             "num_examples": len(test_y), "num_train_examples": len(train_y), "l2": l2, "metrics": metrics}

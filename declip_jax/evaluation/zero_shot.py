@@ -22,6 +22,24 @@ def classifier_weights(encode_texts: Callable[[list[str]], np.ndarray], class_na
   return _normalize(emb.mean(axis=1))
 
 
+def token_wise_classifier(encode_text_tokens: Callable[[list[str]], np.ndarray], class_names: Sequence[str],
+                          templates: Sequence[str], classes_per_call: int = 32) -> np.ndarray:
+  """FILIP's token-wise class weights [C, L, d] (official zero-shot): per class, its prompts' mapped text tokens
+  [T, L, d] normalised per token, averaged over the prompts, divided by the Frobenius norm of the [L, d] mean.
+
+  Args:
+    encode_text_tokens: list of N strings -> [N, L, d] mapped text tokens (every position, padding included).
+    classes_per_call: classes whose prompts are encoded at once (host memory: that x T x L x d floats).
+  """
+  out = []
+  for start in range(0, len(class_names), classes_per_call):
+    names = class_names[start:start + classes_per_call]
+    tokens = np.asarray(encode_text_tokens([t.format(name) for name in names for t in templates]), np.float64)
+    mean = _normalize(tokens).reshape(len(names), len(templates), *tokens.shape[1:]).mean(axis=1)
+    out.append(mean / np.linalg.norm(mean, axis=(1, 2), keepdims=True))
+  return np.concatenate(out)
+
+
 def pessimistic_ranks(scores: np.ndarray, true_index: np.ndarray) -> np.ndarray:
   """Rank of the true column in each row (0 = best): how many OTHER columns score at least as high.
 
@@ -41,9 +59,13 @@ def classification_metrics(image_emb: np.ndarray, weights: np.ndarray, labels: n
   Returns:
     {"zero_shot_top1", "zero_shot_top5", "zero_shot_mean_per_class_recall"} in [0, 1].
   """
-  scores = _normalize(np.asarray(image_emb, np.float64)) @ weights.T
+  return metrics_from_scores(_normalize(np.asarray(image_emb, np.float64)) @ weights.T, labels, top_k)
+
+
+def metrics_from_scores(scores: np.ndarray, labels: np.ndarray, top_k: Sequence[int] = (1, 5)) -> dict[str, float]:
+  """`classification_metrics` of class scores [N, C] (any score: cosine, FILIP's token-wise logit)."""
   ranks = pessimistic_ranks(scores, labels)
-  out = {f"zero_shot_top{k}": float(np.mean(ranks < min(k, weights.shape[0]))) for k in top_k}
+  out = {f"zero_shot_top{k}": float(np.mean(ranks < min(k, scores.shape[1]))) for k in top_k}
   present = np.unique(labels)
   out["zero_shot_mean_per_class_recall"] = float(np.mean([np.mean(ranks[labels == c] == 0) for c in present]))
   return out

@@ -29,30 +29,47 @@ def l2_normalize(x: jax.Array, eps: float = 0.0) -> jax.Array:
   return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
 
 
-def _chunked_logsumexp(rows: jax.Array, columns: jax.Array, scale: jax.Array, chunk: int,
-                       dtype) -> jax.Array:
-  """[n] logsumexp_j(scale * rows @ columns[j]) computed `chunk` columns at a time (streaming max and sum).
+def _chunked_logsumexp(rows: jax.Array, columns: jax.Array, scale: jax.Array, chunk: int, dtype,
+                       exclude: Optional[jax.Array] = None) -> jax.Array:
+  """[n] logsumexp_j(scale * rows @ columns[j]) computed `chunk` columns at a time (streaming max and sum),
+  leaving out column exclude[i] of row i when `exclude` ([n] int) is given.
 
   The scan body is rematerialised, so neither pass keeps more than one [n, chunk] block of logits.
   """
   n, total = rows.shape[0], columns.shape[0]
   pad = (-total) % chunk
   blocks = jnp.pad(columns, ((0, pad), (0, 0))).reshape((total + pad) // chunk, chunk, columns.shape[1])
-  valid = (jnp.arange(total + pad) < total).reshape(-1, chunk)
+  index = jnp.arange(total + pad).reshape(-1, chunk)
 
   @jax.checkpoint
   def body(carry, block):
     running_max, running_sum = carry
-    cols, ok = block
+    cols, col_index = block
     logits = scale * jnp.dot(rows, cols.T, preferred_element_type=dtype)
-    logits = jnp.where(ok[None, :], logits, -jnp.inf)
+    keep = (col_index < total)[None, :]
+    if exclude is not None:
+      keep = keep & (col_index[None, :] != exclude[:, None])
+    logits = jnp.where(keep, logits, -jnp.inf)
     new_max = jnp.maximum(running_max, jnp.max(logits, axis=1))
     running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(logits - new_max[:, None]), 1)
     return (new_max, running_sum), None
 
   init = (jnp.full((n,), -jnp.inf, dtype), jnp.zeros((n,), dtype))
-  (running_max, running_sum), _ = jax.lax.scan(body, init, (blocks, valid))
+  (running_max, running_sum), _ = jax.lax.scan(body, init, (blocks, index))
   return running_max + jnp.log(running_sum)
+
+
+def logsumexp_over_columns(rows: jax.Array, columns: jax.Array, scale: jax.Array, chunk: Optional[int] = None,
+                           exclude: Optional[jax.Array] = None) -> jax.Array:
+  """[n] logsumexp_j(scale * rows @ columns[j]) over all columns [m, D] (in blocks of `chunk` when given), leaving
+  out column exclude[i] of row i when `exclude` ([n] int) is given."""
+  dtype = jnp.promote_types(rows.dtype, jnp.float32)
+  if chunk and chunk < columns.shape[0]:
+    return _chunked_logsumexp(rows, columns, scale, chunk, dtype, exclude)
+  logits = scale * jnp.dot(rows, columns.T, preferred_element_type=dtype)
+  if exclude is not None:
+    logits = jnp.where(jnp.arange(columns.shape[0])[None, :] == exclude[:, None], -jnp.inf, logits)
+  return jax.nn.logsumexp(logits, axis=-1)
 
 
 def _cross_entropy_sum(rows: jax.Array, columns: jax.Array, scale: jax.Array, axis,
@@ -66,15 +83,11 @@ def _cross_entropy_sum(rows: jax.Array, columns: jax.Array, scale: jax.Array, ax
   target = scale * jnp.sum(rows.astype(dtype) * columns.astype(dtype), axis=-1)
   if axis is not None:
     columns = jax.lax.all_gather(columns, axis, tiled=True)
-  if chunk and chunk < columns.shape[0]:
-    normaliser = _chunked_logsumexp(rows, columns, scale, chunk, dtype)
-  else:
-    logits = scale * jnp.dot(rows, columns.T, preferred_element_type=dtype)
-    normaliser = jax.nn.logsumexp(logits, axis=-1)
-  return jnp.sum(normaliser - target)
+  return jnp.sum(logsumexp_over_columns(rows, columns, scale, chunk) - target)
 
 
-def _global_mean(local_sum: jax.Array, local_rows: int, axis) -> jax.Array:
+def global_mean(local_sum: jax.Array, local_rows: int, axis) -> jax.Array:
+  """A sum over this device's `local_rows` rows -> the mean over the rows of every device of `axis` (None: one)."""
   if axis is None:
     return local_sum / local_rows
   return jax.lax.psum(local_sum, axis) / (local_rows * jax.lax.psum(1, axis))
@@ -86,7 +99,7 @@ def _contrastive(a: jax.Array, b: jax.Array, scale: jax.Array, symmetric: bool, 
     ce = _cross_entropy_sum(a, b, scale, axis, chunk)
     if symmetric:
       ce = 0.5 * (ce + _cross_entropy_sum(b, a, scale, axis, chunk))
-    return _global_mean(ce, a.shape[0], axis)
+    return global_mean(ce, a.shape[0], axis)
 
   if mesh is None:
     return local(a, b, scale, None)

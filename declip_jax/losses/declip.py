@@ -1,13 +1,14 @@
-"""The DeCLIP objective: CLIP+MVS, ISS, TSS and NNS terms and their weighted sum (DESIGN §2)."""
+"""The objective of the five methods: DeCLIP's CLIP+MVS, ISS, TSS and NNS terms, SLIP's SimCLR term, FILIP's
+token-wise term, and their weighted sum (DESIGN §2, §14)."""
 
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from declip_jax.losses import contrastive, mlm, simsiam
+from declip_jax.losses import contrastive, filip, mlm, simclr, simsiam
 
 
 def normalized_views(outputs: dict[str, jax.Array], text_norm_eps: float) -> tuple[list, list]:
@@ -21,8 +22,9 @@ def normalized_views(outputs: dict[str, jax.Array], text_norm_eps: float) -> tup
 
 
 def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], nn_texts: Optional[list],
-               logit_scale: jax.Array, config: ml_collections.ConfigDict,
-               mesh: Optional[Mesh] = None) -> dict[str, jax.Array]:
+               logit_scale: jax.Array, config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None,
+               mlm_logits: Optional[Callable[[jax.Array], jax.Array]] = None,
+               filip_scale: Optional[jax.Array] = None) -> dict[str, jax.Array]:
   """Every enabled loss term, unweighted.
 
   Args:
@@ -31,38 +33,51 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
     nn_texts: the queue neighbours of the normalised text views, same order, each [B, D] unit rows, stop-gradient
       (None when NNS is off).
     logit_scale: the capped scale, a scalar.
-    config: the experiment config (`loss`).
+    config: the experiment config (`loss`, `mlm.max_predictions`).
     mesh: device mesh the batch is sharded over (None: unsharded).
+    mlm_logits: the MLM head, token states [B, T, W] -> logits [B, T, V] (TSS from `mlm_states`).
+    filip_scale: the token-wise term's logit scale, a scalar (FILIP).
   Returns:
-    `clip_mvs` (official mode) or `clip` and `mvs` (paper mode), and `iss`, `tss`, `nns` when enabled.
+    `clip_mvs` (official mode) or `clip` and `mvs` (paper mode) unless its weight is 0, and `iss`, `tss`, `nns`,
+    `simclr`, `filip` when enabled.
   """
   w = config.loss.weights
   images, texts = normalized_views(outputs, config.loss.text_norm_eps)
   chunk = config.loss.contrastive_chunk_size or None
-  pairs = [contrastive.symmetric_info_nce(i, t, logit_scale, mesh, chunk=chunk) for i in images for t in texts]
   terms = {}
-  if config.loss.mvs_mode == "official":
-    terms["clip_mvs"] = jnp.mean(jnp.stack(pairs))
-  else:
-    terms["clip"] = pairs[0]
-    if len(pairs) > 1:
-      terms["mvs"] = jnp.mean(jnp.stack(pairs[1:]))
+  if w.clip_mvs > 0:
+    pairs = [contrastive.symmetric_info_nce(i, t, logit_scale, mesh, chunk=chunk) for i in images for t in texts]
+    if config.loss.mvs_mode == "official":
+      terms["clip_mvs"] = jnp.mean(jnp.stack(pairs))
+    else:
+      terms["clip"] = pairs[0]
+      if len(pairs) > 1:
+        terms["mvs"] = jnp.mean(jnp.stack(pairs[1:]))
   if w.iss > 0:
     terms["iss"] = simsiam.simsiam_loss(outputs["p1"], outputs["z1"], outputs["p2"], outputs["z2"])
   if w.tss > 0:
-    if "mlm_ce_sums" in outputs:  # The model's MLM head scored the chosen positions itself.
-      terms["tss"] = mlm.loss_from_sums(outputs["mlm_ce_sums"], outputs["mlm_counts"])
+    if "mlm_states" in outputs:  # Logits only where needed (mlm.max_predictions).
+      terms["tss"] = mlm.masked_lm_loss_from_states(outputs["mlm_states"], mlm_labels, mlm_logits,
+                                                    config.mlm.max_predictions)
     else:
       terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
   if w.nns > 0:
     per_image = [jnp.mean(jnp.stack([contrastive.one_way_info_nce(i, jax.lax.stop_gradient(n), logit_scale, mesh,
                                                                   chunk=chunk) for n in nn_texts])) for i in images]
     terms["nns"] = jnp.mean(jnp.stack(per_image))
+  if w.simclr > 0:
+    terms["simclr"] = simclr.nt_xent(outputs["s1"], outputs["s2"], config.loss.simclr_temperature, mesh, chunk=chunk)
+  if w.filip > 0:
+    f = config.model.filip
+    terms["filip"] = filip.filip_loss(outputs["image_tokens"], outputs["text_tokens"], filip_scale, f.top_k, mesh,
+                                      chunk=config.loss.filip_chunk_size or None,
+                                      text_mask=outputs["text_token_mask"] if f.mask_padding else None)
   return terms
 
 
 def weighted_total(terms: dict[str, jax.Array], config: ml_collections.ConfigDict) -> jax.Array:
   """sum_k weight_k * term_k; in paper mode `clip` takes weights.clip_mvs and `mvs` weights.mvs."""
   w = config.loss.weights
-  weight_of = {"clip_mvs": w.clip_mvs, "clip": w.clip_mvs, "mvs": w.mvs, "iss": w.iss, "tss": w.tss, "nns": w.nns}
+  weight_of = {"clip_mvs": w.clip_mvs, "clip": w.clip_mvs, "mvs": w.mvs, "iss": w.iss, "tss": w.tss, "nns": w.nns,
+               "simclr": w.simclr, "filip": w.filip}
   return sum(weight_of[name] * value for name, value in terms.items())

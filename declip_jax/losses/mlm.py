@@ -1,5 +1,7 @@
 """Masked language modelling (TSS)."""
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -52,3 +54,40 @@ def chosen_positions(labels: jax.Array, max_predictions: int) -> tuple[jax.Array
   positions = jnp.argsort(~chosen, axis=-1, stable=True)[:, :max_predictions].astype(jnp.int32)
   return (positions, jnp.take_along_axis(labels, positions, axis=-1),
           jnp.any(jnp.sum(chosen, axis=-1) > max_predictions))
+
+
+def masked_lm_loss_from_states(token_states: jax.Array, labels: jax.Array,
+                               logits_fn: Callable[[jax.Array], jax.Array], max_predictions: int) -> jax.Array:
+  """`masked_lm_loss` from token states, computing vocabulary logits only at each row's first `max_predictions`
+  chosen positions (about a third of the positions at the recipe's 15% masking of 77 tokens). A batch where some
+  row has more chosen positions takes the every-position path, so the loss is the same function either way. That
+  path scores `max_predictions` positions at a time, each block rematerialised: under autodiff a `cond` keeps the
+  residuals of both branches, and [B, L, vocab] float32 log-probabilities kept for a branch that almost never
+  runs more than doubled the ViT-B/32 step's temporaries (libtpu, v5e, 128 per chip, bf16, remat full: 11.4 GiB
+  with them, 4.1 GiB without).
+
+  Args:
+    token_states: [B, L, W] the text tower's token states of the masked captions.
+    labels: [B, L] as in `cross_entropy_sums`.
+    logits_fn: the MLM head, [B, T, W] -> [B, T, V] float32 logits.
+    max_predictions: see above; 0 (or >= L): logits at every position at once.
+  Returns:
+    A scalar; 0 when no position was chosen.
+  """
+  length = labels.shape[1]
+  if not max_predictions or max_predictions >= length:
+    return masked_lm_loss(logits_fn(token_states), labels)
+  k = max_predictions
+  positions, picked_labels, overflow = chosen_positions(labels, k)
+  counts = jnp.sum(labels != IGNORE_LABEL, axis=-1).astype(jnp.float32)
+  block = jax.checkpoint(lambda states, block_labels: cross_entropy_sums(logits_fn(states), block_labels)[0])
+
+  def every_position_in_blocks(states, labels):
+    return sum(block(states[:, i:i + k], labels[:, i:i + k]) for i in range(0, length, k))
+
+  def chosen_only(states, labels):
+    del labels  # The chosen positions' labels are picked_labels.
+    picked = jnp.take_along_axis(states, positions[..., None], axis=1)
+    return cross_entropy_sums(logits_fn(picked), picked_labels)[0]
+
+  return loss_from_sums(jax.lax.cond(overflow, every_position_in_blocks, chosen_only, token_states, labels), counts)

@@ -1,4 +1,5 @@
-"""The DeCLIP two-tower model: image tower, text tower, SimSiam and MLM heads and the logit scale."""
+"""The two-tower model of the five methods (CLIP, DeCLIP, SLIP, FILIP, DeFILIP): image tower, text tower, the
+heads the enabled losses need, and the logit scales."""
 
 from typing import Optional, Union
 
@@ -13,8 +14,9 @@ from declip_jax.models import heads, resnet, text, vit
 class DeCLIP(nn.Module):
   """Image and text towers plus the heads the enabled losses need.
 
-  Parameter tree: `image_tower`, `text_tower`, `simsiam` (when ISS is on), `mlm_head` (when TSS is on), and the
-  scalar `logit_scale` (the log of the contrastive temperature's inverse).
+  Parameter tree: `image_tower`, `text_tower`, `simsiam` (ISS), `mlm_head` (TSS), `simclr` (SLIP),
+  `filip_image_mapping`, `filip_text_mapping` and the scalar `logit_scale_dense` (FILIP's token-wise term), and
+  the scalar `logit_scale` (the log of the contrastive temperature's inverse).
   """
 
   image_tower: Union[vit.VisionTransformer, resnet.ModifiedResNet]
@@ -23,9 +25,19 @@ class DeCLIP(nn.Module):
   mlm_head: Optional[heads.MLMHead]
   logit_scale_init: float
   batch_views: bool = True
+  simclr: Optional[heads.SimCLRHead] = None
+  filip_image_mapping: Optional[heads.TokenMapping] = None
+  filip_text_mapping: Optional[heads.TokenMapping] = None
+  filip_logit_scale_init: float = 0.0
 
   def setup(self):
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
+    if self.filip_image_mapping is not None:
+      self.logit_scale_dense = self.param("logit_scale_dense", nn.initializers.constant(self.filip_logit_scale_init),
+                                          ())
+
+  def _resnet(self) -> bool:
+    return isinstance(self.image_tower, resnet.ModifiedResNet)
 
   def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
     """images: [B, H, W, 3] normalised -> [B, D] embeddings, not normalised. train: a ResNet tower's BatchNorm
@@ -41,28 +53,70 @@ class DeCLIP(nn.Module):
     """tokens: [B, L] int -> [B, D] embeddings, not normalised."""
     return self.text_tower(tokens)[0].astype(jnp.float32)
 
+  def mlm_logits(self, token_states: jax.Array) -> jax.Array:
+    """token_states: [B, T, W] (positions of `mlm_states`) -> vocabulary logits [B, T, V] float32."""
+    return self.mlm_head(token_states)
+
+  def encode_image_tokens(self, images: jax.Array) -> jax.Array:
+    """FILIP: images [B, H, W, 3] -> mapped image tokens [B, P, dim] float32, not normalised."""
+    return self.filip_image_mapping(self.image_tower(images, tokens=True)[1])
+
+  def encode_text_tokens(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """FILIP: tokens [B, L] -> (mapped text tokens [B, L, dim] float32 not normalised, [B, L] bool: True up to
+    and including the end-of-text token, False on the padding after it)."""
+    states = self.text_tower(tokens)[1]
+    return self.filip_text_mapping(states), self._text_mask(tokens)
+
+  def _text_mask(self, tokens: jax.Array) -> jax.Array:
+    eot = text.eot_positions(tokens, self.text_tower.eot_id)
+    return jnp.arange(tokens.shape[1])[None, :] <= eot[:, None]
+
+  def _ssl_features(self, images: jax.Array, train: bool) -> jax.Array:
+    """The pre-projection feature SLIP's SimCLR head reads: a ViT's ln_post([CLS]); a ResNet's last feature
+    map averaged over positions (the official code's RN50 path cannot run; this is SimCLR's choice)."""
+    if self._resnet():
+      return jnp.mean(self.image_tower(images, train=train, tokens=True)[1], axis=1).astype(jnp.float32)
+    return self.image_tower(images, project=False, train=train).astype(jnp.float32)
+
+  def _per_view(self, fn, first: jax.Array, second: jax.Array):
+    """fn on two views: one call on both (rows interleaved) when batch_views and the tower has no BatchNorm,
+    else one call each (each view gets its own BatchNorm statistics and running-statistics update, DESIGN §2)."""
+    if self.batch_views and not self._resnet():
+      return _two_views(fn, first, second)
+    return fn(first), fn(second)
+
   def __call__(self, batch: dict[str, jax.Array], train: bool = True) -> dict[str, jax.Array]:
     """Runs the towers and heads on a training batch.
 
     Args:
-      batch: `img1` [B, H, W, 3]; optional `img2` (same shape); `text_mlm` [B, L] (the caption the CLIP term
-        uses, MLM-masked when TSS is on); optional `text_eda` [B, L]; optional `mlm_labels` [B, L].
-      train: BatchNorm (SimSiam heads, ResNet tower) uses group statistics and updates its running statistics
-        when True.
+      batch: `img1` [B, H, W, 3]; optional `img2` (same shape): DeCLIP's second view, or with a SimCLR head
+        SLIP's first SimCLR view, then `img3` its second; `text_mlm` [B, L] (the caption the CLIP term uses,
+        MLM-masked when TSS is on or data.mask_captions); optional `text_eda` [B, L]; optional `mlm_labels`.
+      train: BatchNorm (SimSiam and SimCLR heads, ResNet tower) uses group statistics and updates its running
+        statistics when True.
     Returns:
-      `z_img1`, `z_img2`, `z_txt`, `z_txt_eda` [B, D] float32 (each only when its input is present),
-      with an MLM head: `mlm_ce_sums`, `mlm_counts` [B] (given `mlm_labels`: `heads.MLMHead`) or else
-      `mlm_logits` [B, L, V]; `p1`, `z1`, `p2`, `z2` [B, P] (with a SimSiam head and two views).
+      `z_img1`, `z_img2`, `z_txt`, `z_txt_eda` [B, D] float32 (each only when its input is present; with a
+      SimCLR head `img2` has no `z_img2`), with an MLM head: `mlm_states` [B, L, W], the token states of
+      `text_mlm` that the MLM loss scores with `mlm_logits` (given `mlm_labels`: the loss picks the positions),
+      or else `mlm_logits` [B, L, V]; `p1`, `z1`, `p2`, `z2` [B, P] (with a SimSiam head and two views);
+      `s1`, `s2` [B, S] (SimCLR projections of `img2`, `img3`); `image_tokens` [B, P, d] (of `img1`),
+      `text_tokens` [B, L, d] (of `text_mlm`) and `text_token_mask` [B, L] (FILIP).
     """
     out = {}
-    tower_has_batch_norm = isinstance(self.image_tower, resnet.ModifiedResNet)
-    if "img2" in batch and self.batch_views and not tower_has_batch_norm:
-      out["z_img1"], out["z_img2"] = _two_views(lambda x: self.encode_image(x, train), batch["img1"],
-                                                batch["img2"])
-    else:  # Separate calls: each view gets its own BatchNorm statistics and running-statistics update (DESIGN §2).
-      out["z_img1"] = self.encode_image(batch["img1"], train)
-      if "img2" in batch:
-        out["z_img2"] = self.encode_image(batch["img2"], train)
+    filip = self.filip_image_mapping is not None
+    image = lambda x: self.image_tower(x, train=train, tokens=filip)
+    if "img2" in batch and self.simclr is None:
+      first, second = self._per_view(image, batch["img1"], batch["img2"])
+      out["z_img2"] = (second[0] if filip else second).astype(jnp.float32)
+    else:
+      first = image(batch["img1"])
+    if filip:
+      first, image_tokens = first
+      out["image_tokens"] = self.filip_image_mapping(image_tokens)
+    out["z_img1"] = first.astype(jnp.float32)
+    if self.simclr is not None:
+      f2, f3 = self._per_view(lambda x: self._ssl_features(x, train), batch["img2"], batch["img3"])
+      out["s1"], out["s2"] = self.simclr(f2, train), self.simclr(f3, train)
     if "text_eda" in batch and self.batch_views:
       (z_txt, states), (z_eda, _) = _two_views(self.text_tower, batch["text_mlm"], batch["text_eda"])
       out["z_txt_eda"] = z_eda.astype(jnp.float32)
@@ -71,8 +125,13 @@ class DeCLIP(nn.Module):
       if "text_eda" in batch:
         out["z_txt_eda"] = self.encode_text(batch["text_eda"])
     out["z_txt"] = z_txt.astype(jnp.float32)
+    if filip:
+      out["text_tokens"] = self.filip_text_mapping(states)
+      out["text_token_mask"] = self._text_mask(batch["text_mlm"])
     if self.mlm_head is not None and "mlm_labels" in batch:
-      out["mlm_ce_sums"], out["mlm_counts"] = self.mlm_head(states, batch["mlm_labels"])
+      out["mlm_states"] = states
+      if self.is_initializing():  # The loss calls the head (`mlm_logits`) later: create its parameters now.
+        self.mlm_head(states[:, :1])
     elif self.mlm_head is not None:
       out["mlm_logits"] = self.mlm_head(states)
     if self.simsiam is not None and "img2" in batch:
@@ -118,5 +177,12 @@ def build_model(config: ml_collections.ConfigDict, eot_id: int) -> DeCLIP:
   if config.loss.weights.iss > 0:
     simsiam = heads.SimSiamHead(config.ssl.projector_dim, config.ssl.predictor_hidden_dim,
                                 config.ssl.bn_group_size, config.ssl.bn_momentum, config.ssl.bn_epsilon)
-  mlm_head = heads.MLMHead(m.text.vocab_size, config.mlm.max_predictions) if config.loss.weights.tss > 0 else None
-  return DeCLIP(image_tower, text_tower, simsiam, mlm_head, m.logit_scale.init, m.batch_views)
+  mlm_head = heads.MLMHead(m.text.vocab_size) if config.loss.weights.tss > 0 else None
+  simclr = None
+  if config.loss.weights.simclr > 0:
+    simclr = heads.SimCLRHead(m.simclr.hidden_dim, m.simclr.out_dim, config.ssl.bn_group_size,
+                              config.ssl.bn_momentum, config.ssl.bn_epsilon)
+  filip = config.loss.weights.filip > 0
+  return DeCLIP(image_tower, text_tower, simsiam, mlm_head, m.logit_scale.init, m.batch_views, simclr,
+                heads.TokenMapping(m.filip.dim) if filip else None, heads.TokenMapping(m.filip.dim) if filip else None,
+                m.filip.logit_scale.init)

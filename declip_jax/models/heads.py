@@ -1,12 +1,10 @@
-"""DeCLIP's self-supervision heads: SimSiam projector/predictor (grouped BatchNorm) and the MLM head."""
-
-from typing import Optional
+"""The methods' heads: SimSiam projector/predictor (DeCLIP's ISS), SLIP's SimCLR projector (both with grouped
+BatchNorm), the MLM head (TSS) and FILIP's token mappings."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from declip_jax.losses import mlm
 from declip_jax.models import layers
 from declip_jax.models.batch_norm import GroupedBatchNorm
 
@@ -43,50 +41,46 @@ class SimSiamHead(nn.Module):
     return p, z
 
 
-class MLMHead(nn.Module):
-  """Dense(vocab) on the text tower's final-LayerNorm token states.
+class SimCLRHead(nn.Module):
+  """SLIP's `predictor_sim`: Dense+BN+ReLU, Dense+BN+ReLU, Dense (no BatchNorm at the output), on the image
+  tower's pre-projection feature. Dense layers followed by BatchNorm have no bias (see SimSiamHead)."""
 
-  Called with labels, it returns the per-row cross-entropy at the chosen positions instead of logits, computing
-  logits only at the first `max_predictions` chosen positions of each row (about a third of the positions at
-  the recipe's 15% masking of 77 tokens). A batch where some row has more chosen positions takes the every-
-  position path, so the result is the same function either way. That path scores `max_predictions` positions
-  at a time, each block rematerialised: under autodiff a `cond` keeps the residuals of both branches, and
-  [B, L, vocab] float32 log-probabilities kept for a branch that almost never runs more than doubled the ViT-B/32
-  step's temporaries (libtpu, v5e, 128 per chip, bf16, remat full: 11.4 GiB with them, 4.1 GiB without).
-  """
-
-  vocab_size: int
-  max_predictions: int = 0  # 0: logits at every position.
-
-  def _logits(self, token_states: jax.Array) -> jax.Array:
-    return nn.Dense(self.vocab_size, kernel_init=layers.torch_default_init(), dtype=token_states.dtype,
-                    name="dense")(token_states).astype(jnp.float32)
+  hidden_dim: int = 4096
+  out_dim: int = 256
+  bn_group_size: int = 128
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, token_states: jax.Array, labels: Optional[jax.Array] = None):
-    """token_states: [B, L, W] -> logits [B, L, vocab] float32; with labels [B, L] (mlm.IGNORE_LABEL where not
-    chosen): ([B] cross-entropy sums, [B] chosen counts), see `mlm.cross_entropy_sums`."""
-    if labels is None:
-      return self._logits(token_states)
+  def __call__(self, features: jax.Array, train: bool) -> jax.Array:
+    """features: [B, F] -> [B, out_dim] (not normalised)."""
+    h = features.astype(jnp.float32)
+    for i in range(2):
+      h = nn.Dense(self.hidden_dim, use_bias=False, kernel_init=layers.torch_default_init(), name=f"dense{i}")(h)
+      h = nn.relu(GroupedBatchNorm(self.bn_group_size, self.bn_momentum, self.bn_epsilon, name=f"bn{i}")(h, train))
+    return nn.Dense(self.out_dim, kernel_init=layers.torch_default_init(), name="dense2")(h)
 
-    def every_position(module, states, labels):
-      return mlm.cross_entropy_sums(module._logits(states), labels)
 
-    if not self.max_predictions or self.max_predictions >= labels.shape[1]:
-      return every_position(self, token_states, labels)
+class TokenMapping(nn.Module):
+  """FILIP's per-token mapping: Dense(dim) with bias on each token of a tower ([B, T, W] -> [B, T, dim] float32)."""
 
-    positions, picked_labels, overflow = mlm.chosen_positions(labels, self.max_predictions)
-    counts = jnp.sum(labels != mlm.IGNORE_LABEL, axis=-1).astype(jnp.float32)
+  dim: int = 256
 
-    def every_position_in_blocks(module, states, labels):
-      block = nn.checkpoint(every_position)
-      k = self.max_predictions
-      return sum(block(module, states[:, i:i + k], labels[:, i:i + k])[0]
-                 for i in range(0, labels.shape[1], k)), counts
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    return nn.Dense(self.dim, kernel_init=layers.torch_default_init(), dtype=tokens.dtype,
+                    name="dense")(tokens).astype(jnp.float32)
 
-    def chosen_only(module, states, labels):
-      del labels  # The chosen positions' labels are picked_labels.
-      picked = jnp.take_along_axis(states, positions[..., None], axis=1)
-      return mlm.cross_entropy_sums(module._logits(picked), picked_labels)[0], counts
 
-    return nn.cond(overflow, every_position_in_blocks, chosen_only, self, token_states, labels)
+class MLMHead(nn.Module):
+  """Dense(vocab) on the text tower's final-LayerNorm token states: vocabulary logits at the positions it is
+  given. The MLM loss (losses/mlm.py) gives it only the chosen positions where it can (a [B, L, vocab] tensor at
+  the recipe's sizes is most of a step's memory)."""
+
+  vocab_size: int
+
+  @nn.compact
+  def __call__(self, token_states: jax.Array) -> jax.Array:
+    """token_states: [B, T, W] -> logits [B, T, vocab] float32."""
+    return nn.Dense(self.vocab_size, kernel_init=layers.torch_default_init(), dtype=token_states.dtype,
+                    name="dense")(token_states).astype(jnp.float32)

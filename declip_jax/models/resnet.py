@@ -108,10 +108,11 @@ class ModifiedResNet(nn.Module):
   remat: str = "none"  # config.REMAT_POLICIES, per Bottleneck.
 
   @nn.compact
-  def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, project: bool = True, train: bool = False, tokens: bool = False):
     """images: [B, H, W, 3] normalised float, H and W multiples of 32 -> image embeddings [B, embed_dim], not
     normalised. The attention pool is the projection, so project=False returns the same embeddings (CLIP's
-    linear probes read them for ResNets)."""
+    linear probes read them for ResNets). tokens=True: (that, the last stage's feature map as tokens
+    [B, H/32 x W/32, 32 x width]: FILIP's image tokens; their mean is SLIP's pre-projection feature)."""
     del project
     bn = dict(group_size=self.bn_group_size, momentum=self.bn_momentum, epsilon=self.bn_epsilon)
     x = images.astype(self.dtype)
@@ -130,4 +131,5 @@ class ModifiedResNet(nn.Module):
         stride = 2 if stage > 0 and i == 0 else 1
         x = block(planes, stride, self.bn_group_size, self.bn_momentum, self.bn_epsilon, self.dtype,
                   name=f"layer{stage + 1}_{i}")(x, train)
-    return AttentionPool(self.heads, self.embed_dim, self.dtype, name="attnpool")(x)
+    pooled = AttentionPool(self.heads, self.embed_dim, self.dtype, name="attnpool")(x)
+    return (pooled, x.reshape(x.shape[0], -1, x.shape[-1])) if tokens else pooled

@@ -27,10 +27,11 @@ class VisionTransformer(nn.Module):
   attention: Optional[str] = None  # layers.MultiHeadSelfAttention.attention
 
   @nn.compact
-  def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, project: bool = True, train: bool = False, tokens: bool = False):
     """images: [B, H, W, 3] normalised float -> image embeddings [B, embed_dim], not normalised; with
     project=False the features before the projection, ln_post([CLS]) [B, width] (what linear probes read).
-    `train` is accepted for the towers' common signature (a ViT has no BatchNorm)."""
+    tokens=True: (that, the patch tokens [B, patches, width]: the transformer's outputs without [CLS], before
+    ln_post: FILIP's image tokens). `train` is accepted for the towers' common signature (no BatchNorm)."""
     del train
     p = self.patch_size
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
@@ -44,8 +45,9 @@ class VisionTransformer(nn.Module):
     x = layers.layer_norm("ln_pre", self.dtype)(x)
     x = layers.Transformer(self.layers, self.heads, causal=False, dtype=self.dtype, scan=self.scan,
                            remat=self.remat, attention=self.attention, name="transformer")(x)
+    patch_tokens = x[:, 1:]
     x = layers.layer_norm("ln_post", self.dtype)(x[:, 0])
-    if not project:
-      return x
-    proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.embed_dim))
-    return jnp.dot(x, proj.astype(x.dtype))
+    if project:
+      proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.embed_dim))
+      x = jnp.dot(x, proj.astype(x.dtype))
+    return (x, patch_tokens) if tokens else x

@@ -1,0 +1,15 @@
+"""DeFILIP on the demo's model, data and schedule (configs/demo.py): the method's losses and views
+(config.use_defilip) with the demo's sizes, learning rate and weight decay, so that the five methods of the
+official benchmark compare on equal terms on the built-in data.
+
+Run:
+  python -m declip_jax.main --config=configs/defilip_demo.py --workdir=/tmp/defilip_demo
+"""
+
+from configs import demo
+from declip_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.use_defilip(demo.demo_sizes(config_lib.base_config()))
+  return c

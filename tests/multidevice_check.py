@@ -57,16 +57,27 @@ def max_relative_difference(a, b):
   return worst
 
 
+def methods_config():
+  """SLIP's losses and views plus FILIP's token-wise term in one model: SimCLR over the gathered views (its
+  BatchNorm groups of 4 spanning devices), the token selection, the selected tokens' gather and the chunked
+  token-wise logits (blocks of 4 of the 16 columns) against one device."""
+  config = config_lib.use_slip(tiny_config())
+  config.loss.weights.filip = 1.0
+  config.loss.filip_chunk_size = 4
+  return config
+
+
 def main():
-  """argv[1]: "local" or "global" (the NN search, ViT tower, four meshes incl. FSDP) or "resnet" (the ResNet
-  tower on the (8, 1, 1) mesh, its BatchNorm groups of 4 examples spanning 2 devices, NNS off)."""
+  """argv[1]: "local" or "global" (the NN search, ViT tower, four meshes incl. FSDP), "resnet" (the ResNet
+  tower on the (8, 1, 1) mesh, its BatchNorm groups of 4 examples spanning 2 devices, NNS off) or "methods"
+  (`methods_config` on the (8, 1, 1) and (4, 2, 1) meshes)."""
   mode = sys.argv[1] if len(sys.argv) > 1 else "local"
   assert jax.device_count() == 8, jax.devices()
-  config = tiny_resnet_config() if mode == "resnet" else tiny_config()
-  if mode == "resnet":
+  config = {"resnet": tiny_resnet_config, "methods": methods_config}.get(mode, tiny_config)()
+  if mode in ("resnet", "methods"):
     config.loss.weights.nns = 0.0
   config.model.image.bn_group_size = 4
-  search = config.nns.search = "local" if mode == "resnet" else mode
+  search = config.nns.search = mode if mode in ("local", "global") else "local"
   config.nns.groups = 8  # One buffer per device on the (8, 1, 1) mesh.
   config.ssl.bn_group_size = 4
   config.optim.eps = 1e-3
@@ -74,9 +85,10 @@ def main():
   ids = train_setup.Setup(config, jax.devices()[:1]).token_ids
   batches = [b for _, b in zip(range(STEPS), synthetic.batches(config, ids))]
   reference = run(config, jax.devices()[:1], batches)[:2]
-  if mode == "resnet":
-    config.mesh.shape = (8, 1, 1)
-    report(config, (8, 1, 1), search, run(config, jax.devices(), batches), reference)
+  if mode in ("resnet", "methods"):
+    for shape in ((8, 1, 1), (4, 2, 1)) if mode == "methods" else ((8, 1, 1),):
+      config.mesh.shape = shape
+      report(config, shape, search, run(config, jax.devices(), batches), reference)
     return
   # FSDP: every tensor of >= 256 elements split over 8 devices. Layers unscanned, here and in its reference:
   # XLA CPU can deadlock with collectives inside a scanned loop (train_setup._refuse_cpu_deadlock).

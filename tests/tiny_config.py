@@ -31,6 +31,10 @@ def tiny_config(clip_baseline: bool = False):
   c.ssl.bn_group_size = 8
   c.ssl.projector_dim = 24
   c.ssl.predictor_hidden_dim = 12
+  c.model.simclr.hidden_dim = 32  # SLIP's head (config.use_slip).
+  c.model.simclr.out_dim = 16
+  c.model.filip.dim = 16  # FILIP's token mappings (config.use_filip / use_defilip): 16 image tokens, 16 positions.
+  c.model.filip.top_k = 4
   c.nns.groups = 2
   c.nns.group_size = 40
   c.nns.chunk_size = 16
@@ -60,5 +64,6 @@ def tiny_resnet_config(clip_baseline: bool = False):
   c.model.image.resnet_layers = (1, 1, 1, 1)
   c.model.image.heads = 2
   c.model.image.bn_group_size = 8
+  c.model.filip.top_k = 1  # A 1 x 1 feature map: one image token.
   c.model.text.width, c.model.text.layers, c.model.text.heads = 32, 2, 2
   return c

@@ -48,6 +48,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs' workdirs go (sc
 _RECORDS = flags.DEFINE_string("records", None, "The study's committed folder: runs/<run>.json records and the "
                                "results; default docs/studies/<study file name>.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once (each a process).")
+_ONLY = flags.DEFINE_string("only", "", "Run only the runs whose name contains this (e.g. '-n500-noisy-s0'); the results "
+                            "still collect every recorded run.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs, whether each is recorded, and the commands of "
                              "those left; run nothing.")
 
@@ -206,11 +208,12 @@ def plan(records: Records, workdir: epath.Path, say=print,
   return recorded, seed_major(study, left)
 
 
-def run_all(records: Records, workdir: epath.Path, parallel: int = 1) -> list[Run]:
-  """Runs every run without a matching record (logs in <workdir>/<run>/study.log) and records each that
-  completes; returns the runs that failed."""
+def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str = "") -> list[Run]:
+  """Runs every run without a matching record (whose name contains `only`; logs in <workdir>/<run>/study.log)
+  and records each that completes; returns the runs that failed."""
   study, steps = records.study, num_steps(records.study)
   recorded, todo = plan(records, workdir)
+  todo = [run for run in todo if only in run.name]
   total = len(recorded) + len(todo)
   done, failed, durations, started = len(recorded), [], [], time.time()
   print(_progress(done, total, durations, parallel, started), flush=True)
@@ -382,7 +385,7 @@ def main(_):
     print(f"study: {len(recorded)} of {len(recorded) + len(left)} runs recorded, {len(left)} left to run")
     return
   workdir.mkdir(parents=True, exist_ok=True)
-  failed = run_all(records, workdir, _PARALLEL.value)
+  failed = run_all(records, workdir, _PARALLEL.value, _ONLY.value)
   recorded, _ = plan(records, workdir, say=lambda _: None)
   rows = collect(study, recorded, records.folder / "results.csv")
   panels = dict(_items(study.plot))

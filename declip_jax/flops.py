@@ -81,11 +81,26 @@ def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
     d, p, h = m.embed_dim, s.projector_dim, s.predictor_hidden_dim
     per_view = 2.0 * (d * p + p * p + p * p + p * h + h * p)
     parts["simsiam"] = 3 * image_views * b * per_view
-  pairs = image_views * text_passes
-  parts["contrastive"] = 3 * pairs * 2.0 * b * b * m.embed_dim  # [B, B] logits per (image view, text view).
+  contrastive_views = 1 if w.simclr > 0 else image_views  # SLIP: views 2 and 3 are SimCLR's.
+  if w.clip_mvs > 0:
+    pairs = contrastive_views * text_passes
+    parts["contrastive"] = 3 * pairs * 2.0 * b * b * m.embed_dim  # [B, B] logits per (image view, text view).
   if w.nns > 0:
     searched = config.nns.group_size * (config.nns.groups if config.nns.search == "global" else 1)
     parts["nn_lookup"] = text_passes * b * 2.0 * searched * m.embed_dim
     parts["nns_loss"] = 3 * text_passes * 2.0 * b * b * m.embed_dim
+  feature = img.width * (32 if img.arch == "resnet" else 1)  # Pre-projection feature / token width.
+  if w.simclr > 0:
+    c = m.simclr
+    parts["simclr_head"] = 3 * 2 * b * 2.0 * (feature * c.hidden_dim + c.hidden_dim**2 + c.hidden_dim * c.out_dim)
+    parts["simclr_loss"] = 3 * 2.0 * (2 * b) ** 2 * c.out_dim  # [2B, 2B] logits.
+  if w.filip > 0:
+    f = m.filip
+    image_tokens = patches if img.arch == "vit" else (img.image_size // 32) ** 2
+    parts["filip_mappings"] = 3 * b * 2.0 * (image_tokens * feature + txt.context_length * txt.width) * f.dim
+    parts["filip_selection"] = b * 2.0 * image_tokens * txt.context_length * f.dim  # In-pair, no gradient.
+    # Token-wise logits: every (image, text) pair of the global batch, both directions: each local token
+    # against the other's top_k selected tokens.
+    parts["filip_logits"] = 3 * 2.0 * b * b * (image_tokens + txt.context_length) * f.top_k * f.dim
   parts["total"] = sum(parts.values())
   return parts

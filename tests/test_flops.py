@@ -43,3 +43,22 @@ def test_resnet_forward_flops_match_the_compiled_convolutions():
   assert inside_image / 1e9 == pytest.approx(executed / 1e9, rel=0.015) and inside_image < executed
   # The model-FLOPs convention counts every tap: 5.79 G multiply-adds.
   assert flops.resnet_forward(224, 64, (3, 4, 6, 3), 1024) / 2e9 == pytest.approx(5.79, rel=0.001)
+
+
+def test_the_methods_terms_are_counted():
+  """SLIP: three tower passes, one of them in the CLIP term, the SimCLR head on two; FILIP: no global term, its
+  token-wise logits over every pair of the global batch are over a fifth of the step (ViT-B/32 at 4,096: 52 of
+  232 TFLOP)."""
+  slip = flops.train_step(config_lib.use_slip(config_lib.base_config()))
+  b = 4096
+  assert slip["image_tower"] == 3 * 3 * b * (flops.transformer_forward(50, 768, 12) + 2 * 768 * 512)
+  assert slip["contrastive"] == 3 * 1 * 2.0 * b * b * 512  # One image view x the plain caption.
+  assert slip["simclr_head"] == 3 * 2 * b * 2.0 * (768 * 4096 + 4096 * 4096 + 4096 * 256)
+  assert slip["simclr_loss"] == 3 * 2.0 * (2 * b) ** 2 * 256
+  filip = flops.train_step(config_lib.use_filip(config_lib.base_config()))
+  assert "contrastive" not in filip and filip["filip_logits"] == 3 * 2.0 * b * b * (49 + 77) * 16 * 256
+  assert 0.2 < filip["filip_logits"] / filip["total"] < 0.3
+  defilip = flops.train_step(config_lib.use_defilip(config_lib.base_config()))
+  declip = flops.train_step(config_lib.base_config())
+  assert defilip["total"] - declip["total"] == pytest.approx(
+      defilip["filip_mappings"] + defilip["filip_selection"] + defilip["filip_logits"])

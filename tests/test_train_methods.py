@@ -79,3 +79,10 @@ def test_a_filip_run_evaluates_with_the_token_wise_classifier(tmp_path):
   assert set(out["eval"]) == {"zero_shot_colour", "zero_shot_shape"}  # No retrieval on untrained global heads.
   for result in out["eval"].values():
     assert result["token_wise"] and 0 <= result["metrics"]["zero_shot_top1"] <= 1 and result["num_examples"] == 40
+
+
+@pytest.mark.parametrize("method", ["slip", "filip", "defilip"])
+def test_the_aot_check_compiles_each_method(method):
+  from declip_jax import aot  # pylint: disable=g-import-not-at-top
+  attempt = aot.try_compile(METHODS[method](tiny_config()), jax.devices()[:1], "as configured", {})
+  assert attempt.fits and attempt.needed_gib > 0 and attempt.cost["flops"] > 0

@@ -3,38 +3,65 @@
   # Start a run from released weights (writes the step-0 checkpoint; then train or --mode=eval as usual):
   python -m declip_jax.interop.convert --direction=import --weights=ViT-B-32.safetensors \
       --config=configs/clip_vit_b32.py --workdir=runs/from_openai [--config.* ...]
+  # The authors' checkpoints (CLIP, DeCLIP, SLIP, FILIP, DeFILIP; ViT-B/32, RN50), into the matching config:
+  python -m declip_jax.interop.convert --direction=import --format=declip_official \
+      --weights=declip_vitb32.pth.tar --config=configs/declip_vit_b32.py --workdir=runs/declip_official \
+      --config.data.vocab_path=bpe_simple_vocab_16e6.txt.gz
   # A trained run as open_clip weights + model config (CLIP_benchmark and open_clip load it unmodified):
   python -m declip_jax.interop.convert --direction=export --workdir=runs/declip --output_dir=exported/
 
-Import covers the image and text towers (a ResNet's BatchNorm statistics too) and the logit scale; the heads DeCLIP adds (SimSiam, MLM) and the NN
-queue start from their initialisation. Export of a model trained with the `declip` token layout moves the
+Import covers the image and text towers (a ResNet's BatchNorm statistics too) and the logit scale; from
+open_clip weights the heads DeCLIP adds (SimSiam, MLM) start from their initialisation, from the authors'
+checkpoints (`--format=declip_official`, interop/official_weights.py) the methods' heads are imported too. The NN
+queue always starts from its initialisation (the official checkpoints do not hold it). Export of a model trained with the `declip` token layout moves the
 SOT/EOT rows to OpenAI's ids (drops [MASK]), so that open_clip's stock tokenizer feeds it.
 """
 
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-def import_weights(config, weights_path: str, workdir: str) -> int:
-  """Writes a step-0 checkpoint of `config` in `workdir` whose towers hold the weights; returns how many arrays
-  of the state dict were imported (all of them, or WeightMismatchError)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from declip_jax import checkpointing, state as state_lib, train  # pylint: disable=g-import-not-at-top
-  from declip_jax.interop import open_clip_weights  # pylint: disable=g-import-not-at-top
+def import_weights(config, weights_path: str, workdir: str, weights_format: str = "open_clip") -> int:
+  """Writes a step-0 checkpoint of `config` in `workdir` whose towers (and, from the authors' checkpoints, heads)
+  hold the weights; returns how many arrays were imported (all of them but those the official model never uses,
+  which are logged; otherwise WeightMismatchError)."""
+  from declip_jax import state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from declip_jax.interop import official_weights, open_clip_weights  # pylint: disable=g-import-not-at-top
   setup = train.Setup(config)
   state = setup.init_state()
-  state_dict = open_clip_weights.read_state_dict(weights_path)
-  table = state.params["text_tower"]["token_embedding"]["embedding"]
-  released = state_dict.get("token_embedding.weight")
-  if released is not None and released.shape[0] + 1 == table.shape[0] and config.data.token_layout == "openai":
-    # OpenAI's 49,408 ids, plus the [MASK] id the `openai` layout appends: that row keeps its initialisation.
-    state_dict["token_embedding.weight"] = np.concatenate([released, np.asarray(table[-1:], np.float32)])
   variables = state_lib.model_variables(state)
-  imported = open_clip_weights.from_torch_state_dict(state_dict, config, variables)
-  variables = jax.tree.map(lambda new, old: old if new is None else jax.device_put(new, old.sharding),
-                           imported, variables, is_leaf=lambda x: x is None)
+  if weights_format == "declip_official":
+    state_dict = official_weights.read_checkpoint(weights_path)
+    imported, ignored = official_weights.from_official_state_dict(state_dict, config, variables)
+  else:
+    state_dict = open_clip_weights.read_state_dict(weights_path)
+    table = state.params["text_tower"]["token_embedding"]["embedding"]
+    released = state_dict.get("token_embedding.weight")
+    if released is not None and released.shape[0] + 1 == table.shape[0] and config.data.token_layout == "openai":
+      # OpenAI's 49,408 ids, plus the [MASK] id the `openai` layout appends: that row keeps its initialisation.
+      state_dict["token_embedding.weight"] = np.concatenate([released, np.asarray(table[-1:], np.float32)])
+    imported, ignored = open_clip_weights.from_torch_state_dict(state_dict, config, variables), []
+  if ignored:
+    logging.info("Ignored %d arrays the official model never uses: %s", len(ignored), ", ".join(ignored))
+  _write_step_zero(config, workdir, weights_path, state, imported)
+  return len(state_dict) - len(ignored)
+
+
+def _write_step_zero(config, workdir: str, weights_path: str, state, imported) -> None:
+  """Saves `state` with the `imported` variables (leaves that are None or absent keep their initialisation) as
+  the step-0 checkpoint of an empty `workdir`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from declip_jax import checkpointing, state as state_lib  # pylint: disable=g-import-not-at-top
+
+  def new_or_old(path, old):
+    node = imported
+    for key in path:
+      node = node.get(key.key) if isinstance(node, dict) else None
+    return old if node is None else jax.device_put(np.asarray(node, old.dtype), old.sharding)
+
+  variables = jax.tree_util.tree_map_with_path(new_or_old, state_lib.model_variables(state))
   state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.keep, async_save=False)
   try:
@@ -44,7 +71,6 @@ def import_weights(config, weights_path: str, workdir: str) -> int:
     ckpt.wait()
   finally:
     ckpt.close()
-  return len(state_dict)
 
 
 def export_weights(workdir: str, output_dir: str, name: str):
@@ -69,7 +95,10 @@ def _define_flags():
   """Flags of the command (defined only when it runs, so importing this module defines none)."""
   flags.DEFINE_enum("direction", None, ["import", "export"], "Weights into or out of declip_jax.")
   config_flags.DEFINE_config_file("config", None, "Import: the config of the run to create.", lock_config=True)
-  flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict.")
+  flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict, or (--format="
+                      "declip_official) an authors' .pth.tar checkpoint.")
+  flags.DEFINE_enum("format", "open_clip", ["open_clip", "declip_official"], "Import: OpenAI CLIP / open_clip "
+                    "names, or the authors' checkpoints (Sense-GVT/DeCLIP: every method's towers and heads).")
   flags.DEFINE_string("workdir", None, "Import: the new run's workdir; export: the trained run.")
   flags.DEFINE_string("output_dir", None, "Export: where the .safetensors and .json go.")
   flags.DEFINE_string("name", "declip_jax_model", "Export: the files' base name.")
@@ -83,7 +112,7 @@ def main(argv):
   if f.direction == "import":
     if not f.weights or f.config is None:
       sys.exit("error: --direction=import needs --weights and --config.")
-    count = import_weights(f.config, f.weights, f.workdir)
+    count = import_weights(f.config, f.weights, f.workdir, f.format)
     print(f"imported {count} arrays from {f.weights} into the step-0 checkpoint of {f.workdir}")
   else:
     if not f.output_dir:

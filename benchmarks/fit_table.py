@@ -46,14 +46,18 @@ TPU_CASES = [
 # One host of 8 GPUs at the recipe's 128 images per GPU (global batch 1,024).
 GPU_MODELS = [("DeCLIP ViT-B/32", "declip_vit_b32"), ("CLIP ViT-B/32", "clip_vit_b32"),
               ("DeCLIP ViT-B/16", "declip_vit_b16"), ("DeCLIP ViT-L/14", "declip_vit_l14"),
-              ("DeCLIP RN50", "declip_rn50"), ("CLIP RN50", "clip_rn50")]
+              ("DeCLIP RN50", "declip_rn50"), ("CLIP RN50", "clip_rn50"), ("SLIP ViT-B/32", "slip_vit_b32"),
+              ("FILIP ViT-B/32", "filip_vit_b32"), ("DeFILIP ViT-B/32", "defilip_vit_b32")]
 GPUS_PER_HOST, PER_GPU = 8, 128
 
 
 def _load(module: str, batch: int):
+  """The config at `batch`; a ResNet's BatchNorm groups (the recipe's 4,096: SyncBN over 32 GPUs) at most the
+  batch (one host of 8 GPUs: all 1,024 images, the same memory per device)."""
   import importlib  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"configs.{module}").get_config()
   config.train.batch_size = batch
+  config.model.image.bn_group_size = min(config.model.image.bn_group_size, batch)
   return config
 
 

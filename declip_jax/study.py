@@ -30,6 +30,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -157,14 +158,45 @@ class Records:
         return record, []
     return None, differences if own is not None else []
 
-  def record(self, run: Run, run_dir: epath.Path, wall_seconds: Optional[float], cmd: list[str]) -> dict:
-    """Writes the record of a complete run from its workdir; returns it."""
+  def record(self, run: Run, run_dir: epath.Path, wall_seconds: Optional[float], cmd: list[str],
+             timing: Optional[dict] = None) -> dict:
+    """Writes the record of a complete run from its workdir (and `timing`, see `phases`); returns it."""
     record = study_records.make(
         study=self.name, run=run, base=self.study.base, config=self.config(run), evaluations=results_of(run_dir),
         training=final_training_scalars(run_dir), wall_seconds=wall_seconds, host=_host_line(),
         commit=study_records.commit_of(), command=["python", *cmd[1:]])
+    if timing:
+      record["timing"] = timing
     study_records.write(self.path(run), record)
     return record
+
+
+_ABSL_LINE = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d(?:\.\d+)?) .*?\] (.*)$")
+
+
+def phases(log_text: str, started: float, ended: float, steps: int) -> Optional[dict]:
+  """Where a run's wall time went, from its log (absl's timestamped lines, this machine's local time):
+  {"startup_s": process start to the first step (imports, data, model, compiles), "training_s": the steps (and
+  any evaluation during them), "final_s": the last step's evaluations, checkpoint and exit}; None when the log
+  does not show them."""
+  year = time.localtime(started).tm_year
+  marks = {}
+  for line in log_text.splitlines():
+    match = _ABSL_LINE.match(line)
+    if not match:
+      continue
+    month, day, hour, minute, second, message = match.groups()
+    when = time.mktime((year, int(month), int(day), int(hour), int(minute), 0, 0, 0, -1)) + float(second)
+    if when < started - 1:  # An earlier attempt of the same run (the log is appended to).
+      continue
+    if message.startswith("Training from step"):
+      marks.setdefault("training", when)
+    if message.startswith(f"[{steps}] train/"):
+      marks["trained"] = when
+  if set(marks) != {"training", "trained"}:
+    return None
+  return {"startup_s": round(marks["training"] - started, 1), "training_s": round(marks["trained"] - marks["training"], 1),
+          "final_s": round(ended - marks["trained"], 1)}
 
 
 def _host_line() -> str:
@@ -221,20 +253,22 @@ def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str 
   # The runs of a method differ only in data and seed: one JAX compilation cache lets them share compiled programs.
   env = {"TF_CPP_MIN_LOG_LEVEL": "2", "JAX_COMPILATION_CACHE_DIR": str(workdir / ".jax_cache"), **os.environ}
 
-  def one(run: Run) -> tuple[Run, int, float]:
+  def one(run: Run) -> tuple[Run, int, float, float]:
     (workdir / run.name).mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(workdir / run.name / "study.log", "a") as log:
       code = subprocess.call(command(study, run, workdir), stdout=log, stderr=subprocess.STDOUT, env=env)
-    return run, code, time.time() - start
+    return run, code, start, time.time()
 
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     for future in concurrent.futures.as_completed([pool.submit(one, r) for r in todo]):
-      run, code, seconds = future.result()
+      run, code, start, end = future.result()
+      seconds = end - start
       done += 1
       if code == 0 and is_complete(workdir / run.name, steps):
         durations.append(seconds)
-        records.record(run, workdir / run.name, seconds, command(study, run, workdir))
+        log = (workdir / run.name / "study.log").read_text()
+        records.record(run, workdir / run.name, seconds, command(study, run, workdir), phases(log, start, end, steps))
         print(f"study: {run.name} done in {seconds / 60:.1f} min, recorded in {records.path(run)}", flush=True)
       else:
         failed.append(run)

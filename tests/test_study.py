@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -104,6 +105,7 @@ def test_a_two_run_study_end_to_end(tmp_path):
   assert (records / "results.md").read_text().startswith("| pairs | method | noise | zero-shot shape |")
   record = json.loads((records / "runs" / "clip-n96-noisy-s0.json").read_text())
   assert record["wall_seconds"] > 0 and record["training"]["train/loss"] > 0
+  assert record["timing"]["startup_s"] > 0 and record["timing"]["training_s"] > 0
 
   # Interrupted on another machine: no workdirs, one run's record missing. Only that run is made again.
   shutil.rmtree(tmp_path / "w")
@@ -186,3 +188,14 @@ def test_resolved_config_is_what_the_command_line_trains():
   assert flat["data.augment.crop_scale"] == [0.6, 1.0] and flat["optim.lr"] == 1.0 and flat["train.num_steps"] == 7
   with pytest.raises(KeyError, match="optim.nope"):
     study_records.resolved_config("tests/tiny_config.py", {"optim.nope": 1})
+
+
+def test_a_runs_time_is_split_into_startup_training_and_the_final_evaluation():
+  started = time.mktime((2026, 12, 2, 12, 30, 0, 0, 0, -1))
+  log = "\n".join([
+      "I1202 12:29:10.000000 1 train.py:209] Training from step 0 to 2.",  # An earlier attempt: before `started`.
+      "I1202 12:30:20.500000 1 train.py:209] Training from step 0 to 2.",
+      "I1202 12:30:31.000000 1 logging_writer.py:48] [2] train/loss=1.0",
+      "I1202 12:30:35.000000 1 logging_writer.py:48] [2] eval/x/m=0.5"])
+  assert study.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5, "final_s": 9.0}
+  assert study.phases("no timestamps", started, started + 40, steps=2) is None

@@ -269,6 +269,7 @@ def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str 
         durations.append(seconds)
         log = (workdir / run.name / "study.log").read_text()
         records.record(run, workdir / run.name, seconds, command(study, run, workdir), phases(log, start, end, steps))
+        write_results(records, workdir)  # A study cut short leaves results that match its records.
         print(f"study: {run.name} done in {seconds / 60:.1f} min, recorded in {records.path(run)}", flush=True)
       else:
         failed.append(run)
@@ -404,6 +405,17 @@ def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
   plt.close(figure)
 
 
+def write_results(records: Records, workdir: epath.Path) -> list[dict]:
+  """Rebuilds the study's results.csv, results.md and results.png from its records; returns the CSV's rows."""
+  recorded, _ = plan(records, workdir, say=lambda _: None, record_workdirs=False)
+  rows = collect(records.study, recorded, records.folder / "results.csv")
+  panels = dict(_items(records.study.plot))
+  if rows:
+    plot(rows, panels, records.folder / "results.png")
+  (records.folder / "results.md").write_text(table(rows, panels))
+  return rows
+
+
 def main(_):
   study = _STUDY.value
   name = epath.Path(flags.FLAGS["study"].config_filename).stem
@@ -420,13 +432,8 @@ def main(_):
     return
   workdir.mkdir(parents=True, exist_ok=True)
   failed = run_all(records, workdir, _PARALLEL.value, _ONLY.value)
-  recorded, _ = plan(records, workdir, say=lambda _: None)
-  rows = collect(study, recorded, records.folder / "results.csv")
-  panels = dict(_items(study.plot))
-  if rows:
-    plot(rows, panels, records.folder / "results.png")
-  (records.folder / "results.md").write_text(table(rows, panels))
-  print(table(rows, panels))
+  rows = write_results(records, workdir)
+  print(table(rows, dict(_items(study.plot))))
   print(f"study: {len(rows)} runs in {records.folder / 'results.csv'} (table: results.md, plot: results.png); "
         f"records in {records.folder / 'runs'}")
   if failed:

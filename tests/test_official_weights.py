@@ -177,6 +177,7 @@ def test_a_checkpoint_with_code_is_refused_without_running_it(tmp_path, capsys):
   assert "pickle code ran" not in capsys.readouterr().out
 
 
+@pytest.mark.slow  # Minutes on 2 cores; the same code at small sizes is in the default suite above.
 def test_a_full_size_official_declip_vit_b32_imports_and_evaluates(tmp_path):
   """The recipe's ViT-B/32 DeCLIP in the official layout: the command imports it; embeddings equal open_clip's
   forward of the same towers (max relative error, the README's parity figure); `--mode=eval` runs on it."""

@@ -157,6 +157,10 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   (root / "w").rmtree()  # A fresh clone on another machine: the records alone.
   again, left_again = study.plan(records, root / "w")
   assert again.keys() == recorded.keys() and [r.name for r in left_again] == [r.name for r in left]
+  rows = study.write_results(records, root / "w")  # What the runner rebuilds after each recorded run.
+  assert [r["zero_shot_shape/zero_shot_top1"] for r in rows] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+  assert (root / "docs" / "tiny" / "results.md").read_text().count("| clip |") == 2
+  assert (root / "docs" / "tiny" / "results.png").exists() and not (root / "w").exists()
 
   changed = tiny_study(methods=ml_collections.ConfigDict(
       {"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.6, 1.0))), "declip": ()}))

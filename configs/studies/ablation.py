@@ -22,7 +22,9 @@ same training as at 0.4):
   caption) in the CLIP term (`loss.mvs_mode="paper"`, `loss.weights.mvs=0`).
 - NNS: the queue neighbour of each caption view as an extra positive for each image view.
 CLIP is the official baseline (one view, RandomResizedCrop(0.5-1) only, the plain caption), as
-config.use_clip_baseline and configs/studies/data_efficiency.py.
+config.use_clip_baseline and configs/studies/data_efficiency.py. The control row `clip+mocov2` is CLIP on one
+MoCo-v2 view (the views' augmentation, no second view, no other term): the ISS and MVS rows' CLIP term sees such
+views, so their gain over CLIP is the term's only where it exceeds this row's.
 """
 
 import ml_collections
@@ -31,8 +33,8 @@ from configs.studies import data_efficiency
 
 _CLIP_TERM_ONLY = (("loss.weights.clip_mvs", 0.4), ("loss.weights.iss", 0.0), ("loss.weights.tss", 0.0),
                    ("loss.weights.nns", 0.0))
-_TWO_IMAGE_VIEWS = (("data.num_image_views", 2), ("data.augment.recipe", "moco_v2"),
-                    ("data.augment.crop_scale", (0.35, 1.0)))
+_MOCO_V2_VIEW = (("data.augment.recipe", "moco_v2"), ("data.augment.crop_scale", (0.35, 1.0)))
+_TWO_IMAGE_VIEWS = (("data.num_image_views", 2),) + _MOCO_V2_VIEW
 _FIRST_PAIR_ONLY = (("loss.mvs_mode", "paper"), ("loss.weights.mvs", 0.0))
 
 
@@ -47,6 +49,7 @@ def _with(base, *changes):
 _CLIP_AT_DECLIP_WEIGHT = _with(data_efficiency.CLIP, _CLIP_TERM_ONLY)  # The base of the "clip+<term>" rows.
 METHODS = {  # In the table's and the plot's order.
     "clip": data_efficiency.CLIP,
+    "clip+mocov2": _with(_CLIP_AT_DECLIP_WEIGHT, _MOCO_V2_VIEW),
     "clip+iss": _with(_CLIP_AT_DECLIP_WEIGHT, _TWO_IMAGE_VIEWS, _FIRST_PAIR_ONLY, (("loss.weights.iss", 0.2),)),
     "clip+tss": _with(_CLIP_AT_DECLIP_WEIGHT, (("loss.weights.tss", 0.2),)),
     "clip+mvs": _with(_CLIP_AT_DECLIP_WEIGHT, _TWO_IMAGE_VIEWS, (("data.eda", True),)),

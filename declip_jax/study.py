@@ -405,9 +405,10 @@ def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
   plt.close(figure)
 
 
-def write_results(records: Records, workdir: epath.Path) -> list[dict]:
-  """Rebuilds the study's results.csv, results.md and results.png from its records; returns the CSV's rows."""
-  recorded, _ = plan(records, workdir, say=lambda _: None, record_workdirs=False)
+def write_results(records: Records, workdir: epath.Path, record_workdirs: bool = False) -> list[dict]:
+  """Rebuilds the study's results.csv, results.md and results.png from its records (first recording complete
+  workdirs without one when `record_workdirs`, as `plan`); returns the CSV's rows."""
+  recorded, _ = plan(records, workdir, say=lambda _: None, record_workdirs=record_workdirs)
   rows = collect(records.study, recorded, records.folder / "results.csv")
   panels = dict(_items(records.study.plot))
   if rows:
@@ -432,8 +433,8 @@ def main(_):
     return
   workdir.mkdir(parents=True, exist_ok=True)
   failed = run_all(records, workdir, _PARALLEL.value, _ONLY.value)
-  rows = write_results(records, workdir)
-  print(table(rows, dict(_items(study.plot))))
+  rows = write_results(records, workdir, record_workdirs=True)  # Also a run that finished but exited non-zero.
+  print((records.folder / "results.md").read_text())
   print(f"study: {len(rows)} runs in {records.folder / 'results.csv'} (table: results.md, plot: results.png); "
         f"records in {records.folder / 'runs'}")
   if failed:

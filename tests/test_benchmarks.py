@@ -1,11 +1,13 @@
 """The benchmark scripts run as a user runs them: the device check's dry run writes its results, the train-step
 benchmark prints its table on the demo config. No TensorFlow needed (CI also runs this in the newest-JAX
-environment, where the train-step benchmark falls back to synthetic batches)."""
+environment, where the train-step benchmark falls back to synthetic batches; the dry run runs only there)."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from declip_jax import gpu_target
 from tests.conftest import REPO
@@ -14,6 +16,7 @@ _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}  # python3 = this one.
 
 
+@pytest.mark.gpu_machine  # 3-5 min on 2 cores; CI's newest-JAX phase runs it, as the GPU machine has that stack.
 def test_device_check_dry_run_writes_the_json_and_the_table(tmp_path):
   out = subprocess.run(["bash", "benchmarks/device_check.sh", "--dry-run", str(tmp_path)], cwd=REPO,
                        capture_output=True, text=True, timeout=600, env=_ENV)

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -428,7 +429,7 @@ def main(_):
       if run.name in recorded:
         print(f"{run.name} recorded ({recorded[run.name]['study']} study, {recorded[run.name]['finished']})")
     for run in left:
-      print(run.name, " ".join(command(study, run, workdir)))
+      print(run.name, shlex.join(command(study, run, workdir)))
     print(f"study: {len(recorded)} of {len(recorded) + len(left)} runs recorded, {len(left)} left to run")
     return
   workdir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import datetime
 import importlib.util
 import json
 import re
+import shlex
 import subprocess
 from typing import Any, Optional
 
@@ -119,4 +120,4 @@ def make(*, study: str, run, base: str, config: dict[str, Any], evaluations: dic
           "overrides": dict(run.overrides), "config": config, "evaluations": evaluations, "training": training,
           "wall_seconds": wall_seconds, "host": host, "commit": commit,
           "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-          "command": " ".join(command)}
+          "command": shlex.join(command)}

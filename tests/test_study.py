@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -152,7 +153,9 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   assert record["config"]["loss.weights.iss"] == 0.0 and record["config"]["data.builtin.num_train"] == 96
   assert record["config"]["data.augment.crop_scale"] == [0.5, 1.0] and record["wall_seconds"] is None
   assert record["evaluations"]["zero_shot_shape"]["metrics"] == {"zero_shot_top1": 0.0}
-  assert record["commit"] and record["host"] and "--config.train.seed=0" in record["command"]
+  command = shlex.split(record["command"])  # Pasteable into a shell: a tuple value stays one argument.
+  assert record["commit"] and record["host"] and "--config.train.seed=0" in command
+  assert "--config.data.augment.crop_scale=(0.5, 1.0)" in command
 
   (root / "w").rmtree()  # A fresh clone on another machine: the records alone.
   again, left_again = study.plan(records, root / "w")

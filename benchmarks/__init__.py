@@ -1,1 +1,1 @@
-"""Benchmark scripts (each prints a table; see the README's speed sections)."""
+"""Benchmark scripts (each prints a table; see docs/performance.md and docs/accelerators.md)."""

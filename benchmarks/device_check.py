@@ -18,7 +18,7 @@ OUTDIR/device_check.md.
   the official per-GPU 65,536 slots and SimSiam BatchNorm over the official 128-image groups. Per-device batches
   from 1,024 down; at each, the rematerialisation settings cheapest first (none, save_dots, full); the first
   that compiles within the device's memory and runs is timed. Reported: step time, images/s, model TFLOP/s
-  (declip_jax/flops.py), MFU against the chip's dense bf16 peak and against a bf16 matmul measured here. The B/32
+  (declip_jax/aot/flops.py), MFU against the chip's dense bf16 peak and against a bf16 matmul measured here. The B/32
   DeCLIP step is also timed with each `jax.nn.dot_product_attention` implementation (xla, cudnn).
 - Compile memory, first: the DeCLIP ViT-B/32 step at the recipe's 128 per GPU (bf16, one device, the speed rows'
   settings) compiled by XLA's GPU compiler without the GPU (`declip_jax.aot`'s deviceless compile, for the
@@ -49,7 +49,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import aot, flops, gpu_target, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import parallel, synthetic, train_setup  # noqa: E402
+from declip_jax.aot import flops, gpu_target, ladder  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", None, "Folder for device_check.json and device_check.md.")
@@ -164,7 +165,7 @@ COMPILE_MEMORY_BATCH = 128  # The recipe's per-GPU batch.
 
 def _compile(config, devices) -> dict:
   start = time.perf_counter()
-  attempt = aot.try_compile(config, devices, "as configured", {})
+  attempt = ladder.try_compile(config, devices, "as configured", {})
   return {"planned_peak_gib": attempt.needed_gib, "compile_s": time.perf_counter() - start}
 
 
@@ -186,7 +187,7 @@ def compile_memory() -> dict:
   target = "h100" if _DRY_RUN.value else gpu_target.for_device_kind(device.device_kind)
   out = {"config": f"DeCLIP ViT-B/32, {COMPILE_MEMORY_BATCH} per device, bf16, remat none", "target": target}
   if target is None:
-    out["deviceless"] = {"error": f"no GPU description for {device.device_kind!r} in declip_jax/gpu_targets"}
+    out["deviceless"] = {"error": f"no GPU description for {device.device_kind!r} in declip_jax/aot/gpu_targets"}
   else:
     path = os.path.join(_OUT.value, "deviceless_compile.json")
     args = [sys.executable, __file__, f"--deviceless_json={path}", f"--deviceless_target={target}", "--out=-"]
@@ -230,7 +231,7 @@ def time_step(config, device, steps: int) -> dict:
   start = time.perf_counter()
   compiled = setup.jit_train_step(config).lower(setup.abstract_state, batch).compile()
   compile_s = time.perf_counter() - start
-  peak = aot.peak_gib(aot.memory_report(compiled)) * 2**30 if compiled.memory_analysis() is not None else None
+  peak = ladder.peak_gib(ladder.memory_report(compiled)) * 2**30 if compiled.memory_analysis() is not None else None
   limit = device_memory_bytes(device)
   if peak is not None and limit is not None and peak > limit:
     return {"ran": False, "why": f"planned peak {peak / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB",

@@ -1,15 +1,15 @@
-"""The README's fit tables: which settings make each recipe's train step fit each TPU slice or GPU host, compiled
+"""The fit tables of docs/accelerators.md: which settings make each recipe's train step fit each TPU slice or GPU host, compiled
 without the hardware (TPU: libtpu, `pip install "jax[tpu]==<the pinned jax>"`; GPU: XLA's GPU compiler,
 `pip install -r requirements-gpu-aot.txt`).
 
   python benchmarks/fit_table.py --family=tpu [--out=tpu_fit.json] [--only=B/32]
   python benchmarks/fit_table.py --family=gpu [--out=docs/benchmarks/gpu_fit.json] [--only=B/32] [--gpus=h100,a100-40]
 
-For every (config, global batch, slice or GPU host) case below, `declip_jax.aot.fit` walks its ladder (bf16,
+For every (config, global batch, slice or GPU host) case below, `declip_jax.aot.ladder.fit` walks its ladder (bf16,
 remat, FSDP, smaller per-device batch; cheapest first) until the step fits the memory per device (TPU: libtpu's
 HBM figure; GPU: what JAX allocates, `gpu_target.GpuTarget.usable_gib`), and prints one Markdown row: the
 settings that fit, the planned peak, what the config as given needed and, for GPUs, the roofline estimate of
-images/s per GPU (`aot.roofline`). Results are also written to --out as they come, with the host line, the
+images/s per GPU (`ladder.roofline`). Results are also written to --out as they come, with the host line, the
 JAX version and the commit (a long run keeps what it finished; a rerun skips the cases already there).
 """
 
@@ -24,7 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from declip_jax import aot, gpu_target, host_info, study_records  # noqa: E402
+from declip_jax import host_info  # noqa: E402
+from declip_jax.aot import gpu_target, ladder  # noqa: E402
+from declip_jax.study import records as study_records  # noqa: E402
 
 _FAMILY = flags.DEFINE_enum("family", "tpu", ["tpu", "gpu"], "TPU slices (libtpu) or GPU hosts (XLA's GPU "
                             "compiler).")
@@ -83,7 +85,7 @@ def _memory(target: str, devices) -> tuple[float, str]:
   """(GiB per device the program must fit in, its short name)."""
   if target.startswith("gpu:"):
     return gpu_target.load(target.split(":")[1]).usable_gib(), gpu_target.load(target.split(":")[1]).title
-  return aot.available_hbm_gib(devices[0]), f"{target.split(':')[1]} {target.split(':')[2]}"
+  return ladder.available_hbm_gib(devices[0]), f"{target.split(':')[1]} {target.split(':')[2]}"
 
 
 def main(_):
@@ -101,14 +103,14 @@ def main(_):
       continue
     start = time.time()
     devices = (gpu_target.devices(*gpu_target.parse(target)) if target.startswith("gpu:")
-               else aot.tpu_devices(target))
+               else ladder.tpu_devices(target))
     available, name = _memory(target, devices)
     config = _load(module, batch)
-    attempts = aot.fit(config, devices, available)
+    attempts = ladder.fit(config, devices, available)
     fitting = next((a for a in attempts if a.fits), None)
     estimate = None
     if fitting and target.startswith("gpu:"):
-      estimate = aot.roofline(aot.apply_overrides(config, fitting.overrides), fitting.cost,
+      estimate = ladder.roofline(ladder.apply_overrides(config, fitting.overrides), fitting.cost,
                               gpu_target.load(target.split(":")[1]), len(devices))
     first = attempts[0]
     row = {"model": model, "batch": batch, "target": target, "name": name, "devices": len(devices),

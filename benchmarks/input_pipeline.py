@@ -42,7 +42,7 @@ from PIL import Image  # pylint: disable=g-import-not-at-top
 
 from declip_jax import host_info  # pylint: disable=g-import-not-at-top
 from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-from declip_jax.data import pipeline, tfrecord_source, write_tfrecords  # pylint: disable=g-import-not-at-top
+from declip_jax.data import pipeline, records, write_tfrecords  # pylint: disable=g-import-not-at-top
 
 OPEN_CLIP_A100_IMAGES_PER_S = 850
 DECODE_IMAGE = tf.raw_ops.DecodeImage
@@ -200,15 +200,11 @@ def build_iterator(row: str, files: dict, vocab: str, merges: str, threads: int,
     tokenizer.tokenize = all_in_python
   else:
     tokenizer.tokenize_numpy = python_time.wrap(tokenizer.tokenize_numpy)
-  original_decode = tfrecord_source._decode_or_flag  # pylint: disable=protected-access
-  tfrecord_source._decode_or_flag = python_time.wrap(original_decode, excluding=DECODE_IMAGE)
   threading_options = tf.data.Options()
   threading_options.threading.private_threadpool_size = threads
   threading_options.threading.max_intra_op_parallelism = 1
-  try:
+  with records.python_decode_wrapped(lambda decode: python_time.wrap(decode, excluding=DECODE_IMAGE)):
     iterator = iter(pipeline.train_dataset(c, tokenizer).with_options(threading_options))
-  finally:
-    tfrecord_source._decode_or_flag = original_decode  # pylint: disable=protected-access
   for _ in range(2):
     next(iterator)
   return iterator, python_time

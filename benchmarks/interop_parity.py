@@ -16,15 +16,15 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import config as config_lib, state as state_lib  # noqa: E402
+from declip_jax import config as config_lib, presets, state as state_lib  # noqa: E402
 from declip_jax.interop import open_clip_weights as ow  # noqa: E402
 from declip_jax.models import declip  # noqa: E402
 
-_ARCHITECTURES = flags.DEFINE_list("architectures", list(config_lib.ARCHITECTURES), "Which towers.")
+_ARCHITECTURES = flags.DEFINE_list("architectures", list(presets.ARCHITECTURES), "Which towers.")
 
 
 def _config(name):
-  c = config_lib.set_architecture(config_lib.base_config(), name)
+  c = presets.set_architecture(config_lib.base_config(), name)
   c.model.text.vocab_size = 49_408  # OpenAI's layout, as released CLIP weights.
   c.model.text.projection_bias = False
   c.loss.weights.iss = c.loss.weights.tss = 0.0  # Towers only.

@@ -4,7 +4,7 @@
       [--config.train.batch_size=256]
 
 Columns: compile time (first call), median steady-state step time over --steps calls on one real batch,
-images/s, model FLOPs per step counted analytically (declip_jax/flops.py: forward matmuls x 3), the compiled
+images/s, model FLOPs per step counted analytically (declip_jax/aot/flops.py: forward matmuls x 3), the compiled
 executable's cost-analysis FLOPs (what XLA executes, recompute included), achieved model TFLOP/s, MFU against
 the backend's peak (GPU/TPU: dense bf16 peak of the chip named by --peak; CPU: the measured float32 matmul rate
 of this machine), peak device memory planned by XLA. --compare adds the CLIP baseline of the same model and
@@ -27,7 +27,8 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import config as config_lib, flops, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import presets, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax.aot import flops  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after compilation.")
@@ -99,7 +100,7 @@ def main(_):
   rows = [("DeCLIP" if config.loss.weights.iss + config.loss.weights.tss + config.loss.weights.nns > 0 else "CLIP",
            config)]
   if _COMPARE.value:
-    rows.append(("CLIP", config_lib.use_clip_baseline(config.copy_and_resolve_references())))
+    rows.append(("CLIP", presets.use_clip_baseline(config.copy_and_resolve_references())))
   b = config.train.batch_size
   print(f"host: {host_info.describe()}")
   print(f"peak for MFU: {peak:.2f} TFLOP/s ({peak_name}, {jax.device_count()} {jax.default_backend()} device(s)); "

@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import config as config_lib, parallel, train  # noqa: E402
+from declip_jax import presets, parallel, train  # noqa: E402
 from declip_jax.data import pipeline  # noqa: E402
 from declip_jax.interop import open_clip_weights  # noqa: E402
 
@@ -93,7 +93,7 @@ def _time_compiled_in_own_process() -> dict:
 
 
 def main(_):
-  config = config_lib.use_clip_baseline(_CONFIG.value)
+  config = presets.use_clip_baseline(_CONFIG.value)
   config.data.source, config.data.tokenizer = "builtin", "word"  # Any data: the step is what is timed.
   if _ONLY_COMPILED.value:
     host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, pipeline.build_tokenizer(config))))

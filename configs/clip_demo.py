@@ -5,8 +5,8 @@ Run:
 """
 
 from configs import demo
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  return config_lib.use_clip_baseline(demo.demo_sizes(config_lib.base_config()))
+  return presets.use_clip_baseline(demo.demo_sizes(config_lib.base_config()))

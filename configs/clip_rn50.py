@@ -6,11 +6,11 @@ Run:
   python -m declip_jax.main --config=configs/clip_rn50.py --workdir=gs://BUCKET/clip_rn50
 """
 
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_clip_baseline(config_lib.set_architecture(config_lib.base_config(), "RN50"))
+  c = presets.use_clip_baseline(presets.set_architecture(config_lib.base_config(), "RN50"))
   c.model.image.bn_group_size = 128
   c.evals.zero_shot_imagenet = config_lib.imagenet_zero_shot()
   return c

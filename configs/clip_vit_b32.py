@@ -5,10 +5,10 @@ Run:
   python -m declip_jax.main --config=configs/clip_vit_b32.py --workdir=gs://BUCKET/clip_vit_b32
 """
 
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_clip_baseline(config_lib.base_config())
+  c = presets.use_clip_baseline(config_lib.base_config())
   c.evals.zero_shot_imagenet = config_lib.imagenet_zero_shot()  # As configs/declip_vit_b32.py.
   return c

@@ -5,8 +5,8 @@ Run:
 """
 
 from configs import declip_vit_b32
-from declip_jax import config as config_lib
+from declip_jax import presets
 
 
 def get_config():
-  return config_lib.set_architecture(declip_vit_b32.get_config(), "ViT-B/16")
+  return presets.set_architecture(declip_vit_b32.get_config(), "ViT-B/16")

@@ -1,4 +1,4 @@
-"""DeCLIP ViT-B/32, the official YFCC-15M recipe (DESIGN.md): batch 4,096, 128,001 steps, AdamW, fp32.
+"""DeCLIP ViT-B/32, the official YFCC-15M recipe (docs/design.md): batch 4,096, 128,001 steps, AdamW, fp32.
 
 Run (multi-host launchers pass the same command on every host):
   python -m declip_jax.main --config=configs/declip_vit_b32.py --workdir=gs://BUCKET/declip_vit_b32

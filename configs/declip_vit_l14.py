@@ -10,10 +10,10 @@ need more still: `python -m declip_jax.aot --config=configs/declip_vit_l14.py --
 """
 
 from configs import declip_vit_b32
-from declip_jax import config as config_lib
+from declip_jax import presets
 
 
 def get_config():
-  c = config_lib.set_architecture(declip_vit_b32.get_config(), "ViT-L/14")
+  c = presets.set_architecture(declip_vit_b32.get_config(), "ViT-L/14")
   c.model.image.remat = c.model.text.remat = "full"
   return c

@@ -7,10 +7,10 @@ Run:
   python -m declip_jax.main --config=configs/defilip_vit_b32.py --workdir=gs://BUCKET/defilip_vit_b32
 """
 
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_defilip(config_lib.base_config())
+  c = presets.use_defilip(config_lib.base_config())
   c.evals.zero_shot_imagenet = config_lib.imagenet_zero_shot()
   return c

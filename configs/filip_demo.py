@@ -7,10 +7,10 @@ Run:
 """
 
 from configs import demo
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_filip(demo.demo_sizes(config_lib.base_config()))
+  c = presets.use_filip(demo.demo_sizes(config_lib.base_config()))
   c.evals = config_lib.token_wise_evals(c.evals)  # Zero-shot with FILIP's token-wise classifier.
   return c

@@ -6,10 +6,10 @@ Run:
 """
 
 from configs import filip_vit_b32
-from declip_jax import config as config_lib
+from declip_jax import presets
 
 
 def get_config():
-  c = config_lib.set_architecture(filip_vit_b32.get_config(), "RN50")
+  c = presets.set_architecture(filip_vit_b32.get_config(), "RN50")
   c.model.embed_dim = 1024
   return c

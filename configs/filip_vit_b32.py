@@ -9,11 +9,11 @@ Run:
   python -m declip_jax.main --config=configs/filip_vit_b32.py --workdir=gs://BUCKET/filip_vit_b32
 """
 
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_filip(config_lib.base_config())
+  c = presets.use_filip(config_lib.base_config())
   c.model.embed_dim = 768
   c.optim.lr = 5e-4
   c.optim.weight_decay = 0.5

@@ -7,9 +7,9 @@ Run:
 """
 
 from configs import demo
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_slip(demo.demo_sizes(config_lib.base_config()))
+  c = presets.use_slip(demo.demo_sizes(config_lib.base_config()))
   return c

@@ -8,8 +8,8 @@ Run:
 """
 
 from configs import slip_vit_b32
-from declip_jax import config as config_lib
+from declip_jax import presets
 
 
 def get_config():
-  return config_lib.set_architecture(slip_vit_b32.get_config(), "RN50")
+  return presets.set_architecture(slip_vit_b32.get_config(), "RN50")

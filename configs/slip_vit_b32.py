@@ -8,11 +8,11 @@ Run:
   python -m declip_jax.main --config=configs/slip_vit_b32.py --workdir=gs://BUCKET/slip_vit_b32
 """
 
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def get_config():
-  c = config_lib.use_slip(config_lib.base_config())
+  c = presets.use_slip(config_lib.base_config())
   c.optim.lr = 5e-4
   c.optim.weight_decay = 0.5
   c.evals.zero_shot_imagenet = config_lib.imagenet_zero_shot()

@@ -1,7 +1,7 @@
 """The full DeCLIP recipe as a ConfigDict, and its validation.
 
 `base_config()` holds every key with the official default (Sense-GVT/DeCLIP, YFCC-15M, ViT-B/32; see
-DESIGN.md). Files in `configs/` start from it and change what their experiment changes. `validate()` rejects
+docs/design.md). Files in `configs/` start from it and change what their experiment changes. `validate()` rejects
 inconsistent settings with an error that names the keys involved.
 """
 
@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 4096  # Global: 128 per GPU x 32 GPUs (official).
   c.train.seed = 0
   c.train.log_every_steps = 100
-  # Official loss-spike recovery (DESIGN §8): on a spike or a non-finite streak, restore a checkpoint at least
+  # Official loss-spike recovery (docs/design.md §8): on a spike or a non-finite streak, restore a checkpoint at least
   # min_steps_back steps old and multiply the learning rate by lr_factor; give up after max_rollbacks.
   c.train.recovery = ml_collections.ConfigDict()
   c.train.recovery.spike_window = 100  # Running mean over the last this many finite losses.
@@ -297,84 +297,6 @@ def token_wise_evals(evals: ml_collections.ConfigDict) -> ml_collections.ConfigD
     elif evals[name].kind == "retrieval":
       del evals[name]
   return evals
-
-
-# CLIP's towers by name (OpenAI CLIP / open_clip sizes): image (width, layers, heads, patch), text (width,
-# layers, heads), embedding dimension; image side 224 and context 77 throughout.
-# CLIP's towers. ViT image: (width, layers, heads, patch size); ResNet image: (stem width, blocks per stage,
-# attention-pool heads); text: (width, layers, heads).
-ARCHITECTURES = {
-    "ViT-B/32": dict(image=(768, 12, 12, 32), text=(512, 12, 8), embed_dim=512),
-    "ViT-B/16": dict(image=(768, 12, 12, 16), text=(512, 12, 8), embed_dim=512),
-    "ViT-L/14": dict(image=(1024, 24, 16, 14), text=(768, 12, 12), embed_dim=768),
-    "RN50": dict(resnet=(64, (3, 4, 6, 3), 32), text=(512, 12, 8), embed_dim=1024),
-    "RN101": dict(resnet=(64, (3, 4, 23, 3), 32), text=(512, 12, 8), embed_dim=512),
-}
-
-
-def set_architecture(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """Gives `c` the towers of a named architecture (ARCHITECTURES), in place."""
-  if name not in ARCHITECTURES:
-    raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}.")
-  a = ARCHITECTURES[name]
-  c.model.embed_dim = a["embed_dim"]
-  if "resnet" in a:
-    c.model.image.arch = "resnet"
-    c.model.image.width, c.model.image.resnet_layers, c.model.image.heads = a["resnet"]
-    c.model.image.freeze_patch_embed = False  # No patch embedding.
-  else:
-    c.model.image.arch = "vit"
-    c.model.image.width, c.model.image.layers, c.model.image.heads, c.model.image.patch_size = a["image"]
-  c.model.text.width, c.model.text.layers, c.model.text.heads = a["text"]
-  return c
-
-
-def use_clip_baseline(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Turns a DeCLIP config into the official CLIP baseline of the same model, in place.
-
-  One image view with RandomResizedCrop(scale 0.5-1) only, the plain caption, InfoNCE only; everything else
-  (frozen patch embedding, optimiser, schedule) unchanged.
-  """
-  c.loss.weights.clip_mvs = 1.0
-  c.loss.weights.iss = 0.0
-  c.loss.weights.tss = 0.0
-  c.loss.weights.nns = 0.0
-  c.data.num_image_views = 1
-  c.data.eda = False
-  c.data.augment.recipe = "crop"
-  c.data.augment.crop_scale = (0.5, 1.0)
-  return c
-
-
-def use_slip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Turns a DeCLIP config into SLIP of the same model, in place (official `slip_vitb32`'s losses and views):
-  1.0 x InfoNCE on a base view (RandomResizedCrop(0.5-1) only) with the plain caption, plus 1.0 x SimCLR between
-  two MoCo-v2 views through the SimCLR head. The learning rate and weight decay are the config file's."""
-  c.loss.weights.update({"clip_mvs": 1.0, "iss": 0.0, "tss": 0.0, "nns": 0.0, "simclr": 1.0, "filip": 0.0})
-  c.data.num_image_views = 3
-  c.data.eda = False
-  c.data.augment.first_view = "crop"
-  c.data.augment.first_view_crop_scale = (0.5, 1.0)
-  return c
-
-
-def use_filip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Turns a DeCLIP config into FILIP of the same model, in place (official `yfcc15m_vit_filip`'s losses and
-  views): the token-wise loss alone on one MoCo-v2 view and the MLM-masked caption (masked although there is no
-  MLM loss). The official config keeps a global CLIP term at weight 0; here it is not computed, and the global
-  projections, which get no gradient, are frozen (optim.frozen_patterns) instead of shrinking under weight decay."""
-  c.loss.weights.update({"clip_mvs": 0.0, "iss": 0.0, "tss": 0.0, "nns": 0.0, "simclr": 0.0, "filip": 1.0})
-  c.data.num_image_views = 1
-  c.data.eda = False
-  c.data.mask_captions = True
-  return c
-
-
-def use_defilip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Turns a DeCLIP config into DeFILIP, in place (official `yfcc15m_vit_defilip`): DeCLIP's terms and weights
-  plus 0.2 x the token-wise term on image view 1's tokens and the masked caption's."""
-  c.loss.weights.filip = 0.2
-  return c
 
 
 def text_views(c: ml_collections.ConfigDict) -> int:

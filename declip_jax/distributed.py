@@ -1,4 +1,4 @@
-"""Multi-process start-up: `jax.distributed.initialize` when the run spans several processes (DESIGN §5).
+"""Multi-process start-up: `jax.distributed.initialize` when the run spans several processes (docs/design.md §5).
 
 Must run before anything touches a JAX backend (the CLI calls it first). With `distributed.mode = "auto"` it
 initialises when the config gives `num_processes` > 1 or the environment is a multi-process cluster JAX can

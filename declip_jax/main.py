@@ -51,7 +51,7 @@ def main(argv):
   # Imported here, so that --help stays fast.
   from declip_jax import (checkpointing, config as config_lib, distributed, recovery,  # pylint: disable=g-import-not-at-top
                           train)
-  from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
+  from declip_jax.data.errors import DataSourceError  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
@@ -76,7 +76,7 @@ def main(argv):
       _print_results(train.evaluate(config, workdir))
       print(f"wrote {epath.Path(workdir) / 'eval_results.json'}")
   except (config_lib.ConfigError, FileNotFoundError, checkpointing.UnreadableCheckpointsError,
-          tfrecord_source.DataSourceError) as e:
+          DataSourceError) as e:
     _fail(str(e))
   except recovery.TrainingAbortedError as e:
     _abort(f"training aborted: {e}")

@@ -1,4 +1,4 @@
-"""The nearest-neighbour supervision queue: `groups` FIFO ring buffers of unit text embeddings (DESIGN §3).
+"""The nearest-neighbour supervision queue: `groups` FIFO ring buffers of unit text embeddings (docs/design.md §3).
 
 State: `queue` [G, S, D] (unit rows) and `ptr` [G] int32, the next write slot of each buffer. The global batch
 [B, ...] is split into G contiguous slices; slice g is looked up in buffer g ("local", the official per-GPU

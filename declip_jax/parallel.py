@@ -1,4 +1,4 @@
-"""The device mesh, shardings, and host-local <-> global arrays (DESIGN §5)."""
+"""The device mesh, shardings, and host-local <-> global arrays (docs/design.md §5)."""
 
 import math
 from typing import Any, Optional, Sequence

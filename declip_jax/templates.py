@@ -5,7 +5,7 @@ repository (github.com/openai/CLIP: notebooks/Prompt_Engineering_for_ImageNet.ip
 Copyright (c) 2021 OpenAI, MIT licence; the `builtin_*` sets belong to the built-in demo dataset.
 """
 
-from declip_jax.data import builtin
+from declip_jax import builtin_vocabulary
 
 # The 80 templates OpenAI's CLIP uses for ImageNet zero-shot (their order).
 OPENAI_IMAGENET_80 = (
@@ -48,7 +48,7 @@ CIFAR = (
 )
 
 TEMPLATE_SETS = {
-    **{f"builtin_{attribute}": templates for attribute, templates in builtin.ZERO_SHOT_TEMPLATES.items()},
+    **{f"builtin_{attribute}": templates for attribute, templates in builtin_vocabulary.ZERO_SHOT_TEMPLATES.items()},
     "class_name": ("{}",),
     "a_photo_of": ("a photo of a {}.",),
     "openai_imagenet_80": OPENAI_IMAGENET_80,

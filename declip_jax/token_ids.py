@@ -13,6 +13,8 @@ from typing import Iterable, Optional
 import ml_collections
 from etils import epath
 
+from declip_jax import builtin_vocabulary
+
 # clip_bpe: CLIP's first 48,894 merges, 256 byte symbols with and without "</w>", SOT and EOT (49,408 ids).
 BPE_NUM_BYTE_SYMBOLS = 256
 SENTENCEPIECE_MASK_PIECE = "<mask>"  # The [MASK] piece a sentencepiece model may define.
@@ -114,5 +116,4 @@ def from_config(config: ml_collections.ConfigDict) -> TokenIds:
     raise ValueError(f"unknown data.tokenizer {data.tokenizer!r}; use 'clip_bpe', 'sentencepiece' or 'word'.")
   if data.vocab_path:
     return word_ids(len(normalized_words(epath.Path(data.vocab_path).read_text().splitlines())))
-  from declip_jax.data import builtin  # pylint: disable=g-import-not-at-top  (NumPy only)
-  return word_ids(len(normalized_words(builtin.vocabulary())))
+  return word_ids(len(normalized_words(builtin_vocabulary.vocabulary())))

@@ -18,7 +18,7 @@ from etils import epath
 
 from declip_jax import (checkpointing, config as config_lib, nn_queue, parallel, recovery, state as state_lib,
                         train_setup)
-from declip_jax.data import pipeline, sources, tfrecord_source
+from declip_jax.data import pipeline, sources
 from declip_jax.evaluation import runner
 
 
@@ -241,8 +241,7 @@ class _Trainer:
         self.writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
         if self.bad_records is not None:
           totals = parallel.sum_over_processes(self.bad_records)
-          self.writer.write_scalars(step, {f"data/{name}": int(n) for name, n in
-                                           zip(tfrecord_source.BAD_RECORD_COUNTERS, totals)})
+          self.writer.write_scalars(step, pipeline.bad_record_scalars(totals))
       if save:
         self.ckpt.save(step, self.state, self._meta(step))
       if stop.received is not None:

@@ -1,4 +1,4 @@
-"""One jitted DeCLIP update: (state, batch) -> (state, metrics) (DESIGN §1)."""
+"""One jitted DeCLIP update: (state, batch) -> (state, metrics) (docs/design.md §1)."""
 
 from typing import Callable, Optional
 

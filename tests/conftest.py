@@ -25,7 +25,7 @@ def virtual_devices_flags(count: int) -> str:
   collective can take longer than XLA's default 40 s to meet, which it treats as fatal: allow 10 minutes."""
   return (f"--xla_force_host_platform_device_count={count} "
           "--xla_cpu_collective_call_terminate_timeout_seconds=600")
-REFERENCE = REPO / "tests" / "data" / "official_declip_losses.npz"  # Copy of shared/reference (see its README).
+REFERENCE = REPO / "tests" / "data" / "official_declip_losses.npz"  # The authors' outputs (see its README).
 
 
 def pytest_configure(config):

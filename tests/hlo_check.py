@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
-from declip_jax import aot  # noqa: E402  pylint: disable=g-import-not-at-top
+from declip_jax.aot import ladder  # noqa: E402  pylint: disable=g-import-not-at-top
 from tests.tiny_config import tiny_config  # noqa: E402  pylint: disable=g-import-not-at-top
 
 GLOBAL, LOCAL = 112, 14
@@ -23,7 +23,7 @@ def main():
   config = tiny_config()
   config.train.batch_size = GLOBAL
   config.nns.group_size = 128
-  compiled = aot.compile_train_step(config, jax.devices()[:8])
+  compiled = ladder.compile_train_step(config, jax.devices()[:8])
   hlo = compiled.as_text()
   shapes = set(re.findall(r"f32\[(\d+),(\d+)\]", hlo))
   print(json.dumps({"global_x_global": [GLOBAL, GLOBAL] in [[int(a), int(b)] for a, b in shapes],

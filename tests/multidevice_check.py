@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from declip_jax import config as config_lib, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import config as config_lib, presets, parallel, synthetic, train_setup  # noqa: E402
 from tests.tiny_config import tiny_config, tiny_resnet_config  # noqa: E402
 
 STEPS = 2
@@ -61,7 +61,7 @@ def methods_config():
   """SLIP's losses and views plus FILIP's token-wise term in one model: SimCLR over the gathered views (its
   BatchNorm groups of 4 spanning devices), the token selection, the selected tokens' gather and the chunked
   token-wise logits (blocks of 4 of the 16 columns) against one device."""
-  config = config_lib.use_slip(tiny_config())
+  config = presets.use_slip(tiny_config())
   config.loss.weights.filip = 1.0
   config.loss.filip_chunk_size = 4
   return config

@@ -3,6 +3,7 @@
 import numpy as np
 
 from declip_jax.data import pipeline
+from declip_jax.data.records import BAD_RECORD_COUNTERS
 
 
 def assert_resumes_batch_for_batch(config, tokenizer, consumed: int, compared: int, process_index: int = 0,
@@ -37,8 +38,7 @@ def expected_bad_record_counts(records, categories: dict, count: int) -> tuple[l
     The keys of the first `count` usable examples and the cumulative counts (in BAD_RECORD_COUNTERS order) up
     to each.
   """
-  from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
-  keys, counts, totals = [], [], dict.fromkeys(tfrecord_source.BAD_RECORD_COUNTERS, 0)
+  keys, counts, totals = [], [], dict.fromkeys(BAD_RECORD_COUNTERS, 0)
   for key, extra in records:
     for name, value in extra.items():
       totals[name] += value

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from declip_jax import aot, gpu_target
+from declip_jax.aot import gpu_target, ladder
 from tests.conftest import REPO
 from tests.tiny_config import tiny_config
 
@@ -16,11 +16,11 @@ from tests.tiny_config import tiny_config
 def test_out_of_memory_messages_of_both_phrasings_are_read():
   temporaries = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
                  "(32.51G) exceeds available HBM (15.75G).")
-  needed, available, what = aot.parse_out_of_memory(temporaries)
+  needed, available, what = ladder.parse_out_of_memory(temporaries)
   assert (round(needed, 2), round(available, 2), what) == (32.51, 15.75, "HLO temporaries")
   used = "XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 20.5G of 15.75G hbm."
-  assert [round(x, 2) for x in aot.parse_out_of_memory(used)[:2]] == [20.5, 15.75]
-  assert aot.parse_out_of_memory("INVALID_ARGUMENT: something else") is None
+  assert [round(x, 2) for x in ladder.parse_out_of_memory(used)[:2]] == [20.5, 15.75]
+  assert ladder.parse_out_of_memory("INVALID_ARGUMENT: something else") is None
 
 
 def test_ladder_is_cumulative_stops_at_the_first_fit_and_the_verdict_names_its_flags(monkeypatch):
@@ -30,18 +30,18 @@ def test_ladder_is_cumulative_stops_at_the_first_fit_and_the_verdict_names_its_f
   def fake_try_compile(config, devices, label, overrides, available):
     seen.append((label, dict(overrides), config.train.batch_size, config.model.dtype))
     fits = config.train.batch_size <= 8 and config.model.text.remat == "full"
-    return aot.Attempt(label, overrides, fits, 10.0 if fits else 20.0, "planned peak" if fits else "HLO temporaries")
+    return ladder.Attempt(label, overrides, fits, 10.0 if fits else 20.0, "planned peak" if fits else "HLO temporaries")
 
-  monkeypatch.setattr(aot, "try_compile", fake_try_compile)
+  monkeypatch.setattr(ladder, "try_compile", fake_try_compile)
   config = tiny_config()
-  attempts = aot.fit(config, devices=None, available=15.75)
-  assert [a.label for a in attempts] == [label for label, _ in aot.LADDER[:6]]
+  attempts = ladder.fit(config, devices=None, available=15.75)
+  assert [a.label for a in attempts] == [label for label, _ in ladder.LADDER[:6]]
   assert seen[1][3] == "bfloat16" and seen[5][2] == 8 and seen[4][1]["mesh.shape"] == (1, -1, 1)
-  text = aot.verdict(attempts, 15.75)
+  text = ladder.verdict(attempts, 15.75)
   assert text.startswith("DOES NOT FIT as configured: needs over 20.00 GiB per device (its HLO temporaries alone)")
   assert ("--config.model.dtype=bfloat16" in text and "--config.model.text.remat=full" in text
           and "--config.train.batch_size=8" in text and "--config.mesh.shape='(1, -1, 1)'" in text)
-  assert aot.verdict(attempts[-1:], 15.75).startswith("FITS as configured: planned peak 10.00 GiB")
+  assert ladder.verdict(attempts[-1:], 15.75).startswith("FITS as configured: planned peak 10.00 GiB")
 
 
 def test_a_compiled_program_whose_state_does_not_fit_is_refused():
@@ -49,8 +49,8 @@ def test_a_compiled_program_whose_state_does_not_fit_is_refused():
   config = tiny_config()
   import jax  # pylint: disable=g-import-not-at-top
   devices = jax.devices()[:1]
-  assert aot.try_compile(config, devices, "x", {}, available=None).fits
-  refused = aot.try_compile(config, devices, "x", {}, available=1e-6)
+  assert ladder.try_compile(config, devices, "x", {}, available=None).fits
+  refused = ladder.try_compile(config, devices, "x", {}, available=1e-6)
   assert not refused.fits and "compiles, but temporaries + state + batch need" in refused.error
 
 
@@ -58,7 +58,7 @@ def test_a_compiled_program_whose_state_does_not_fit_is_refused():
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (pip install jax[tpu])")
 def test_vit_b32_step_compiles_for_a_v5e_slice_with_libtpu():
   """The recipe's B/32 step at 128 images per chip on v5e 2x2: float32 does not fit 16 GiB; the ladder finds
-  bf16 + save_dots remat, as the README's table says for v5e-32."""
+  bf16 + save_dots remat, as the table in docs/accelerators.md says for v5e-32."""
   out = subprocess.run([sys.executable, "-m", "declip_jax.aot", "--config=configs/declip_vit_b32.py",
                         "--target=tpu:v5e:2x2", "--config.train.batch_size=512", "--config.nns.groups=4"],
                        cwd=REPO, capture_output=True, text=True, timeout=1200,
@@ -77,12 +77,12 @@ def test_ladder_skips_rungs_the_config_already_has(monkeypatch):
   def fake_try_compile(config, devices, label, overrides, available):
     labels.append(label)
     assert config.model.image.remat == "full" and config.model.dtype == "bfloat16"
-    return aot.Attempt(label, overrides, "FSDP" in label, 1.0, "planned peak")
+    return ladder.Attempt(label, overrides, "FSDP" in label, 1.0, "planned peak")
 
-  monkeypatch.setattr(aot, "try_compile", fake_try_compile)
+  monkeypatch.setattr(ladder, "try_compile", fake_try_compile)
   config = tiny_config()
   config.model.dtype, config.model.image.remat, config.model.text.remat = "bfloat16", "full", "full"
-  attempts = aot.fit(config, devices=None, available=15.75)
+  attempts = ladder.fit(config, devices=None, available=15.75)
   assert labels == ["as configured", "+ FSDP over all devices"] and attempts[-1].overrides == {"mesh.shape": (1, -1, 1)}
 
 
@@ -136,8 +136,8 @@ def test_gpu_targets_carry_the_datasheet_numbers():
 def test_the_roofline_is_the_larger_of_the_compute_and_the_memory_time():
   config = tiny_config()
   h100 = gpu_target.load("h100")
-  estimate = aot.roofline(config, {"flops": 0.0, "bytes accessed": 3.3523e9}, h100, num_devices=8)
+  estimate = ladder.roofline(config, {"flops": 0.0, "bytes accessed": 3.3523e9}, h100, num_devices=8)
   assert estimate["bound"] == "memory" and estimate["memory_ms"] == pytest.approx(1.0, rel=1e-3)
   assert estimate["images_per_s"] == pytest.approx(2 / 1e-3, rel=1e-3)  # 2 images per device per 1 ms.
-  heavy = aot.roofline(config, {"flops": 495.0e12, "bytes accessed": 1.0}, h100, num_devices=8)
+  heavy = ladder.roofline(config, {"flops": 495.0e12, "bytes accessed": 1.0}, h100, num_devices=8)
   assert heavy["bound"] == "compute" and heavy["step_ms"] == pytest.approx(1000.0, rel=1e-3)

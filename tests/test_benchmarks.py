@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from declip_jax import gpu_target
+from declip_jax.aot import gpu_target
 from tests.conftest import REPO
 
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",

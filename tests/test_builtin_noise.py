@@ -4,7 +4,7 @@ rate and recognisable, deterministic, and the held-out split clean."""
 import numpy as np
 import pytest
 
-from declip_jax import config as config_lib
+from declip_jax import builtin_vocabulary, config as config_lib
 from declip_jax.data import builtin
 from tests.tiny_config import tiny_config
 
@@ -29,7 +29,7 @@ def test_noise_keeps_images_labels_and_the_test_split_and_hits_each_rate():
   assert captions == list(noisy.captions)
   for kind, rate in enumerate((1 - 0.45, 0.2, 0.15, 0.1)):
     assert abs(np.mean(kinds == kind) - rate) < 0.03, kind
-  vocabulary = set(builtin.vocabulary())
+  vocabulary = set(builtin_vocabulary.vocabulary())
   for i in np.flatnonzero(kinds == 1):  # Partial: only true attributes, fewer of them, known words.
     assert set(captions[i].replace(",", "").split()) <= vocabulary
     for name in ("shape", "colour"):

@@ -10,8 +10,7 @@ import sys
 import jax
 import numpy as np
 
-from declip_jax import checkpointing, parallel, state as state_lib, synthetic, token_ids, train_setup
-from declip_jax.data import builtin
+from declip_jax import builtin_vocabulary, checkpointing, parallel, state as state_lib, synthetic, token_ids, train_setup
 from declip_jax.losses import mlm
 from tests.conftest import REPO
 from tests.tiny_config import tiny_config
@@ -31,7 +30,7 @@ def test_training_core_runs_with_tensorflow_and_clu_unimportable():
 
 
 def test_token_ids_of_the_recipe_need_no_file():
-  """clip_bpe with CLIP's 48,894 merges: the official layouts' ids by arithmetic (DESIGN §4)."""
+  """clip_bpe with CLIP's 48,894 merges: the official layouts' ids by arithmetic (docs/design.md §4)."""
   config = tiny_config()
   config.data.tokenizer, config.data.vocab_path, config.data.bpe_num_merges = "clip_bpe", "", 48_894
   declip = token_ids.from_config(config)
@@ -42,7 +41,7 @@ def test_token_ids_of_the_recipe_need_no_file():
   assert (openai.sot_id, openai.eot_id, openai.mask_id) == (49406, 49407, 49408)
   config.data.tokenizer = "word"
   words = token_ids.from_config(config)
-  n = len(builtin.vocabulary())
+  n = len(builtin_vocabulary.vocabulary())
   assert (words.pad_id, words.unk_id, words.mask_id, words.sot_id, words.eot_id, words.vocab_size) == (
       0, 1, n + 2, n + 3, n + 4, n + 5)
 

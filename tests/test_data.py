@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from declip_jax import builtin_vocabulary
 from declip_jax.data import builtin, image_views, pipeline, text_views, tokenizers
 
 
@@ -165,8 +166,8 @@ def test_builtin_dataset_is_deterministic_and_has_vocabulary_coverage():
   np.testing.assert_array_equal(a.images, b.images)
   test = builtin.generate(50, 16, 3, "test")
   assert not np.array_equal(a.images, test.images)
-  tok = tokenizers.WordTokenizer(builtin.vocabulary(), 24)
-  ids = tok.tokenize_numpy(list(a.captions) + [t.format(s) for a, ts in builtin.ZERO_SHOT_TEMPLATES.items() for t in ts
+  tok = tokenizers.WordTokenizer(builtin_vocabulary.vocabulary(), 24)
+  ids = tok.tokenize_numpy(list(a.captions) + [t.format(s) for a, ts in builtin_vocabulary.ZERO_SHOT_TEMPLATES.items() for t in ts
                                                  for s in builtin.ATTRIBUTES[a]])
   assert not np.any(ids == tok.unk_id)
   assert set(a.labels.tolist()) <= set(range(len(builtin.SHAPES)))

@@ -1,4 +1,4 @@
-"""The README's demo claims, end to end (slow: about 6 minutes on 2 cores; run with `pytest -m slow`)."""
+"""The demo claims of docs/results.md, end to end (slow: about 6 minutes on 2 cores; run with `pytest -m slow`)."""
 
 import pytest
 

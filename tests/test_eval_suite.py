@@ -17,9 +17,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import declip_jax
-from declip_jax import config as config_lib, train
-from declip_jax.data import builtin, pipeline
-from declip_jax.data.tfrecord_source import DataSourceError
+from declip_jax import builtin_vocabulary, config as config_lib, train
+from declip_jax.data import pipeline
+from declip_jax.data.errors import DataSourceError
 from declip_jax.evaluation import datasets, linear_probe, retrieval, runner, zero_shot
 from declip_jax.models import declip
 from tests.conftest import REPO, virtual_devices_flags
@@ -141,7 +141,7 @@ def test_zero_shot_on_tfds_matches_a_direct_computation(trained_run, tfds_dir):
   images = np.stack([transform(tf.constant(e["image"])).numpy() for e in examples])
   labels = np.asarray([e["label"] for e in examples])
   names = [n.replace("_", " ") for n in LABEL_NAMES]
-  weights = zero_shot.classifier_weights(loaded.encode_text, names, builtin.ZERO_SHOT_TEMPLATES["colour"])
+  weights = zero_shot.classifier_weights(loaded.encode_text, names, builtin_vocabulary.ZERO_SHOT_TEMPLATES["colour"])
   expected = zero_shot.classification_metrics(_direct_image_embeddings(module, variables, images), weights, labels)
   assert result["metrics"] == pytest.approx(expected, abs=1e-9)
 

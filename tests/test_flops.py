@@ -2,7 +2,8 @@
 
 import pytest
 
-from declip_jax import config as config_lib, flops
+from declip_jax import config as config_lib, presets
+from declip_jax.aot import flops
 
 
 def test_tower_forward_flops_match_published_clip_numbers():
@@ -23,7 +24,7 @@ def test_train_step_counts_forward_three_times_except_frozen_and_gradient_free_p
   assert parts["patch_embedding"] == 2 * 8 * 2 * 49 * 32 * 32 * 3 * 768  # Frozen first layer: forward only.
   assert parts["nn_lookup"] == 2 * 8 * 2 * 65_536 * 512  # Two text passes against the own group's 65,536 slots.
   assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
-  clip = flops.train_step(config_lib.use_clip_baseline(config_lib.base_config()))
+  clip = flops.train_step(presets.use_clip_baseline(config_lib.base_config()))
   assert set(clip) == {"patch_embedding", "image_tower", "text_tower", "contrastive", "total"}
 
 
@@ -49,16 +50,16 @@ def test_the_methods_terms_are_counted():
   """SLIP: three tower passes, one of them in the CLIP term, the SimCLR head on two; FILIP: no global term, its
   token-wise logits over every pair of the global batch are over a fifth of the step (ViT-B/32 at 4,096: 52 of
   232 TFLOP)."""
-  slip = flops.train_step(config_lib.use_slip(config_lib.base_config()))
+  slip = flops.train_step(presets.use_slip(config_lib.base_config()))
   b = 4096
   assert slip["image_tower"] == 3 * 3 * b * (flops.transformer_forward(50, 768, 12) + 2 * 768 * 512)
   assert slip["contrastive"] == 3 * 1 * 2.0 * b * b * 512  # One image view x the plain caption.
   assert slip["simclr_head"] == 3 * 2 * b * 2.0 * (768 * 4096 + 4096 * 4096 + 4096 * 256)
   assert slip["simclr_loss"] == 3 * 2.0 * (2 * b) ** 2 * 256
-  filip = flops.train_step(config_lib.use_filip(config_lib.base_config()))
+  filip = flops.train_step(presets.use_filip(config_lib.base_config()))
   assert "contrastive" not in filip and filip["filip_logits"] == 3 * 2.0 * b * b * (49 + 77) * 16 * 256
   assert 0.2 < filip["filip_logits"] / filip["total"] < 0.3
-  defilip = flops.train_step(config_lib.use_defilip(config_lib.base_config()))
+  defilip = flops.train_step(presets.use_defilip(config_lib.base_config()))
   declip = flops.train_step(config_lib.base_config())
   assert defilip["total"] - declip["total"] == pytest.approx(
       defilip["filip_mappings"] + defilip["filip_selection"] + defilip["filip_logits"])

@@ -1,5 +1,5 @@
 """The compiled train step on 8 devices never holds a B_global x B_global logits buffer: each device scores
-its B_local rows against the B_global gathered columns (DESIGN §5)."""
+its B_local rows against the B_global gathered columns (docs/design.md §5)."""
 
 import json
 import os

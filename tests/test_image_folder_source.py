@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from declip_jax import config as config_lib
-from declip_jax.data import errors, pipeline, sources, tfrecord_source
+from declip_jax.data import errors, pipeline, records, sources
 from declip_jax.evaluation import datasets
 from tests import pipeline_checks
 from tests.test_tfrecord_source import COLOURS, FORMATS, _image_bytes
@@ -60,7 +60,7 @@ def folder_config(root, source: str = "image_folder"):
 
 def _examples(config, process_index=0, process_count=1):
   stream = sources.get("image_folder").stream(config.data.image_folder.captions, config.data, config.train.seed)
-  return stream, tfrecord_source.examples(stream.files, stream.parse, stream.read, config.data, config.train.seed,
+  return stream, records.examples(stream.files, stream.parse, stream.read, config.data, config.train.seed,
                                           process_index, process_count, stream.read_file)
 
 
@@ -70,11 +70,11 @@ def test_bad_rows_are_skipped_and_counted_exactly(photos):
   config_lib.validate(config)
   stream, examples = _examples(config)
   assert len(stream.files) == 6  # 43 rows in units of 8.
-  raw = tfrecord_source.raw_records(stream.files, stream.read, config.train.seed, config.data.shuffle_window, 0, 1,
+  raw = records.raw_records(stream.files, stream.read, config.train.seed, config.data.shuffle_window, 0, 1,
                                     stream.read_file)
   names = ((row["path"].decode().rsplit("/", 1)[-1], {}) for row in raw.as_numpy_iterator())
   expected_names, expected_counts = pipeline_checks.expected_bad_record_counts(names, BAD, 100)
-  final = dict(zip(tfrecord_source.BAD_RECORD_COUNTERS, expected_counts[-1]))
+  final = dict(zip(records.BAD_RECORD_COUNTERS, expected_counts[-1]))
   assert final["skipped_sample_without_image"] >= 2 and final["skipped_undecodable_image"] >= 2
   got = list(examples.take(100).as_numpy_iterator())
   np.testing.assert_array_equal([e["bad_records"] for e in got], expected_counts)

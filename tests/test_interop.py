@@ -185,8 +185,8 @@ def test_import_command_starts_a_run_from_open_clip_weights(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B/32", "RN50"])
 def test_full_size_import_matches_open_clip(name):
-  from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  config = config_lib.set_architecture(tiny_config(), name)
+  from declip_jax import presets  # pylint: disable=g-import-not-at-top
+  config = presets.set_architecture(tiny_config(), name)
   config.model.image.image_size, config.model.text.context_length = 224, 77
   config.model.text.vocab_size, config.model.text.projection_bias = 49_408, False
   reference = _random_open_clip(config, seed=0)

@@ -1,5 +1,5 @@
 """Two processes x 4 CPU devices on localhost (gloo collectives) train exactly what one process x 8 devices
-trains: same logged losses, same final state (DESIGN §5)."""
+trains: same logged losses, same final state (docs/design.md §5)."""
 
 import json
 import os

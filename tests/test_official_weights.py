@@ -14,14 +14,14 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
-from declip_jax import config as config_lib  # noqa: E402
+from declip_jax import presets  # noqa: E402
 from declip_jax.interop import open_clip_weights as ow  # noqa: E402
 from declip_jax.models import declip  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.test_interop import ARCHITECTURES, _config, _inputs, _open_clip_embeddings, _random_open_clip  # noqa: E402
 
-METHODS = {"clip": config_lib.use_clip_baseline, "declip": lambda c: c, "slip": config_lib.use_slip,
-           "filip": config_lib.use_filip, "defilip": config_lib.use_defilip}
+METHODS = {"clip": presets.use_clip_baseline, "declip": lambda c: c, "slip": presets.use_slip,
+           "filip": presets.use_filip, "defilip": presets.use_defilip}
 
 
 def _linear(rng, d_in, d_out):
@@ -151,7 +151,7 @@ def test_unknown_missing_and_mismatched_keys_are_named(tmp_path):
   config = _config(**ARCHITECTURES["vit_b32"], vocab=60)
   config.model.text.projection_bias = True
   official_checkpoint(config, tmp_path / "declip.pth.tar")
-  as_clip = config_lib.use_clip_baseline(config.copy_and_resolve_references())  # The DeCLIP heads have no place.
+  as_clip = presets.use_clip_baseline(config.copy_and_resolve_references())  # The DeCLIP heads have no place.
   with pytest.raises(ow.WeightMismatchError, match=r"unknown keys \(\d+\): predictor.bn1.bias"):
     convert.import_weights(as_clip, str(tmp_path / "declip.pth.tar"), str(tmp_path / "a"), "declip_official")
   checkpoint = torch.load(tmp_path / "declip.pth.tar", weights_only=True)
@@ -180,7 +180,7 @@ def test_a_checkpoint_with_code_is_refused_without_running_it(tmp_path, capsys):
 @pytest.mark.slow  # Minutes on 2 cores; the same code at small sizes is in the default suite above.
 def test_a_full_size_official_declip_vit_b32_imports_and_evaluates(tmp_path):
   """The recipe's ViT-B/32 DeCLIP in the official layout: the command imports it; embeddings equal open_clip's
-  forward of the same towers (max relative error, the README's parity figure); `--mode=eval` runs on it."""
+  forward of the same towers (max relative error, the parity figure in docs/interop.md); `--mode=eval` runs on it."""
   config_file = tmp_path / "official_declip_vit_b32.py"
   config_file.write_text(
       "from configs import declip_vit_b32\nfrom declip_jax import config as config_lib\n\n\ndef get_config():\n"

@@ -12,7 +12,7 @@ import ml_collections
 import pytest
 from etils import epath
 
-from declip_jax import study, study_records
+from declip_jax.study import grid, records as study_records, report
 from tests.conftest import REPO
 
 
@@ -31,26 +31,26 @@ def tiny_study(num_train=(96, 200), seeds=(0, 1), methods=None) -> ml_collection
 
 def test_grid_names_commands_and_completion(tmp_path):
   s = tiny_study()
-  runs = study.runs_of(s)
+  runs = grid.runs_of(s)
   assert [r.name for r in runs][:3] == ["clip-n96-noisy-s0", "clip-n96-noisy-s1", "clip-n200-noisy-s0"]
-  assert len(runs) == 8 and study.num_steps(s) == 2
-  assert [r.name for r in study.seed_major(s, runs)][:5] == [
+  assert len(runs) == 8 and study_records.num_steps(s) == 2
+  assert [r.name for r in grid.seed_major(s, runs)][:5] == [
       "clip-n96-noisy-s0", "clip-n200-noisy-s0", "declip-n96-noisy-s0", "declip-n200-noisy-s0", "clip-n96-noisy-s1"]
-  cmd = study.command(s, runs[0], epath.Path(tmp_path))
+  cmd = grid.command(s, runs[0], epath.Path(tmp_path))
   assert "--config.data.augment.crop_scale=(0.5, 1.0)" in cmd and "--config.data.builtin.num_train=96" in cmd
   assert "--config.data.builtin.noise.unrelated=0.2" in cmd and "--config.train.seed=0" in cmd
   run_dir = epath.Path(tmp_path) / runs[0].name
   run_dir.mkdir()
-  assert not study.is_complete(run_dir, 2)
+  assert not grid.is_complete(run_dir, 2)
   (run_dir / "eval_results.json").write_text(json.dumps({"a": {"step": 1, "metrics": {"m": 0.5}}}))
-  assert not study.is_complete(run_dir, 2)
+  assert not grid.is_complete(run_dir, 2)
   (run_dir / "eval_results.json").write_text(json.dumps({"a": {"step": 2, "metrics": {"m": 0.5}}}))
-  assert study.is_complete(run_dir, 2)
+  assert grid.is_complete(run_dir, 2)
 
 
 def fake_finished_runs(s, workdir: epath.Path, count=None, value=lambda i: 0.1 * i):
   """Workdirs of the study's first `count` runs as a finished run leaves them (eval_results.json at the last step)."""
-  for i, run in enumerate(study.runs_of(s)[:count]):
+  for i, run in enumerate(grid.runs_of(s)[:count]):
     (workdir / run.name).mkdir(parents=True)
     (workdir / run.name / "eval_results.json").write_text(json.dumps(
         {"zero_shot_shape": {"step": 2, "metrics": {"zero_shot_top1": value(i)}}}))
@@ -60,22 +60,22 @@ def test_collect_and_plot(tmp_path):
   s = tiny_study()
   workdir = epath.Path(tmp_path)
   fake_finished_runs(s, workdir / "w", 6)
-  recorded, left = study.plan(study.Records(s, workdir / "records", "tiny"), workdir / "w")
+  recorded, left = study_records.plan(study_records.Records(s, workdir / "records", "tiny"), workdir / "w")
   assert len(recorded) == 6 and len(left) == 2
-  rows = study.collect(s, recorded, workdir / "results.csv")
+  rows = report.collect(s, recorded, workdir / "results.csv")
   assert len(rows) == 6 and rows[0]["zero_shot_shape/zero_shot_top1"] == 0.0
   with open(workdir / "results.csv") as f:
     assert len(list(csv.DictReader(f))) == 6
-  summary = study.summarize(rows, "zero_shot_shape/zero_shot_top1")
+  summary = report.summarize(rows, "zero_shot_shape/zero_shot_top1")
   assert summary[("clip", "noisy", 96)] == pytest.approx((0.05, 0.0, 0.1, 2))
-  markdown = study.table(rows, {"shape": "zero_shot_shape/zero_shot_top1"}).splitlines()
+  markdown = report.table(rows, {"shape": "zero_shot_shape/zero_shot_top1"}).splitlines()
   assert markdown[0] == "| pairs | method | noise | shape | seeds |" and len(markdown) == 2 + 3
   assert markdown[2] == "| 96 | clip | noisy | 5.0 ± 7.1 | 2 |"  # Seeds 0.0 and 0.1: sample std 0.0707.
   assert markdown[3] == "| 96 | declip | noisy | 45.0 ± 7.1 | 2 |"
   assert markdown[4] == "| 200 | clip | noisy | 25.0 ± 7.1 | 2 |"
-  assert study.table(rows[:1], {"shape": "zero_shot_shape/zero_shot_top1"}).splitlines()[2] == (
+  assert report.table(rows[:1], {"shape": "zero_shot_shape/zero_shot_top1"}).splitlines()[2] == (
       "| 96 | clip | noisy | 0.0 | 1 |")
-  study.plot(rows, dict(s.plot), workdir / "results.png")
+  report.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -124,17 +124,17 @@ def test_a_study_at_one_size_is_plotted_as_bars(tmp_path):
   s = tiny_study(num_train=(96,))
   workdir = epath.Path(tmp_path)
   fake_finished_runs(s, workdir / "w")
-  recorded, _ = study.plan(study.Records(s, workdir / "records", "tiny"), workdir / "w")
-  rows = study.collect(s, recorded, workdir / "results.csv")
-  study.plot(rows, dict(s.plot), workdir / "results.png")
+  recorded, _ = study_records.plan(study_records.Records(s, workdir / "records", "tiny"), workdir / "w")
+  rows = report.collect(s, recorded, workdir / "results.csv")
+  report.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_methods_and_panels_given_as_pairs_keep_their_order():
   s = tiny_study(num_train=(96,), seeds=(0,), methods=(("declip", ()), ("clip", (("loss.weights.iss", 0.0),))))
-  assert [r.name for r in study.runs_of(s)] == ["declip-n96-noisy-s0", "clip-n96-noisy-s0"]
+  assert [r.name for r in grid.runs_of(s)] == ["declip-n96-noisy-s0", "clip-n96-noisy-s0"]
   rows = [{"method": "declip", "num_train": 96, "noise": "noisy", "seed": 0, "b": 0.5, "a": 0.25}]
-  header = study.table(rows, dict(study._items((("b", "b"), ("a", "a"))))).splitlines()[0]
+  header = report.table(rows, dict(grid.pairs((("b", "b"), ("a", "a"))))).splitlines()[0]
   assert header == "| pairs | method | noise | b | a | seeds |"
 
 
@@ -143,12 +143,12 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   reported by key and its run is left to do; another study's record of the same run (name and config) counts."""
   s = tiny_study()
   root = epath.Path(tmp_path)
-  records = study.Records(s, root / "docs" / "tiny", "tiny")
+  records = study_records.Records(s, root / "docs" / "tiny", "tiny")
   fake_finished_runs(s, root / "w", 5)
-  recorded, left = study.plan(records, root / "w")
+  recorded, left = study_records.plan(records, root / "w")
   assert len(recorded) == 5
   assert [r.name for r in left] == ["declip-n200-noisy-s0", "declip-n96-noisy-s1", "declip-n200-noisy-s1"]
-  record = study_records.read(records.path(study.runs_of(s)[0]))
+  record = study_records.read(records.path(grid.runs_of(s)[0]))
   assert record["run"] == "clip-n96-noisy-s0" and record["steps"] == 2 and record["seed"] == 0
   assert record["config"]["loss.weights.iss"] == 0.0 and record["config"]["data.builtin.num_train"] == 96
   assert record["config"]["data.augment.crop_scale"] == [0.5, 1.0] and record["wall_seconds"] is None
@@ -158,9 +158,9 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   assert "--config.data.augment.crop_scale=(0.5, 1.0)" in command
 
   (root / "w").rmtree()  # A fresh clone on another machine: the records alone.
-  again, left_again = study.plan(records, root / "w")
+  again, left_again = study_records.plan(records, root / "w")
   assert again.keys() == recorded.keys() and [r.name for r in left_again] == [r.name for r in left]
-  rows = study.write_results(records, root / "w")  # What the runner rebuilds after each recorded run.
+  rows = report.write_results(records, root / "w")  # What the runner rebuilds after each recorded run.
   assert [r["zero_shot_shape/zero_shot_top1"] for r in rows] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
   assert (root / "docs" / "tiny" / "results.md").read_text().count("| clip |") == 2
   assert (root / "docs" / "tiny" / "results.png").exists() and not (root / "w").exists()
@@ -168,13 +168,13 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   changed = tiny_study(methods=ml_collections.ConfigDict(
       {"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.6, 1.0))), "declip": ()}))
   said = []
-  recorded, left = study.plan(study.Records(changed, root / "docs" / "tiny", "tiny"), root / "w", say=said.append)
+  recorded, left = study_records.plan(study_records.Records(changed, root / "docs" / "tiny", "tiny"), root / "w", say=said.append)
   assert {r.name for r in left} >= {"clip-n96-noisy-s0", "clip-n200-noisy-s1"} and len(recorded) == 1
   assert len(said) == 4 and "data.augment.crop_scale: [0.5, 1.0] -> [0.6, 1.0]" in said[0]
 
-  other = study.Records(s, root / "docs" / "other_study", "other_study")  # Shares the runs of the same name.
-  shared, _ = study.plan(other, root / "w")
-  assert set(shared) == {r.name for r in study.runs_of(s)[:5]}
+  other = study_records.Records(s, root / "docs" / "other_study", "other_study")  # Shares the runs of the same name.
+  shared, _ = study_records.plan(other, root / "w")
+  assert set(shared) == {r.name for r in grid.runs_of(s)[:5]}
   assert not (root / "docs" / "other_study" / "runs").exists()  # Reused, not copied.
 
 
@@ -204,5 +204,5 @@ def test_a_runs_time_is_split_into_startup_training_and_the_final_evaluation():
       "I1202 12:30:20.500000 1 train.py:209] Training from step 0 to 2.",
       "I1202 12:30:31.000000 1 logging_writer.py:48] [2] train/loss=1.0",
       "I1202 12:30:35.000000 1 logging_writer.py:48] [2] eval/x/m=0.5"])
-  assert study.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5, "final_s": 9.0}
-  assert study.phases("no timestamps", started, started + 40, steps=2) is None
+  assert study_records.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5, "final_s": 9.0}
+  assert study_records.phases("no timestamps", started, started + 40, steps=2) is None

@@ -11,7 +11,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from declip_jax import config as config_lib
-from declip_jax.data import pipeline, tfds_source
+from declip_jax.data import pipeline, records
+from declip_jax.data.sources import tfds as tfds_source
 from declip_jax.evaluation import datasets
 from tests import pipeline_checks
 from tests.tiny_config import tiny_config
@@ -102,5 +103,5 @@ def test_training_batches_resume_and_retrieval_uses_every_caption(data_dir):
 def test_unknown_feature_path_is_named(data_dir):
   config = tfds_config(data_dir)
   config.data.tfds.caption_key = "caption"
-  with pytest.raises(tfds_source.DataSourceError, match="data.tfds.caption_key 'caption'"):
+  with pytest.raises(records.DataSourceError, match="data.tfds.caption_key 'caption'"):
     tfds_source.split_files_and_parser(config.data.tfds, seed=0)

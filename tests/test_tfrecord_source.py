@@ -12,7 +12,8 @@ import tensorflow as tf
 from PIL import Image
 
 from declip_jax import config as config_lib
-from declip_jax.data import pipeline, tfrecord_source, write_tfrecords
+from declip_jax.data import pipeline, records, write_tfrecords
+from declip_jax.data.sources import tfrecord as tfrecord_source
 from tests import pipeline_checks
 from tests.tiny_config import tiny_config
 
@@ -99,7 +100,7 @@ def tfrecord_config(files: str, vocab: str):
 
 
 def _examples(files, config, process_index=0, process_count=1):
-  return tfrecord_source.examples(files, tfrecord_source.example_parser(config.data.tfrecord), config.data.tfrecord,
+  return records.examples(files, tfrecord_source.example_parser(config.data.tfrecord), config.data.tfrecord,
                                   config.data, config.train.seed, process_index, process_count)
 
 
@@ -113,9 +114,9 @@ BAD_KEYS = {"bad0": "skipped_undecodable_image", "bad1": "skipped_undecodable_im
 def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
   """Against a reference that walks the same raw record order and classifies each record by its key."""
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
-  files = tfrecord_source.list_files(config.data.tfrecord.files)
+  files = records.list_files(config.data.tfrecord.files)
   n = 200  # About three epochs of the 63 usable records.
-  raw = tfrecord_source.raw_records(files, config.data.tfrecord, config.train.seed, config.data.shuffle_window, 0, 1)
+  raw = records.raw_records(files, config.data.tfrecord, config.train.seed, config.data.shuffle_window, 0, 1)
   keys = ((tf.train.Example.FromString(r).features.feature["key"].bytes_list.value[0].decode(), {})
           for r in raw.as_numpy_iterator())
   expected_keys, expected_counts = pipeline_checks.expected_bad_record_counts(keys, BAD_KEYS, n)
@@ -137,7 +138,7 @@ def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
 
 def test_decoding_in_the_graph_gives_the_same_examples_and_still_stops_bombs(shards):
   config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
-  files = tfrecord_source.list_files(config.data.tfrecord.files)
+  files = records.list_files(config.data.tfrecord.files)
   with_python = list(_examples(files, config).take(70).as_numpy_iterator())
   config.data.skip_undecodable_images = False
   in_graph = list(_examples(files, config).take(70).as_numpy_iterator())
@@ -146,17 +147,17 @@ def test_decoding_in_the_graph_gives_the_same_examples_and_still_stops_bombs(sha
     assert a["caption"] == b["caption"] and (a["bad_records"] == b["bad_records"]).all()
   rng = np.random.default_rng(0)
   for kind in ("png", "jpeg"):
-    _, status = tfrecord_source._decode_in_graph(tf.constant(decompression_bomb(kind, rng)), tf.constant(True),
+    _, status = records._decode_in_graph(tf.constant(decompression_bomb(kind, rng)), tf.constant(True),
                                                  config.data.max_image_pixels)
-    assert int(status) == tfrecord_source.OVERSIZED
+    assert int(status) == records.OVERSIZED
   with pytest.raises(tf.errors.InvalidArgumentError):
-    tfrecord_source._decode_in_graph(tf.constant(b"not an image"), tf.constant(True), config.data.max_image_pixels)
+    records._decode_in_graph(tf.constant(b"not an image"), tf.constant(True), config.data.max_image_pixels)
 
 
 def test_one_epoch_holds_every_usable_record_once(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.data.shuffle_window, config.data.tfrecord.cycle_length = 1, 1
-  got = list(_examples(tfrecord_source.list_files(config.data.tfrecord.files), config).take(63).as_numpy_iterator())
+  got = list(_examples(records.list_files(config.data.tfrecord.files), config).take(63).as_numpy_iterator())
   captions = sorted(e["caption"].decode() for e in got)
   assert [c for c in captions if c.startswith("a ")] == sorted(f"a {COLOURS[i % 4]} photo number {i}"
                                                                 for i in range(60))
@@ -165,8 +166,8 @@ def test_one_epoch_holds_every_usable_record_once(shards):
 
 def test_shuffle_permutes_whole_windows(shards):
   config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
-  files = tfrecord_source.list_files(config.data.tfrecord.files)
-  take = lambda window: [r for r in tfrecord_source.raw_records(files, config.data.tfrecord, 0, window, 0, 1)
+  files = records.list_files(config.data.tfrecord.files)
+  take = lambda window: [r for r in records.raw_records(files, config.data.tfrecord, 0, window, 0, 1)
                          .take(64).as_numpy_iterator()]
   plain, shuffled = take(1), take(16)
   assert plain != shuffled
@@ -177,7 +178,7 @@ def test_shuffle_permutes_whole_windows(shards):
 def test_processes_read_disjoint_files(shards):
   config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
   config.data.shuffle_window, config.data.tfrecord.cycle_length = 1, 1
-  files = tfrecord_source.list_files(config.data.tfrecord.files)
+  files = records.list_files(config.data.tfrecord.files)
   per_process = [{e["caption"] for e in _examples(files, config, p, 3).take(20).as_numpy_iterator()}
                  for p in range(3)]
   assert all(len(s) == 20 for s in per_process)
@@ -204,15 +205,15 @@ def test_each_process_resumes_its_own_rows(shards, process_index):
 
 
 def test_no_matching_files_names_the_pattern(shards):
-  with pytest.raises(tfrecord_source.DataSourceError, match="nothing_here"):
-    tfrecord_source.list_files(str(shards / "nothing_here*.tfrecord"))
+  with pytest.raises(records.DataSourceError, match="nothing_here"):
+    records.list_files(str(shards / "nothing_here*.tfrecord"))
 
 
 def test_wrong_feature_names_are_explained(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.data.tfrecord.image_key = "image"
-  with pytest.raises(tfrecord_source.DataSourceError, match=r"'image'.*\['jpg', 'key', 'txt'\]"):
-    tfrecord_source.check_usable(tfrecord_source.list_files(config.data.tfrecord.files), config.data.tfrecord,
+  with pytest.raises(records.DataSourceError, match=r"'image'.*\['jpg', 'key', 'txt'\]"):
+    tfrecord_source.check_usable(records.list_files(config.data.tfrecord.files), config.data.tfrecord,
                                  config.data)
 
 
@@ -247,4 +248,4 @@ def test_training_on_shards_resumes_exactly_and_reports_bad_records(shards, tmp_
   jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
   events = list((tmp_path / "straight").glob("events.out.tfevents.*"))
   tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(events[0])) for v in e.summary.value}
-  assert {f"data/{name}" for name in tfrecord_source.BAD_RECORD_COUNTERS} <= tags
+  assert {f"data/{name}" for name in records.BAD_RECORD_COUNTERS} <= tags

@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import config as config_lib, optim, parallel, synthetic, train_setup
+from declip_jax import config as config_lib, presets, optim, parallel, synthetic, train_setup
 from tests.tiny_config import tiny_config, tiny_resnet_config
 
-METHODS = {"slip": config_lib.use_slip, "filip": config_lib.use_filip, "defilip": config_lib.use_defilip}
+METHODS = {"slip": presets.use_slip, "filip": presets.use_filip, "defilip": presets.use_defilip}
 TERMS = {"slip": {"loss_clip_mvs", "loss_simclr"}, "filip": {"loss_filip"},
          "defilip": {"loss_clip_mvs", "loss_iss", "loss_tss", "loss_nns", "loss_filip"}}
 
@@ -72,7 +72,7 @@ def test_method_configs_validate_with_the_official_numbers(module):
 
 def test_a_filip_run_evaluates_with_the_token_wise_classifier(tmp_path):
   from declip_jax import train  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  config = config_lib.use_filip(tiny_config())
+  config = presets.use_filip(tiny_config())
   config.evals = config_lib.token_wise_evals(config.evals)
   config.train.num_steps = 2
   out = train.run(config, str(tmp_path))
@@ -83,6 +83,6 @@ def test_a_filip_run_evaluates_with_the_token_wise_classifier(tmp_path):
 
 @pytest.mark.parametrize("method", ["slip", "filip", "defilip"])
 def test_the_aot_check_compiles_each_method(method):
-  from declip_jax import aot  # pylint: disable=g-import-not-at-top
-  attempt = aot.try_compile(METHODS[method](tiny_config()), jax.devices()[:1], "as configured", {})
+  from declip_jax.aot import ladder  # pylint: disable=g-import-not-at-top
+  attempt = ladder.try_compile(METHODS[method](tiny_config()), jax.devices()[:1], "as configured", {})
   assert attempt.fits and attempt.needed_gib > 0 and attempt.cost["flops"] > 0

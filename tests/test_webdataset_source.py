@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from declip_jax import config as config_lib, logs
-from declip_jax.data import pipeline, tfrecord_source, webdataset_source
+from declip_jax.data import pipeline, records
+from declip_jax.data.sources import webdataset as webdataset_source
 from tests import pipeline_checks
 from tests.conftest import REPO
 from tests.test_tfrecord_source import COLOURS, FORMATS, _image_bytes, decompression_bomb
@@ -112,8 +113,8 @@ def wds_config(root) -> config_lib.ml_collections.ConfigDict:
 
 
 def _examples(config, process_index=0, process_count=1):
-  files = tfrecord_source.list_files(config.data.webdataset.files)
-  return tfrecord_source.examples(files, webdataset_source.parse, config.data.webdataset, config.data,
+  files = records.list_files(config.data.webdataset.files)
+  return records.examples(files, webdataset_source.parse, config.data.webdataset, config.data,
                                   config.train.seed, process_index, process_count, webdataset_source.read_shard)
 
 
@@ -121,14 +122,14 @@ def test_bad_samples_are_skipped_or_repaired_and_counted_exactly(wds_shards):
   """Against a reference that walks the same raw sample order and classifies each sample by its key."""
   config = wds_config(wds_shards)
   config_lib.validate(config)
-  files = tfrecord_source.list_files(config.data.webdataset.files)
-  raw = tfrecord_source.raw_records(files, config.data.webdataset, config.train.seed, config.data.shuffle_window,
+  files = records.list_files(config.data.webdataset.files)
+  raw = records.raw_records(files, config.data.webdataset, config.train.seed, config.data.shuffle_window,
                                     0, 1, webdataset_source.read_shard)
   n = 200
   keys = ((None, {"truncated_shard": int(s["truncated_shard"])}) if s["end_of_shard"] else (s["key"].decode(), {})
           for s in raw.as_numpy_iterator())
   expected_keys, expected_counts = pipeline_checks.expected_bad_record_counts(keys, BAD_KEYS, n)
-  final = dict(zip(tfrecord_source.BAD_RECORD_COUNTERS, expected_counts[-1]))
+  final = dict(zip(records.BAD_RECORD_COUNTERS, expected_counts[-1]))
   assert final["truncated_shard"] >= 2 and final["skipped_sample_without_caption"] >= 4
   got = list(_examples(config).take(n).as_numpy_iterator())
   np.testing.assert_array_equal([e["bad_records"] for e in got], expected_counts)
@@ -158,7 +159,7 @@ def test_train_batches_resume_batch_for_batch(wds_shards):
   config = wds_config(wds_shards)
   tokenizer = pipeline.build_tokenizer(config)
   batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=5, compared=3)
-  assert batches[-1]["bad_records"][0][tfrecord_source.BAD_RECORD_COUNTERS.index("truncated_shard")] >= 1
+  assert batches[-1]["bad_records"][0][records.BAD_RECORD_COUNTERS.index("truncated_shard")] >= 1
 
 
 def test_webdataset_as_a_mixture_entry(wds_shards):
@@ -173,11 +174,11 @@ def test_webdataset_as_a_mixture_entry(wds_shards):
 def test_tars_without_images_or_captions_are_explained(tmp_path):
   write_tar(tmp_path / "a.tar", [(f"{i}.jpeg.json", b"{}") for i in range(3)] + [("x.cls", b"1")])
   config = wds_config(tmp_path)
-  with pytest.raises(tfrecord_source.DataSourceError, match=r"extensions \['cls', 'jpeg.json'\]"):
-    webdataset_source.check_usable(tfrecord_source.list_files(config.data.webdataset.files), config.data)
+  with pytest.raises(records.DataSourceError, match=r"extensions \['cls', 'jpeg.json'\]"):
+    webdataset_source.check_usable(records.list_files(config.data.webdataset.files), config.data)
   (tmp_path / "a.tar").write_bytes(b"<html>403 Forbidden</html>")
-  with pytest.raises(tfrecord_source.DataSourceError, match="hold no samples"):
-    webdataset_source.check_usable(tfrecord_source.list_files(config.data.webdataset.files), config.data)
+  with pytest.raises(records.DataSourceError, match="hold no samples"):
+    webdataset_source.check_usable(records.list_files(config.data.webdataset.files), config.data)
 
 
 def _main(workdir, *flags, wait=True):
@@ -212,9 +213,9 @@ def test_training_on_webdataset_is_killed_and_resumes_to_the_same_losses(wds_sha
   straight = logs.read_scalars(str(tmp_path / "straight"), ("train/", "data/"))
   resumed = logs.read_scalars(str(tmp_path / "killed"), ("train/", "data/"))
   for tag in [t for t in straight if t.startswith("train/loss")] + [f"data/{n}" for n in
-                                                                      tfrecord_source.BAD_RECORD_COUNTERS]:
+                                                                      records.BAD_RECORD_COUNTERS]:
     want = dict(straight[tag])
     got = dict(resumed[tag])  # The killed run's steps past its checkpoint are logged again by the resumed one.
     assert {s: got[s] for s in want} == want, tag
-  counts = {n: dict(straight[f"data/{n}"])[12] for n in tfrecord_source.BAD_RECORD_COUNTERS}
+  counts = {n: dict(straight[f"data/{n}"])[12] for n in records.BAD_RECORD_COUNTERS}
   assert counts["truncated_shard"] >= 1 and counts["skipped_sample_without_caption"] >= 2, counts

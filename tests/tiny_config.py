@@ -3,7 +3,7 @@
 Also a config file: `python -m declip_jax.main --config=tests/tiny_config.py --workdir=DIR`.
 """
 
-from declip_jax import config as config_lib
+from declip_jax import config as config_lib, presets
 
 
 def tiny_config(clip_baseline: bool = False):
@@ -46,7 +46,7 @@ def tiny_config(clip_baseline: bool = False):
   c.data.builtin.num_test = 40
   c.data.eval_crop_fraction = 1.0
   if clip_baseline:
-    config_lib.use_clip_baseline(c)
+    presets.use_clip_baseline(c)
   return c
 
 
@@ -57,7 +57,7 @@ def get_config():
 def tiny_resnet_config(clip_baseline: bool = False):
   """tiny_config with a ModifiedResNet image tower (one Bottleneck per stage, stem width 8, 32x32 images)."""
   c = tiny_config(clip_baseline)
-  config_lib.set_architecture(c, "RN50")
+  presets.set_architecture(c, "RN50")
   c.model.embed_dim = 16
   c.model.image.image_size = 32
   c.model.image.width = 8

@@ -11,7 +11,7 @@ Run:
 
 import ml_collections
 
-# config_lib.use_clip_baseline as overrides of configs/demo.py.
+# presets.use_clip_baseline as overrides of configs/demo.py.
 CLIP = (("loss.weights.clip_mvs", 1.0), ("loss.weights.iss", 0.0), ("loss.weights.tss", 0.0),
         ("loss.weights.nns", 0.0), ("data.num_image_views", 1), ("data.eda", False), ("data.augment.recipe", "crop"),
         ("data.augment.crop_scale", (0.5, 1.0)))

@@ -6,7 +6,7 @@ mark "</w>", one token per merge, then "<|startoftext|>" and "<|endoftext|>": 49
 does (ftfy when installed, HTML entities unescaped, whitespace collapsed, lower-cased), split by CLIP's pattern
 and each piece BPE-merged by merge rank.
 
-Id layouts (DESIGN §4), vocabulary 49,409 in both:
+Id layouts (docs/design.md §4), vocabulary 49,409 in both:
 - `openai`: SOT 49406, EOT 49407 (OpenAI's ids), [MASK] 49408 appended.
 - `declip`: [MASK] 49406, SOT 49407, EOT 49408 (the official DeCLIP models).
 Padding is id 0, as in CLIP. Sequences are [SOT] tokens [EOT] [PAD]..., truncated so SOT and EOT survive.

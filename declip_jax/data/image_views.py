@@ -1,4 +1,4 @@
-"""Image views in TF ops with stateless randomness (DESIGN §6).
+"""Image views in TF ops with stateless randomness (docs/design.md §6).
 
 Training: the MoCo-v2 recipe DeCLIP uses for both views — RandomResizedCrop, ColorJitter (random order, p=0.8),
 grayscale (p=0.2), Gaussian blur (p=0.5), horizontal flip — or RandomResizedCrop alone (the CLIP baseline).

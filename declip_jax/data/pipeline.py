@@ -1,4 +1,4 @@
-"""tf.data assembly: source -> two image views, MLM and EDA text views -> local batches (DESIGN §1, §6).
+"""tf.data assembly: source -> two image views, MLM and EDA text views -> local batches (docs/design.md §1, §6).
 
 Example positions are global and deterministic: the example at training position p (step p // B, row p % B
 of the global batch) is drawn from epoch p // N through a seeded permutation, and every random choice made for
@@ -18,8 +18,9 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from declip_jax.data import (builtin, clip_bpe, image_views, mixture, sentencepiece_tokenizer, sources, text_views,
-                             tfrecord_source, tokenizers)
+from declip_jax import builtin_vocabulary
+from declip_jax.data import (clip_bpe, image_views, mixture, records, sentencepiece_tokenizer, sources, text_views,
+                             tokenizers)
 
 _ENDLESS = 2**62  # Positions never run out.
 
@@ -46,7 +47,7 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
     return sentencepiece_tokenizer.SentencePieceTokenizer.from_file(data.vocab_path, length)
   if data.vocab_path:
     return tokenizers.WordTokenizer.from_file(data.vocab_path, length)
-  return tokenizers.WordTokenizer(builtin.vocabulary(), length)
+  return tokenizers.WordTokenizer(builtin_vocabulary.vocabulary(), length)
 
 
 def _synonym_table(config: ml_collections.ConfigDict) -> Optional[tf.lookup.StaticHashTable]:
@@ -119,13 +120,19 @@ def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, proce
       logging.warning("%d files for %d processes reading %d at a time (cycle_length): processes read some of the "
                       "same files at the same time; use more, smaller shards.", len(stream.files), process_count,
                       stream.read.cycle_length)
-    streams.append(tfrecord_source.examples(stream.files, stream.parse, stream.read, data, seed, process_index,
+    streams.append(records.examples(stream.files, stream.parse, stream.read, data, seed, process_index,
                                             process_count, stream.read_file))
   ds = streams[0] if len(streams) == 1 else mixture.mix(streams, [weight for weight, _, _ in entries], seed)
   skip = start_step * (config.train.batch_size // process_count)
   ds = ds.skip(skip).enumerate()
   return ds.map(lambda j, e: (_local_to_global_position(j, start_step, config.train.batch_size, process_index,
                                                         process_count), e))
+
+
+def bad_record_scalars(totals) -> dict[str, int]:
+  """`data/<counter>` -> count, from the `bad_records` counts of a batch (summed over processes): the metrics
+  under which training reports the records it skipped or repaired."""
+  return {f"data/{name}": int(n) for name, n in zip(records.BAD_RECORD_COUNTERS, totals)}
 
 
 def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start_step: int = 0,
@@ -137,7 +144,7 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
   (MLM-masked when loss.weights.tss > 0 or data.mask_captions), `mlm_labels` [b, L] (TSS only), `text_eda` [b, L]
   (EDA only),
   with b = train.batch_size / process_count; streamed sources add `bad_records` [b, K] int64 (cumulative
-  counts of tfrecord_source.BAD_RECORD_COUNTERS).
+  counts of records.BAD_RECORD_COUNTERS; `bad_record_scalars` names them).
   """
   data, aug = config.data, config.data.augment
   size = config.model.image.image_size

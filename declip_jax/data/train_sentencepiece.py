@@ -15,7 +15,7 @@ import sentencepiece as spm
 import tensorflow as tf
 from absl import app, flags
 
-from declip_jax.data import sentencepiece_tokenizer, tfrecord_source
+from declip_jax.data import records, sentencepiece_tokenizer
 
 _FILES = flags.DEFINE_string("files", None, "Glob(s) of TFRecord shards.")
 _MODEL_PREFIX = flags.DEFINE_string("model_prefix", None, "Output path without extension.")
@@ -28,7 +28,7 @@ _MODEL_TYPE = flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe"], "Se
 def captions(files: list[str], caption_key: str, limit: int):
   """Non-empty, cleaned captions of the shards, in file order."""
   features = {caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
-  ds = tf.data.TFRecordDataset(files).map(lambda r: tfrecord_source.clean_caption(
+  ds = tf.data.TFRecordDataset(files).map(lambda r: records.clean_caption(
       tf.io.parse_single_example(r, features)[caption_key], 1000)[0])
   for caption in ds.filter(lambda c: tf.strings.length(c) > 0).take(limit).as_numpy_iterator():
     yield caption.decode()
@@ -51,7 +51,7 @@ def train(files: list[str], model_prefix: str, vocab_size: int, max_captions: in
 
 def main(argv):
   del argv
-  path = train(tfrecord_source.list_files(_FILES.value), _MODEL_PREFIX.value, _VOCAB_SIZE.value,
+  path = train(records.list_files(_FILES.value), _MODEL_PREFIX.value, _VOCAB_SIZE.value,
                _MAX_CAPTIONS.value, _CAPTION_KEY.value, _MODEL_TYPE.value)
   print(f"wrote {path}")
 

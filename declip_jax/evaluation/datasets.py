@@ -28,7 +28,7 @@ import ml_collections
 import tensorflow as tf
 from etils import epath
 
-from declip_jax.data import image_views, sources, tfrecord_source
+from declip_jax.data import image_views, records, sources
 from declip_jax.data.errors import DataSourceError
 
 
@@ -51,7 +51,7 @@ class CaptionedImages:
 
 
 def eval_transform(config: ml_collections.ConfigDict):
-  """uint8 [H, W, 3] -> the eval view (resize, centre crop; DESIGN §6), normalised."""
+  """uint8 [H, W, 3] -> the eval view (resize, centre crop; docs/design.md §6), normalised."""
   size, data = config.model.image.image_size, config.data
 
   def transform(image):
@@ -112,8 +112,8 @@ def labelled_images(spec: ml_collections.ConfigDict, config: ml_collections.Conf
 
 
 def _cleaned(captions: tf.Tensor, max_chars: int) -> tf.Tensor:
-  """Every caption cleaned (tfrecord_source.clean_caption), empty ones dropped; fails when none is left."""
-  captions, _ = tfrecord_source.clean_caption(tf.reshape(captions, [-1]), max_chars)  # Elementwise.
+  """Every caption cleaned (records.clean_caption), empty ones dropped; fails when none is left."""
+  captions, _ = records.clean_caption(tf.reshape(captions, [-1]), max_chars)  # Elementwise.
   keep = tf.strings.length(captions) > 0
   with tf.control_dependencies([tf.debugging.assert_positive(tf.reduce_sum(tf.cast(keep, tf.int32)),
                                                              message="no caption")]):

@@ -1,5 +1,5 @@
 """The objective of the five methods: DeCLIP's CLIP+MVS, ISS, TSS and NNS terms, SLIP's SimCLR term, FILIP's
-token-wise term, and their weighted sum (DESIGN §2, §14)."""
+token-wise term, and their weighted sum (docs/design.md §2, §14)."""
 
 from typing import Callable, Optional
 

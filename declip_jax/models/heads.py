@@ -10,7 +10,7 @@ from declip_jax.models.batch_norm import GroupedBatchNorm
 
 
 class SimSiamHead(nn.Module):
-  """Projector Dense+BN+ReLU, Dense+BN+ReLU, Dense+BN; predictor Dense+BN+ReLU, Dense (DESIGN §2).
+  """Projector Dense+BN+ReLU, Dense+BN+ReLU, Dense+BN; predictor Dense+BN+ReLU, Dense (docs/design.md §2).
 
   Dense layers followed by BatchNorm have no bias: in training mode BatchNorm subtracts it again, so its true
   gradient is exactly zero, and AdamW would turn the float rounding noise in that gradient into full-size

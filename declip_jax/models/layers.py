@@ -37,7 +37,7 @@ class MultiHeadSelfAttention(nn.Module):
   """Self-attention with one fused input projection (PyTorch `nn.MultiheadAttention` parameter layout).
 
   The input projection is `in_proj_kernel` [W, 3W] and `in_proj_bias` [3W], named as in PyTorch so that weight
-  import/export and the weight-decay rules (this bias IS decayed, DESIGN §8) can find it.
+  import/export and the weight-decay rules (this bias IS decayed, docs/design.md §8) can find it.
   """
 
   heads: int

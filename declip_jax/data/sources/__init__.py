@@ -1,4 +1,4 @@
-"""The data sources by kind, and everything the pipeline, the evaluations and the config ask of them (DESIGN §15).
+"""The data sources by kind, and everything the pipeline, the evaluations and the config ask of them (docs/design.md §15).
 
 A new kind of data is one module in this package (a `base.Source` subclass: its config keys, validation,
 training stream, held-out split, evaluation data and start checks) and one line in SOURCES; nothing outside

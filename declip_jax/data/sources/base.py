@@ -1,4 +1,4 @@
-"""What a data source is: the one interface every kind of image-caption data implements (DESIGN §15).
+"""What a data source is: the one interface every kind of image-caption data implements (docs/design.md §15).
 
 A source module in this package declares, in one place, everything about its kind of data: its name (what
 `data.source` says, and the prefix of evaluation dataset strings "KIND:LOCATION"), its config keys
@@ -20,12 +20,12 @@ Require = Callable[[bool, str], None]  # config._require: raises ConfigError wit
 
 @dataclasses.dataclass(frozen=True)
 class Stream:
-  """A source's training records, for `tfrecord_source.examples`.
+  """A source's training records, for `records.examples`.
 
   Attributes:
-    files: what `tfrecord_source.file_order` orders per epoch and splits between processes (file names, or any
+    files: what `records.file_order` orders per epoch and splits between processes (file names, or any
       names `read_file` understands).
-    parse: (record index, record) -> (image bytes, caption bytes[, {flag: bool}]) (see tfrecord_source.examples).
+    parse: (record index, record) -> (image bytes, caption bytes[, {flag: bool}]) (see records.examples).
     read: `cycle_length` (files read in turn) and, for TFRecord files, `read_buffer_bytes`.
     read_file: name -> dataset of its records; None: the names are TFRecord files.
   """

@@ -4,10 +4,15 @@ in memory, examples drawn by position."""
 from typing import Optional
 
 import ml_collections
+from etils import epy
 
+from declip_jax import builtin_vocabulary
 from declip_jax.data import builtin
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
+
+with epy.lazy_imports():  # Imported when first used: config.py reads the keys without TensorFlow.
+  import tensorflow as tf
 
 
 class Builtin(base.Source):
@@ -35,7 +40,6 @@ class Builtin(base.Source):
     return "train"
 
   def examples_by_index(self, config):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     split = builtin.load_split(config, "train")
     images, captions = tf.constant(split.images), tf.constant(split.captions.astype(str))
     return len(split.labels), lambda index: {"image": tf.gather(images, index), "caption": tf.gather(captions, index)}
@@ -44,7 +48,7 @@ class Builtin(base.Source):
     return data.builtin.num_train
 
   def synonyms(self) -> Optional[dict]:
-    return builtin.SYNONYMS
+    return builtin_vocabulary.SYNONYMS
 
   def heldout(self, data) -> Optional[base.HeldOut]:
     return base.HeldOut("builtin:test")
@@ -53,18 +57,16 @@ class Builtin(base.Source):
     return location
 
   def labelled_images(self, location, spec, config, key):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     attribute = spec.label_key
-    if attribute not in builtin.ATTRIBUTES:
+    if attribute not in builtin_vocabulary.ATTRIBUTES:
       raise DataSourceError(f"{key}.label_key {attribute!r}: the built-in data's labels are its attributes "
-                            f"{', '.join(builtin.ATTRIBUTES)}.")
+                            f"{', '.join(builtin_vocabulary.ATTRIBUTES)}.")
     split = builtin.load_split(config, location)
     return base.EvalRecords(tf.data.Dataset.from_tensor_slices((split.images, split.attributes[attribute])),
                             lambda e: {"image": e[0], "label": tf.cast(e[1], tf.int32)},
-                            builtin.ATTRIBUTES[attribute])
+                            builtin_vocabulary.ATTRIBUTES[attribute])
 
   def captioned_images(self, location, spec, config, key, heldout=None):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     split = builtin.load_split(config, location)
     return base.EvalRecords(tf.data.Dataset.from_tensor_slices((split.images, split.captions)),
                             lambda e: {"image": e[0], "captions": tf.reshape(e[1], [1])})

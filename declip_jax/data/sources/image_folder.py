@@ -20,16 +20,19 @@ import os
 from typing import Optional
 
 import ml_collections
+from etils import epy
 
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
+
+with epy.lazy_imports():  # Imported when first used: config.py reads the keys without TensorFlow.
+  import tensorflow as tf
+  from declip_jax.data import records, write_tfrecords
 
 
 def _rows(path: str, image_column: str, value_column: str, key: str) -> list[tuple[str, str]]:
   """(image path as written, value) rows of the caption file; DataSourceError naming `key` when it cannot be read
   or lacks a column."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from declip_jax.data import write_tfrecords  # pylint: disable=g-import-not-at-top  (its reader of the same files)
   if not path or not tf.io.gfile.exists(path):
     raise DataSourceError(f"{key}: no caption file {path!r} (a CSV with a header, or JSONL).")
   try:
@@ -45,7 +48,6 @@ def _rows(path: str, image_column: str, value_column: str, key: str) -> list[tup
 def _located(path: str, images: list[str]) -> tuple[list[str], list[bool]]:
   """The rows' image paths made absolute (relative to the caption file's folder), and whether each exists: the
   folder is listed once; paths outside it are checked one by one."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   folder = os.path.dirname(path) or "."
   full = [image if image.startswith(("/", "gs://")) else os.path.normpath(os.path.join(folder, image))
           for image in images]
@@ -90,8 +92,6 @@ class ImageFolder(base.Source):
     return data.image_folder.captions
 
   def stream(self, location, data, seed):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
     f = data.image_folder
     rows = _rows(location, f.image_column, f.caption_column, "data.image_folder.captions")
     full, present = _located(location, [image for image, _ in rows])
@@ -120,8 +120,6 @@ class ImageFolder(base.Source):
                         ("data.image_folder.image_column", "data.image_folder.caption_column"))
 
   def labelled_images(self, location, spec, config, key):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
     label_key = spec.label_key or "label"
     paths, values = _present_rows(location, spec.image_key or config.data.image_folder.image_column, label_key,
                                   f"{key}.dataset")
@@ -131,11 +129,9 @@ class ImageFolder(base.Source):
       raise DataSourceError(f"{key}.label_key {label_key!r}: the column of {location} must hold integer labels "
                             f"({e}).") from e
     return base.EvalRecords(tf.data.Dataset.from_tensor_slices((paths, labels)), lambda e: {
-        "image": tfrecord_source.decode_image(tf.io.read_file(e[0])), "label": tf.cast(e[1], tf.int32)})
+        "image": records.decode_image(tf.io.read_file(e[0])), "label": tf.cast(e[1], tf.int32)})
 
   def captioned_images(self, location, spec, config, key, heldout=None):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
     f = config.data.image_folder
     if heldout:
       image_column, caption_column = heldout.image_key, heldout.caption_key
@@ -143,17 +139,15 @@ class ImageFolder(base.Source):
       image_column, caption_column = spec.image_key or f.image_column, spec.caption_key or f.caption_column
     paths, captions = _present_rows(location, image_column, caption_column, f"{key}.dataset")
     return base.EvalRecords(tf.data.Dataset.from_tensor_slices((paths, captions)), lambda e: {
-        "image": tfrecord_source.decode_image(tf.io.read_file(e[0])), "captions": tf.reshape(e[1], [1])})
+        "image": records.decode_image(tf.io.read_file(e[0])), "captions": tf.reshape(e[1], [1])})
 
 
 def _check_usable(location: str, paths: list[str], present: list[bool], captions: list[str], data,
                   max_rows: int = 1000) -> None:
   """Raises DataSourceError when none of the first `max_rows` rows has an existing, decodable image and a
   non-empty caption."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from declip_jax.data import tfrecord_source  # pylint: disable=g-import-not-at-top
   for path, ok, caption in list(zip(paths, present, captions))[:max_rows]:
-    if ok and tfrecord_source.is_usable(tf.io.gfile.GFile(path, "rb").read(), caption.encode(), data):
+    if ok and records.is_usable(tf.io.gfile.GFile(path, "rb").read(), caption.encode(), data):
       return
   found = sum(present[:max_rows])
   raise DataSourceError(f"data.image_folder.captions: none of the first {min(max_rows, len(paths))} rows of "

@@ -15,7 +15,7 @@ available per device is libtpu's own figure (read from a deliberately oversized 
 0 when the config fits as given, 3 when it does not (the suggestion is printed), 1 on errors.
 
 `gpu:<name>:<gpus>` (or `gpu:<name>:<hosts>x<gpus per host>`) compiles with XLA's GPU compiler for that many
-GPUs of a kind `declip_jax.gpu_target` describes (h100, h100-pcie, h200, a100-40, a100-80, a100-80-pcie, b200),
+GPUs of a kind `declip_jax.aot.gpu_target` describes (h100, h100-pcie, h200, a100-40, a100-80, a100-80-pcie, b200),
 deviceless: the CUDA plugin and ptxas compile, nothing runs, and kernels are not autotuned. XLA's GPU compiler
 refuses nothing for memory, so the verdict compares the planned peak with what JAX will allocate on that GPU
 (its memory times XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75 by default). A GPU verdict ends with a roofline
@@ -40,7 +40,7 @@ from typing import Any, Optional
 from absl import app, flags
 from ml_collections import config_flags
 
-from declip_jax import gpu_target
+from declip_jax.aot import gpu_target
 
 _GIB = 1 << 30
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -287,7 +287,7 @@ def roofline(config, cost: Optional[dict], target, num_devices: int) -> Optional
   Both counts are of what must happen at least (XLA counts a scanned layer's bytes once), so a step takes at
   least this long and a GPU trains at most (per-device batch / it) images per second. An estimate, not a
   measurement; None without a cost analysis."""
-  from declip_jax import flops  # pylint: disable=g-import-not-at-top
+  from declip_jax.aot import flops  # pylint: disable=g-import-not-at-top
   if cost is None or config.model.dtype not in target.matrix_flops:
     return None
   per_device = config.train.batch_size / num_devices
@@ -391,6 +391,3 @@ def run():
   flags.mark_flags_as_required(["config"])
   app.run(main)
 
-
-if __name__ == "__main__":
-  run()

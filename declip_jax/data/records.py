@@ -1,12 +1,17 @@
-"""Image-caption TFRecord shards (img2dataset's `tfrecord` layout): file order, per-process files, windowed
-shuffle, parsing, and the checks that skip or repair bad records and count them. The same stream reads TFDS
-record files (tfds_source) and webdataset tar shards (webdataset_source).
+"""Reading records, for every streamed source: file order, per-process files, windowed shuffle, image decoding,
+caption cleaning, and the checks that skip or repair bad records and count them (docs/design.md §13, §15).
+
+A source (data/sources/) says what its files are and how one record parses into (image bytes, caption bytes);
+`examples` turns that into the endless stream of decoded training examples, the same for TFRecord shards, TFDS
+record files, webdataset tars and image folders. Evaluation reads images with `decode_image` and captions with
+`clean_caption`.
 
 Every step is a tf.data op whose position can be checkpointed symbolically (a few KB, no buffered images):
 the file order is a stateless permutation per epoch, and shuffling permutes consecutive windows of
 `data.shuffle_window` records with a stateless seed per window, instead of a shuffle buffer.
 """
 
+import contextlib
 import functools
 from typing import Callable, Optional, Sequence
 
@@ -14,7 +19,7 @@ import ml_collections
 import tensorflow as tf
 
 from declip_jax.data import image_header
-from declip_jax.data.errors import DataSourceError  # noqa: F401  (re-exported: the readers' error)
+from declip_jax.data.errors import DataSourceError
 
 # Cumulative per-process counts attached to every example, in this order (`data/<name>` in the train metrics).
 BAD_RECORD_COUNTERS = ("skipped_undecodable_image", "skipped_empty_caption", "repaired_invalid_utf8_caption",
@@ -120,7 +125,7 @@ def _eager_constants() -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
   return tf.zeros([0, 0, 3], tf.uint8), tuple(tf.constant(s) for s in (DECODED, UNDECODABLE, OVERSIZED, NOT_WANTED))
 
 
-def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
+def decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
   """Eager (inside tf.py_function): (image, DECODED), or an empty image with UNDECODABLE, OVERSIZED (the header
   declares more than `max_pixels` pixels: not decoded) or NOT_WANTED.
 
@@ -144,8 +149,24 @@ def _decode_or_flag(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int) 
   return (image, status[DECODED]) if height * width else (empty, status[UNDECODABLE])
 
 
+_python_decode = decode_or_flag  # What `examples` decodes with; see python_decode_wrapped.
+
+
+@contextlib.contextmanager
+def python_decode_wrapped(wrap: Callable[[Callable], Callable]):
+  """Within the block, streams built by `examples` decode with `wrap(decode_or_flag)` (the benchmarks time the
+  Python part of decoding this way); outside it, with `decode_or_flag`."""
+  global _python_decode
+  original = _python_decode
+  _python_decode = wrap(original)
+  try:
+    yield
+  finally:
+    _python_decode = original
+
+
 def _decode_in_graph(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """`_decode_or_flag` in TF ops, for data known to decode (data.skip_undecodable_images False): oversized and
+  """`decode_or_flag` in TF ops, for data known to decode (data.skip_undecodable_images False): oversized and
   unwanted images are still flagged; an undecodable one raises, which stops the run."""
   empty = tf.zeros([0, 0, 3], tf.uint8)
 
@@ -157,20 +178,6 @@ def _decode_in_graph(image_bytes: tf.Tensor, wanted: tf.Tensor, max_pixels: int)
   image, status = tf.cond(wanted, decode, lambda: (empty, tf.constant(NOT_WANTED)))
   image.set_shape([None, None, 3])
   return image, status
-
-
-def example_parser(cfg: ml_collections.ConfigDict):
-  """parse(record_index, serialized tf.train.Example) -> (image bytes, caption bytes), with the feature names of
-  `cfg` (data.tfrecord); a missing feature parses as empty (and the record is then skipped and counted)."""
-  features = {cfg.image_key: tf.io.FixedLenFeature([], tf.string, default_value=""),
-              cfg.caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
-
-  def parse(record_index, record):
-    del record_index
-    parsed = tf.io.parse_single_example(record, features)
-    return parsed[cfg.image_key], parsed[cfg.caption_key]
-
-  return parse
 
 
 def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigDict,
@@ -198,7 +205,7 @@ def examples(files: Sequence[str], parse: Callable, read: ml_collections.ConfigD
     empty = flags["empty"] & ~incomplete
     wanted = ~flags["empty"] & ~incomplete
     if data.skip_undecodable_images:
-      image, status = tf.py_function(functools.partial(_decode_or_flag, max_pixels=data.max_image_pixels),
+      image, status = tf.py_function(functools.partial(_python_decode, max_pixels=data.max_image_pixels),
                                      [image_bytes, wanted], [tf.uint8, tf.int32])
       image.set_shape([None, None, 3])
       status.set_shape([])
@@ -236,52 +243,3 @@ def is_usable(image_bytes: bytes, caption: bytes, data: ml_collections.ConfigDic
 def describe_files(files: Sequence[str]) -> str:
   """'N file(s) (first, ...)' for messages."""
   return f"{len(files)} file(s) ({files[0]}{', ...' if len(files) > 1 else ''})"
-
-
-def check_first_record(location: str, features: dict[str, str], key: str) -> None:
-  """The first record of tf.train.Example shards has the named features ({config key: feature name}), else one
-  DataSourceError line naming the key."""
-  files = list_files(location, key)
-  try:
-    first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
-  except tf.errors.OpError as e:
-    raise DataSourceError(f"{key}: {files[0]} cannot be read as TFRecords ({e.message.splitlines()[0]}).") from e
-  if first is None:
-    raise DataSourceError(f"{key}: {files[0]} holds no records.")
-  try:
-    present = set(tf.train.Example.FromString(first.numpy()).features.feature)
-  except Exception as e:  # pylint: disable=broad-except  # protobuf's DecodeError and others.
-    raise DataSourceError(f"{key}: the records of {files[0]} are not tf.train.Examples.") from e
-  for setting, feature in features.items():
-    if feature not in present:
-      raise DataSourceError(f"{setting} {feature!r} is not a feature of {files[0]} (it has {sorted(present)}).")
-
-
-def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
-                 max_records: int = 1000) -> None:
-  """Reads the first records of the files, eagerly, until one is usable.
-
-  Raises:
-    DataSourceError: none of the first `max_records` records is usable; says which features the records
-      have, so that a wrong `data.tfrecord.image_key` / `caption_key` shows.
-  """
-  seen, keys = 0, set()
-  for path in files:
-    for record in tf.data.TFRecordDataset(path).take(max_records - seen):
-      seen += 1
-      example = tf.train.Example.FromString(record.numpy())
-      keys |= set(example.features.feature)
-      feature = example.features.feature
-      image = feature[cfg.image_key].bytes_list.value if cfg.image_key in feature else []
-      caption = feature[cfg.caption_key].bytes_list.value if cfg.caption_key in feature else []
-      if image and caption and is_usable(image[0], caption[0], data):
-        return
-    if seen >= max_records:
-      break
-  where = describe_files(files)
-  if not seen:
-    raise DataSourceError(f"data.tfrecord.files: {where} hold no records.")
-  raise DataSourceError(
-      f"data.tfrecord.files: none of the first {seen} records of {where} has a decodable image in feature "
-      f"{cfg.image_key!r} and a non-empty caption in feature {cfg.caption_key!r}; the records have the features "
-      f"{sorted(keys)} (set data.tfrecord.image_key / caption_key).")

@@ -1,0 +1,135 @@
+"""A study's report, rebuilt from its records: results.csv (every metric of every recorded run), results.md (mean
++- standard deviation over seeds) and results.png (metric against training pairs, or bars at one data size)."""
+
+import csv
+
+import ml_collections
+from etils import epath
+
+from declip_jax.study import grid, records as records_lib
+from declip_jax.study.records import Records
+
+
+def collect(study: ml_collections.ConfigDict, recorded: dict[str, dict], path: epath.Path) -> list[dict]:
+  """One row per recorded run, in the grid's order: its axes, `<evaluation>/<metric>` for every evaluation
+  metric, then the training scalars at the end of the run (`final_training_scalars`); written to `path` (CSV)."""
+  rows = []
+  for run in grid.runs_of(study):
+    if run.name not in recorded:
+      continue
+    record = recorded[run.name]
+    row = {"method": run.method, "num_train": run.num_train, "noise": run.noise, "seed": run.seed}
+    for name, result in sorted(record["evaluations"].items()):
+      row.update({f"{name}/{k}": v for k, v in sorted(result["metrics"].items())})
+    row.update(sorted(record["training"].items()))
+    rows.append(row)
+  columns = list(dict.fromkeys(k for row in rows for k in row))
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  return rows
+
+
+def summarize(rows: list[dict], metric: str) -> dict[tuple[str, str, int], tuple[float, float, float, int]]:
+  """(method, noise, num_train) -> (mean, min, max, number of seeds) of a metric column."""
+  return {k: (sum(v) / len(v), min(v), max(v), len(v)) for k, v in sorted(_per_cell(rows, metric).items())}
+
+
+def _per_cell(rows: list[dict], metric: str) -> dict[tuple[str, str, int], list[float]]:
+  """(method, noise, num_train) -> the metric column's values over seeds."""
+  groups: dict[tuple[str, str, int], list[float]] = {}
+  for row in rows:
+    if metric in row:
+      groups.setdefault((row["method"], row["noise"], row["num_train"]), []).append(float(row[metric]))
+  return groups
+
+
+def table(rows: list[dict], metrics: dict[str, str]) -> str:
+  """A Markdown table: one row per (training pairs, method, noise) in the study's order, one column per
+  (title -> metric column) with mean +- sample standard deviation over seeds (the value alone for one seed), in
+  percent, and the seed count."""
+  order = list(dict.fromkeys((row["num_train"], row["method"], row["noise"]) for row in rows))
+  order.sort(key=lambda key: key[0])  # Stable: the methods keep the study's order within a size.
+  lines = ["| pairs | method | noise | " + " | ".join(metrics) + " | seeds |",
+           "|---:|---|---|" + "---:|" * len(metrics) + "---:|"]
+  per_cell = {metric: _per_cell(rows, metric) for metric in metrics.values()}
+  for num_train, method, noise in order:
+    cells, seeds = [], 0
+    for metric in metrics.values():
+      values = per_cell[metric].get((method, noise, num_train), [])
+      seeds = max(seeds, len(values))
+      if not values:
+        cells.append("")
+        continue
+      mean = sum(values) / len(values)
+      if len(values) == 1:  # No spread to show.
+        cells.append(f"{100 * mean:.1f}")
+        continue
+      std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+      cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
+    lines.append(f"| {num_train:,} | {method} | {noise} | " + " | ".join(cells) + f" | {seeds} |")
+  return "\n".join(lines) + "\n"
+
+
+def _bar_plot(plt, rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
+  """A study at one data size (an ablation): one bar per (method, noise) in the study's order, mean over seeds,
+  min-max whiskers, one panel per metric."""
+  cells = list(dict.fromkeys((row["method"], row["noise"]) for row in rows))
+  noises = {noise for _, noise in cells}
+  labels = [method if len(noises) == 1 else f"{method} ({noise})" for method, noise in cells]
+  figure, axes = plt.subplots(1, len(metrics), figsize=(max(5.5, 0.55 * len(cells)) * len(metrics) / 1.3, 4.5),
+                              squeeze=False)
+  for axis, (title, metric) in zip(axes[0], metrics.items()):
+    summary = summarize(rows, metric)
+    stats = [next(v for k, v in summary.items() if k[:2] == cell) for cell in cells]
+    means = [s[0] for s in stats]
+    axis.bar(range(len(cells)), means, yerr=[[m - s[1] for m, s in zip(means, stats)],
+                                             [s[2] - m for m, s in zip(means, stats)]], capsize=3, color="tab:blue")
+    axis.set_xticks(range(len(cells)), labels, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel(metric)
+    axis.set_title(f"{title} ({rows[0]['num_train']:,} pairs)")
+    axis.grid(alpha=0.3, axis="y")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
+  """One panel per (title -> metric column): mean over seeds against training pairs (log x), min-max band; a
+  study at one data size gets bars per method instead."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  if len({row["num_train"] for row in rows}) == 1:
+    _bar_plot(plt, rows, metrics, path)
+    return
+  figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+  for axis, (title, metric) in zip(axes[0], metrics.items()):
+    summary = summarize(rows, metric)
+    for method, noise in sorted({(m, n) for m, n, _ in summary}):
+      points = sorted((k[2], v) for k, v in summary.items() if k[:2] == (method, noise))
+      sizes = [p[0] for p in points]
+      axis.plot(sizes, [p[1][0] for p in points], marker="o", label=f"{method} ({noise})")
+      axis.fill_between(sizes, [p[1][1] for p in points], [p[1][2] for p in points], alpha=0.2)
+    axis.set_xscale("log")
+    axis.set_xlabel("training pairs")
+    axis.set_ylabel(metric)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def write_results(records: Records, workdir: epath.Path, record_workdirs: bool = False) -> list[dict]:
+  """Rebuilds the study's results.csv, results.md and results.png from its records (first recording complete
+  workdirs without one when `record_workdirs`, as `plan`); returns the CSV's rows."""
+  recorded, _ = records_lib.plan(records, workdir, say=lambda _: None, record_workdirs=record_workdirs)
+  rows = collect(records.study, recorded, records.folder / "results.csv")
+  panels = dict(grid.pairs(records.study.plot))
+  if rows:
+    plot(rows, panels, records.folder / "results.png")
+  (records.folder / "results.md").write_text(table(rows, panels))
+  return rows

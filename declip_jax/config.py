@@ -23,210 +23,270 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
   """Returns the official DeCLIP ViT-B/32 recipe with every key the code reads."""
   c = ml_collections.ConfigDict()
-
-  c.train = ml_collections.ConfigDict()
-  c.train.num_steps = 128_001
-  c.train.batch_size = 4096  # Global: 128 per GPU x 32 GPUs (official).
-  c.train.seed = 0
-  c.train.log_every_steps = 100
-  # Official loss-spike recovery (docs/design.md §8): on a spike or a non-finite streak, restore a checkpoint at least
-  # min_steps_back steps old and multiply the learning rate by lr_factor; give up after max_rollbacks.
-  c.train.recovery = ml_collections.ConfigDict()
-  c.train.recovery.spike_window = 100  # Running mean over the last this many finite losses.
-  c.train.recovery.spike_threshold = 10.0  # Additive; float("inf") turns spike detection off.
-  # Official: the first NaN rolls back. Here a non-finite step is skipped (the state does not change), so a
-  # single bad batch costs one batch, and only a streak this long (a diverged model) rolls back.
-  c.train.recovery.max_consecutive_nonfinite = 5
-  c.train.recovery.min_steps_back = 600  # Official: reload from 600-800 steps back.
-  c.train.recovery.lr_factor = 0.997
-  c.train.recovery.max_rollbacks = 5  # Then abort with the cause; 0 aborts at the first trigger.
-
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 1000
-  c.checkpoint.keep = 3
-  c.checkpoint.async_save = True
-
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 5000  # The period of every evaluation whose evals.<name>.every_steps is 0.
-  c.eval.batch_size = 256  # Global, split over the mesh's batch axes.
+  c.train = _train_section()
+  c.checkpoint = _checkpoint_section()
+  c.eval = _eval_section()
   # Named evaluations (see eval_spec), run every evals.<name>.every_steps, at the end of training, and all of
   # them with --mode=eval; results in TensorBoard (eval/<name>/<metric>) and <workdir>/eval_results.json.
   c.evals = ml_collections.ConfigDict({"retrieval": eval_spec("retrieval", "heldout")})
-
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
-  c.mesh.fsdp_min_size = 2**20  # Parameters/optimizer moments with this many elements are split over "fsdp".
-
+  c.mesh = _mesh_section()
   # Several processes (TPU pod slices, multi-node GPU): see declip_jax/distributed.py.
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.mode = "auto"  # "auto": when num_processes > 1 or SLURM/TPU/MPI says so; "always"; "never".
-  c.distributed.coordinator_address = ""  # host:port of process 0; empty: from the environment.
-  c.distributed.num_processes = 0  # 0: from the environment.
-  c.distributed.process_id = -1
-  c.distributed.cpu_collectives = "gloo"  # Collectives between CPU devices of different processes.
+  c.distributed = _distributed_section()
+  c.model = _model_section()
+  c.loss = _loss_section()
+  c.ssl = _ssl_section()
+  c.mlm = _mlm_section()
+  c.nns = _nns_section()
+  c.optim = _optim_section()
+  c.data = _data_section()
+  return c
 
-  c.model = ml_collections.ConfigDict()
-  c.model.embed_dim = 512
-  c.model.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
-  c.model.scan_layers = True
+
+def _train_section() -> ml_collections.ConfigDict:
+  """train.*: the schedule's length, the global batch, the seed, logging, and loss-spike recovery."""
+  train = ml_collections.ConfigDict()
+  train.num_steps = 128_001
+  train.batch_size = 4096  # Global: 128 per GPU x 32 GPUs (official).
+  train.seed = 0
+  train.log_every_steps = 100
+  # Official loss-spike recovery (docs/design.md §8): on a spike or a non-finite streak, restore a checkpoint at least
+  # min_steps_back steps old and multiply the learning rate by lr_factor; give up after max_rollbacks.
+  train.recovery = ml_collections.ConfigDict()
+  train.recovery.spike_window = 100  # Running mean over the last this many finite losses.
+  train.recovery.spike_threshold = 10.0  # Additive; float("inf") turns spike detection off.
+  # Official: the first NaN rolls back. Here a non-finite step is skipped (the state does not change), so a
+  # single bad batch costs one batch, and only a streak this long (a diverged model) rolls back.
+  train.recovery.max_consecutive_nonfinite = 5
+  train.recovery.min_steps_back = 600  # Official: reload from 600-800 steps back.
+  train.recovery.lr_factor = 0.997
+  train.recovery.max_rollbacks = 5  # Then abort with the cause; 0 aborts at the first trigger.
+  return train
+
+
+def _checkpoint_section() -> ml_collections.ConfigDict:
+  """checkpoint.*: how often, how many kept, asynchronous saves."""
+  checkpoint = ml_collections.ConfigDict()
+  checkpoint.every_steps = 1000
+  checkpoint.keep = 3
+  checkpoint.async_save = True
+  return checkpoint
+
+
+def _eval_section() -> ml_collections.ConfigDict:
+  """eval.*: the default period and batch of the named evaluations (config.evals)."""
+  eval_ = ml_collections.ConfigDict()
+  eval_.every_steps = 5000  # The period of every evaluation whose evals.<name>.every_steps is 0.
+  eval_.batch_size = 256  # Global, split over the mesh's batch axes.
+  return eval_
+
+
+def _mesh_section() -> ml_collections.ConfigDict:
+  """mesh.*: the device mesh ("data", "fsdp", "model") and which arrays FSDP splits."""
+  mesh = ml_collections.ConfigDict()
+  mesh.shape = (-1, 1, 1)  # Sizes of axes ("data", "fsdp", "model"); -1 fills with the remaining devices.
+  mesh.fsdp_min_size = 2**20  # Parameters/optimizer moments with this many elements are split over "fsdp".
+  return mesh
+
+
+def _distributed_section() -> ml_collections.ConfigDict:
+  """distributed.*: starting several processes (docs/design.md §5)."""
+  distributed = ml_collections.ConfigDict()
+  distributed.mode = "auto"  # "auto": when num_processes > 1 or SLURM/TPU/MPI says so; "always"; "never".
+  distributed.coordinator_address = ""  # host:port of process 0; empty: from the environment.
+  distributed.num_processes = 0  # 0: from the environment.
+  distributed.process_id = -1
+  distributed.cpu_collectives = "gloo"  # Collectives between CPU devices of different processes.
+  return distributed
+
+
+def _model_section() -> ml_collections.ConfigDict:
+  """model.*: the towers, their heads and the logit scales (the recipe's ViT-B/32; presets.py has others)."""
+  model = ml_collections.ConfigDict()
+  model.embed_dim = 512
+  model.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
+  model.scan_layers = True
   # The two image views (ViT towers; a ResNet's BatchNorm keeps one call per view) and the two text views run
   # as one tower call each on twice the rows: the same function, larger matmuls.
-  c.model.batch_views = True
+  model.batch_views = True
   # jax.nn.dot_product_attention's implementation: "" (JAX chooses), "xla", or "cudnn" (NVIDIA GPUs, bf16/fp16).
-  c.model.attention_implementation = ""
-  c.model.image = ml_collections.ConfigDict()
-  c.model.image.arch = "vit"  # "vit" or "resnet" (CLIP's ModifiedResNet); set_architecture picks both.
-  c.model.image.image_size = 224
-  c.model.image.patch_size = 32
-  c.model.image.width = 768
-  c.model.image.layers = 12
-  c.model.image.heads = 12
-  c.model.image.freeze_patch_embed = True  # Official: the ViT patch embedding stays at its random init.
+  model.attention_implementation = ""
+  model.image = ml_collections.ConfigDict()
+  model.image.arch = "vit"  # "vit" or "resnet" (CLIP's ModifiedResNet); set_architecture picks both.
+  model.image.image_size = 224
+  model.image.patch_size = 32
+  model.image.width = 768
+  model.image.layers = 12
+  model.image.heads = 12
+  model.image.freeze_patch_embed = True  # Official: the ViT patch embedding stays at its random init.
   # Rematerialisation per tower and layer/Bottleneck: "none", "full" (recompute all in the backward pass) or
   # "save_dots" (keep matmul outputs, recompute the element-wise work).
-  c.model.image.remat = "none"
+  model.image.remat = "none"
   # ResNet towers only (width = stem width, heads = attention-pool heads): Bottlenecks per stage, and BatchNorm
   # statistics over groups of this many examples per view (official RN50: SyncBN over 32 GPUs x 128 images).
-  c.model.image.resnet_layers = (3, 4, 6, 3)
-  c.model.image.bn_group_size = 4096
-  c.model.image.bn_momentum = 0.9  # flax convention; = PyTorch momentum 0.1.
-  c.model.image.bn_epsilon = 1e-5
-  c.model.text = ml_collections.ConfigDict()
-  c.model.text.context_length = 77
-  c.model.text.vocab_size = 49_409  # `declip` layout: 49,408 BPE tokens + [MASK].
-  c.model.text.width = 512
-  c.model.text.layers = 12
-  c.model.text.heads = 8
-  c.model.text.projection_bias = True  # Official DeCLIP text projection is a Linear with bias.
-  c.model.text.remat = "none"  # As model.image.remat.
-  c.model.logit_scale = ml_collections.ConfigDict()
-  c.model.logit_scale.init = math.log(1 / 0.07)
-  c.model.logit_scale.min = 3.0  # Official: s clamped to [3, 6] before and after each update.
-  c.model.logit_scale.max = 6.0  # open_clip instead: min 0, max ln(100).
-  c.model.logit_scale.cap = 100.0  # Forward uses min(exp(s), cap) with a straight-through gradient.
+  model.image.resnet_layers = (3, 4, 6, 3)
+  model.image.bn_group_size = 4096
+  model.image.bn_momentum = 0.9  # flax convention; = PyTorch momentum 0.1.
+  model.image.bn_epsilon = 1e-5
+  model.text = ml_collections.ConfigDict()
+  model.text.context_length = 77
+  model.text.vocab_size = 49_409  # `declip` layout: 49,408 BPE tokens + [MASK].
+  model.text.width = 512
+  model.text.layers = 12
+  model.text.heads = 8
+  model.text.projection_bias = True  # Official DeCLIP text projection is a Linear with bias.
+  model.text.remat = "none"  # As model.image.remat.
+  model.logit_scale = ml_collections.ConfigDict()
+  model.logit_scale.init = math.log(1 / 0.07)
+  model.logit_scale.min = 3.0  # Official: s clamped to [3, 6] before and after each update.
+  model.logit_scale.max = 6.0  # open_clip instead: min 0, max ln(100).
+  model.logit_scale.cap = 100.0  # Forward uses min(exp(s), cap) with a straight-through gradient.
   # SLIP's SimCLR head on the image tower's pre-projection feature (loss.weights.simclr > 0).
-  c.model.simclr = ml_collections.ConfigDict()
-  c.model.simclr.hidden_dim = 4096
-  c.model.simclr.out_dim = 256
+  model.simclr = ml_collections.ConfigDict()
+  model.simclr.hidden_dim = 4096
+  model.simclr.out_dim = 256
   # FILIP's token-wise term (loss.weights.filip > 0): per-token mappings to `dim`, top_k tokens per side and pair,
   # its own learnable log-scale (official: init ln(1/0.07), clamped to [3, 6], no cap on exp).
-  c.model.filip = ml_collections.ConfigDict()
-  c.model.filip.dim = 256
-  c.model.filip.top_k = 16
-  c.model.filip.mask_padding = False  # Official: padding positions count; True: the FILIP paper's masking.
-  c.model.filip.logit_scale = ml_collections.ConfigDict()
-  c.model.filip.logit_scale.init = math.log(1 / 0.07)
-  c.model.filip.logit_scale.min = 3.0
-  c.model.filip.logit_scale.max = 6.0
+  model.filip = ml_collections.ConfigDict()
+  model.filip.dim = 256
+  model.filip.top_k = 16
+  model.filip.mask_padding = False  # Official: padding positions count; True: the FILIP paper's masking.
+  model.filip.logit_scale = ml_collections.ConfigDict()
+  model.filip.logit_scale.init = math.log(1 / 0.07)
+  model.filip.logit_scale.min = 3.0
+  model.filip.logit_scale.max = 6.0
+  return model
 
-  c.loss = ml_collections.ConfigDict()
-  c.loss.weights = ml_collections.ConfigDict()
-  c.loss.weights.clip_mvs = 0.4
-  c.loss.weights.iss = 0.2
-  c.loss.weights.tss = 0.2
-  c.loss.weights.nns = 0.2
-  c.loss.weights.mvs = 0.2  # Only read when mvs_mode == "paper".
-  c.loss.weights.simclr = 0.0  # SLIP: 1.0 (with clip_mvs 1.0).
-  c.loss.weights.filip = 0.0  # FILIP: 1.0 (clip_mvs 0); DeFILIP: 0.2.
+
+def _loss_section() -> ml_collections.ConfigDict:
+  """loss.*: every term's weight (official DeCLIP: 0.4 / 0.2 / 0.2 / 0.2) and how the terms are computed."""
+  loss = ml_collections.ConfigDict()
+  loss.weights = ml_collections.ConfigDict()
+  loss.weights.clip_mvs = 0.4
+  loss.weights.iss = 0.2
+  loss.weights.tss = 0.2
+  loss.weights.nns = 0.2
+  loss.weights.mvs = 0.2  # Only read when mvs_mode == "paper".
+  loss.weights.simclr = 0.0  # SLIP: 1.0 (with clip_mvs 1.0).
+  loss.weights.filip = 0.0  # FILIP: 1.0 (clip_mvs 0); DeFILIP: 0.2.
   # "official": clip_mvs = mean of InfoNCE over all (image view, text view) pairs.
   # "paper": weights.clip_mvs * InfoNCE(img1, text_mlm) + weights.mvs * mean(the other pairs).
-  c.loss.mvs_mode = "official"
-  c.loss.text_norm_eps = 1e-10  # Official: text embeddings are normalised with +1e-10 in the norm.
+  loss.mvs_mode = "official"
+  loss.text_norm_eps = 1e-10  # Official: text embeddings are normalised with +1e-10 in the norm.
   # InfoNCE scores this many gathered columns at a time (0: all B_global at once). Same value and gradient;
   # per-device logits memory B_local x chunk instead of B_local x B_global (e.g. for B_global = 32k).
-  c.loss.contrastive_chunk_size = 0
-  c.loss.simclr_temperature = 0.1  # Official SLIP: fixed.
+  loss.contrastive_chunk_size = 0
+  loss.simclr_temperature = 0.1  # Official SLIP: fixed.
   # FILIP: gathered pairs scored per block (0: all at once). Memory per device b x tokens x chunk x top_k.
-  c.loss.filip_chunk_size = 256
+  loss.filip_chunk_size = 256
+  return loss
 
-  c.ssl = ml_collections.ConfigDict()
-  c.ssl.bn_group_size = 128  # BatchNorm statistics over groups of this many examples (official per-GPU batch).
-  c.ssl.projector_dim = 1024
-  c.ssl.predictor_hidden_dim = 512
-  c.ssl.bn_momentum = 0.9  # flax convention; = PyTorch momentum 0.1.
-  c.ssl.bn_epsilon = 1e-5
 
-  c.mlm = ml_collections.ConfigDict()
-  c.mlm.mask_prob = 0.15
-  c.mlm.mask_token_frac = 0.8
-  c.mlm.random_token_frac = 0.1  # Random ids from the whole vocabulary (official).
+def _ssl_section() -> ml_collections.ConfigDict:
+  """ssl.*: SimSiam's projector, predictor and BatchNorm groups (docs/design.md §2)."""
+  ssl = ml_collections.ConfigDict()
+  ssl.bn_group_size = 128  # BatchNorm statistics over groups of this many examples (official per-GPU batch).
+  ssl.projector_dim = 1024
+  ssl.predictor_hidden_dim = 512
+  ssl.bn_momentum = 0.9  # flax convention; = PyTorch momentum 0.1.
+  ssl.bn_epsilon = 1e-5
+  return ssl
+
+
+def _mlm_section() -> ml_collections.ConfigDict:
+  """mlm.*: masked language modelling's masking rates (official: BERT's)."""
+  mlm = ml_collections.ConfigDict()
+  mlm.mask_prob = 0.15
+  mlm.mask_token_frac = 0.8
+  mlm.random_token_frac = 0.1  # Random ids from the whole vocabulary (official).
   # Vocabulary logits only at each caption's first this-many chosen positions (0: at all positions). A batch
   # with a longer row takes the all-positions path, so the loss is the same. 15% masking chooses more than 24
   # positions of a full 77-token caption with probability 6e-5, of a 38-token one 2e-12. Speed only.
-  c.mlm.max_predictions = 24
+  mlm.max_predictions = 24
+  return mlm
 
-  c.nns = ml_collections.ConfigDict()
-  c.nns.groups = 32  # Official: one queue per GPU, 32 GPUs.
-  c.nns.group_size = 65_536
+
+def _nns_section() -> ml_collections.ConfigDict:
+  """nns.*: the nearest-neighbour queue (docs/design.md §3)."""
+  nns = ml_collections.ConfigDict()
+  nns.groups = 32  # Official: one queue per GPU, 32 GPUs.
+  nns.group_size = 65_536
   # A buffer holds the last group_size / (1 + data.eda) pairs of its slice. On data with fewer than ~10x that
   # many pairs, lookups often find the pair's own caption from an earlier epoch and NNS repeats the CLIP term
   # (nn_queue.own_pair_fraction; training warns for built-in data). Small data: a smaller group_size.
-  c.nns.search = "local"  # "local": own group's buffer (official); "global": all buffers.
-  c.nns.chunk_size = 8192  # Queue slots scored at once in the lookup.
+  nns.search = "local"  # "local": own group's buffer (official); "global": all buffers.
+  nns.chunk_size = 8192  # Queue slots scored at once in the lookup.
+  return nns
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 1e-3
-  c.optim.warmup_init_lr = 1e-4
-  c.optim.warmup_steps = 2500
-  c.optim.schedule_steps = 128_001  # The cosine reaches 0 here.
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.98
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.1
-  c.optim.grad_clip_norm = 0.0  # 0 disables clipping (official: none).
 
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "tfrecord"  # The recipe trains on YFCC-15M shards; the demos and tests use "builtin".
-  c.data.num_image_views = 2  # 1, 2, or 3 (SLIP: a base view for CLIP and two views for SimCLR).
-  c.data.eda = True
-  c.data.mask_captions = False  # MLM-mask the captions even without TSS (official FILIP).
-  c.data.eval_crop_fraction = 0.875  # Eval: resize to size / 0.875 (256 for 224), centre crop to size.
-  c.data.mean = (0.485, 0.456, 0.406)  # ImageNet statistics (official).
-  c.data.std = (0.229, 0.224, 0.225)
-  c.data.prefetch_batches = 2
+def _optim_section() -> ml_collections.ConfigDict:
+  """optim.*: AdamW and the learning-rate schedule (official; docs/design.md §8)."""
+  optim = ml_collections.ConfigDict()
+  optim.lr = 1e-3
+  optim.warmup_init_lr = 1e-4
+  optim.warmup_steps = 2500
+  optim.schedule_steps = 128_001  # The cosine reaches 0 here.
+  optim.b1 = 0.9
+  optim.b2 = 0.98
+  optim.eps = 1e-8
+  optim.weight_decay = 0.1
+  optim.grad_clip_norm = 0.0  # 0 disables clipping (official: none).
+  return optim
+
+
+def _data_section() -> ml_collections.ConfigDict:
+  """data.*: the source, tokenizer, views and augmentation (docs/design.md §6), and each source's keys."""
+  data = ml_collections.ConfigDict()
+  data.source = "tfrecord"  # The recipe trains on YFCC-15M shards; the demos and tests use "builtin".
+  data.num_image_views = 2  # 1, 2, or 3 (SLIP: a base view for CLIP and two views for SimCLR).
+  data.eda = True
+  data.mask_captions = False  # MLM-mask the captions even without TSS (official FILIP).
+  data.eval_crop_fraction = 0.875  # Eval: resize to size / 0.875 (256 for 224), centre crop to size.
+  data.mean = (0.485, 0.456, 0.406)  # ImageNet statistics (official).
+  data.std = (0.229, 0.224, 0.225)
+  data.prefetch_batches = 2
   # "clip_bpe" (official: CLIP's byte-level BPE), "sentencepiece", or "word" (the demos' word list).
-  c.data.tokenizer = "clip_bpe"
+  data.tokenizer = "clip_bpe"
   # clip_bpe: OpenAI's merges file (bpe_simple_vocab_16e6.txt.gz); sentencepiece: a .model file; word: one word
   # per line (empty: the built-in dataset's vocabulary).
-  c.data.vocab_path = ""
-  c.data.token_layout = "declip"  # clip_bpe ids: "declip" (mask 49406, SOT 49407, EOT 49408) or "openai".
-  c.data.bpe_num_merges = 48_894  # Merges of the file used (CLIP's); 0: all.
-  c.data.synonyms_path = ""  # TSV "word<TAB>syn1|syn2"; empty: the built-in dataset's table.
-  c.data.shuffle_window = 4096  # Streamed sources: records permuted together (memory: window x record size).
-  c.data.max_caption_chars = 1000  # Longer captions are truncated (and counted).
+  data.vocab_path = ""
+  data.token_layout = "declip"  # clip_bpe ids: "declip" (mask 49406, SOT 49407, EOT 49408) or "openai".
+  data.bpe_num_merges = 48_894  # Merges of the file used (CLIP's); 0: all.
+  data.synonyms_path = ""  # TSV "word<TAB>syn1|syn2"; empty: the built-in dataset's table.
+  data.shuffle_window = 4096  # Streamed sources: records permuted together (memory: window x record size).
+  data.max_caption_chars = 1000  # Longer captions are truncated (and counted).
   # Images whose header declares more pixels are skipped (and counted) before decoding: decompression bombs.
   # PIL's own default limit (Image.MAX_IMAGE_PIXELS): 89,478,485, about 9,459 x 9,459.
-  c.data.max_image_pixels = 89_478_485
+  data.max_image_pixels = 89_478_485
   # Streamed sources: skip and count images that do not decode (the decode then runs in a tf.py_function, whose
   # Python part is ~0.1 ms per image). False: decode in TF ops, ~25% more images/s per core, no Python per image,
   # but an undecodable image stops the run: for data already checked (e.g. by a first pass with True).
-  c.data.skip_undecodable_images = True
+  data.skip_undecodable_images = True
   # Each source's keys, data.<kind> (data.tfrecord, data.webdataset, data.tfds, data.builtin, data.image_folder):
   # declared by its module in declip_jax/data/sources/.
-  sources.add_config(c.data)
+  sources.add_config(data)
   # data.source "mixture": ("WEIGHT:tfrecord:GLOB", "WEIGHT:webdataset:GLOB", "WEIGHT:tfds:NAME/SPLIT", ...), see
   # declip_jax/data/mixture.py.
-  c.data.mixture = ()
-  c.data.augment = ml_collections.ConfigDict()
-  c.data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
-  c.data.augment.crop_scale = (0.2, 1.0)
+  data.mixture = ()
+  data.augment = ml_collections.ConfigDict()
+  data.augment.recipe = "moco_v2"  # "moco_v2" (DeCLIP) or "crop" (CLIP baseline: RandomResizedCrop only).
+  data.augment.crop_scale = (0.2, 1.0)
   # "": the first view is augmented like the others; "crop": RandomResizedCrop(first_view_crop_scale) only (SLIP's
   # base view for the CLIP term, as the CLIP baseline's).
-  c.data.augment.first_view = ""
-  c.data.augment.first_view_crop_scale = (0.5, 1.0)
-  c.data.augment.crop_ratio = (3 / 4, 4 / 3)
-  c.data.augment.jitter_prob = 0.8
-  c.data.augment.brightness = 0.4
-  c.data.augment.contrast = 0.4
-  c.data.augment.saturation = 0.4
-  c.data.augment.hue = 0.1
-  c.data.augment.grayscale_prob = 0.2
-  c.data.augment.blur_prob = 0.5
-  c.data.augment.blur_sigma = (0.1, 2.0)  # In pixels of a blur_reference_size image (official: 224).
-  c.data.augment.blur_reference_size = 224  # Sigma scales with image_size / this, as the kernel size does.
-  c.data.augment.blur_kernel_fraction = 0.1  # Kernel size = this x image size, made odd (23 at 224).
-  c.data.augment.flip_prob = 0.5
-  return c
+  data.augment.first_view = ""
+  data.augment.first_view_crop_scale = (0.5, 1.0)
+  data.augment.crop_ratio = (3 / 4, 4 / 3)
+  data.augment.jitter_prob = 0.8
+  data.augment.brightness = 0.4
+  data.augment.contrast = 0.4
+  data.augment.saturation = 0.4
+  data.augment.hue = 0.1
+  data.augment.grayscale_prob = 0.2
+  data.augment.blur_prob = 0.5
+  data.augment.blur_sigma = (0.1, 2.0)  # In pixels of a blur_reference_size image (official: 224).
+  data.augment.blur_reference_size = 224  # Sigma scales with image_size / this, as the kernel size does.
+  data.augment.blur_kernel_fraction = 0.1  # Kernel size = this x image size, made odd (23 at 224).
+  data.augment.flip_prob = 0.5
+  return data
 
 
 EVAL_KINDS = ("zero_shot", "retrieval", "linear_probe")
@@ -327,8 +387,19 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
     c: the experiment config.
     num_batch_shards: devices the global batch is split over (mesh "data" x "fsdp").
   """
+  _validate_schedule(c)
+  _validate_losses(c)
+  _validate_queue_and_batch_shards(c, num_batch_shards)
+  _validate_mlm(c)
+  _validate_model(c)
+  _validate_data(c)
+  _validate_evals(c)
+  _validate_augment(c)
+
+
+def _validate_schedule(c: ml_collections.ConfigDict) -> None:
+  """train.*, checkpoint.*, eval.every_steps, distributed.*, train.recovery.*."""
   b = c.train.batch_size
-  w = c.loss.weights
   _require(b > 0, f"train.batch_size must be positive, got {b}.")
   _require(c.train.num_steps > 0, f"train.num_steps must be positive, got {c.train.num_steps}.")
   for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep"):
@@ -341,6 +412,11 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(r.spike_threshold > 0, f"train.recovery.spike_threshold must be positive, got {r.spike_threshold}.")
   _require(0 < r.lr_factor <= 1, f"train.recovery.lr_factor must be in (0, 1], got {r.lr_factor}.")
   _require(r.max_rollbacks >= 0, f"train.recovery.max_rollbacks must be >= 0, got {r.max_rollbacks}.")
+
+
+def _validate_losses(c: ml_collections.ConfigDict) -> None:
+  """loss.*, the image views the terms need, and the BatchNorm groups and FILIP sizes they use."""
+  b, w = c.train.batch_size, c.loss.weights
   for term in LOSS_TERMS + ("mvs",):
     _require(w[term] >= 0, f"loss.weights.{term} must be >= 0, got {w[term]}.")
   _require(w.clip_mvs > 0 or w.filip > 0, "loss.weights.clip_mvs or loss.weights.filip must be > 0: every method "
@@ -368,6 +444,11 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
              f"tower's {tokens} tokens and model.text.context_length).")
     _require(f.logit_scale.min <= f.logit_scale.max, "model.filip.logit_scale.min must be <= its max.")
     _require(c.loss.filip_chunk_size >= 0, "loss.filip_chunk_size must be >= 0.")
+
+
+def _validate_queue_and_batch_shards(c: ml_collections.ConfigDict, num_batch_shards: int) -> None:
+  """nns.* (with NNS on), and the global batch against the mesh's batch shards."""
+  b, w = c.train.batch_size, c.loss.weights
   if w.nns > 0:
     groups = c.nns.groups
     _require(groups > 0 and b % groups == 0,
@@ -384,9 +465,18 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(b % num_batch_shards == 0,
            f"train.batch_size ({b}) must be divisible by the {num_batch_shards} batch shards of mesh.shape "
            f"{tuple(c.mesh.shape)}.")
+
+
+def _validate_mlm(c: ml_collections.ConfigDict) -> None:
+  """mlm.*."""
   _require(c.mlm.mask_token_frac + c.mlm.random_token_frac <= 1.0,
            "mlm.mask_token_frac + mlm.random_token_frac must be <= 1.")
   _require(c.mlm.max_predictions >= 0, f"mlm.max_predictions must be >= 0, got {c.mlm.max_predictions}.")
+
+
+def _validate_model(c: ml_collections.ConfigDict) -> None:
+  """model.*: dtype, attention, remat, each tower's shapes, the logit-scale clamp."""
+  b = c.train.batch_size
   _require(c.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {c.model.dtype!r}.")
   img = c.model.image
   _require(c.model.attention_implementation in ("", "xla", "cudnn"),
@@ -417,6 +507,10 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
+
+
+def _validate_data(c: ml_collections.ConfigDict) -> None:
+  """data.*: the source's keys (data/sources/), the tokenizer and its token layout."""
   sources.validate(c, _require)
   _require(c.data.tokenizer in ("clip_bpe", "sentencepiece", "word"),
            f"data.tokenizer must be 'clip_bpe', 'sentencepiece' or 'word', got {c.data.tokenizer!r}.")
@@ -426,7 +520,10 @@ def validate(c: ml_collections.ConfigDict, num_batch_shards: int = 1) -> None:
               "a SentencePiece .model; python -m declip_jax.data.train_sentencepiece trains one") + ").")
   _require(c.data.token_layout in ("declip", "openai"),
            f"data.token_layout must be 'declip' or 'openai', got {c.data.token_layout!r}.")
-  _validate_evals(c)
+
+
+def _validate_augment(c: ml_collections.ConfigDict) -> None:
+  """data.augment.*."""
   _require(c.data.augment.recipe in ("moco_v2", "crop"),
            f"data.augment.recipe must be 'moco_v2' or 'crop', got {c.data.augment.recipe!r}.")
   _require(c.data.augment.first_view in ("", "crop"),

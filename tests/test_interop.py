@@ -7,37 +7,11 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
-import jax  # noqa: E402
-
 from declip_jax.interop import open_clip_weights as ow  # noqa: E402
-from declip_jax.models import declip  # noqa: E402
+from tests.open_clip_cases import (ARCHITECTURES, abstract_variables, inputs, our_embeddings,  # noqa: E402
+                                   reduced_config)
+from tests.conftest import REPO  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
-
-# Reduced ViT-B/32, B/16 and L/14 shapes (patch size relative to the image as in the originals), with and
-# without a text projection bias, scanned and unscanned layers; reduced RN50 and RN101 (stem width 8, fewer
-# Bottlenecks; the stage structure, strides and attention pooling as in the originals).
-ARCHITECTURES = {
-    "vit_b32": dict(image_size=32, patch_size=8, width=48, layers=2, heads=4, bias=True, scan=True),
-    "vit_b16": dict(image_size=32, patch_size=4, width=48, layers=2, heads=4, bias=False, scan=False),
-    "vit_l14": dict(image_size=28, patch_size=2, width=64, layers=3, heads=4, bias=False, scan=True),
-    "rn50": dict(image_size=64, width=8, resnet_layers=(2, 1, 2, 1), heads=2, bias=False, scan=True),
-    "rn101": dict(image_size=32, width=8, resnet_layers=(1, 2, 3, 1), heads=4, bias=True, scan=False),
-}
-
-
-def _config(image_size, width, heads, bias, scan, patch_size=None, layers=None, resnet_layers=None, vocab=60):
-  c = tiny_config()
-  c.model.embed_dim = 24
-  c.model.scan_layers = scan
-  if resnet_layers:
-    c.model.image.update(dict(arch="resnet", freeze_patch_embed=False, resnet_layers=resnet_layers,
-                              bn_group_size=8))
-  else:
-    c.model.image.update(dict(patch_size=patch_size, layers=layers))
-  c.model.image.update(dict(image_size=image_size, width=width, heads=heads))
-  c.model.text.update(dict(vocab_size=vocab, width=32, layers=2, heads=2, context_length=16, projection_bias=bias))
-  return c
-
 
 def _random_open_clip(config, seed):
   torch.manual_seed(seed)
@@ -54,18 +28,6 @@ def _random_open_clip(config, seed):
   return model
 
 
-def _inputs(config, seed):
-  rng = np.random.default_rng(seed)
-  s = config.model.image.image_size
-  images = rng.normal(size=(3, s, s, 3)).astype(np.float32)
-  eot = config.model.text.vocab_size - 1  # open_clip pools at the largest id (argmax); ours at the first EOT.
-  tokens = rng.integers(1, eot, size=(3, config.model.text.context_length)).astype(np.int32)
-  for row, length in enumerate((5, 9, 16)):
-    tokens[row, length - 1] = eot
-    tokens[row, length:] = 0
-  return images, tokens, eot
-
-
 def _open_clip_embeddings(model, images, tokens):
   with torch.no_grad():
     image = model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
@@ -73,31 +35,16 @@ def _open_clip_embeddings(model, images, tokens):
   return image, text
 
 
-def _ours(config, variables, images, tokens, eot):
-  model = declip.build_model(config, eot)
-  image = model.apply(variables, images, method=declip.DeCLIP.encode_image)
-  text = model.apply(variables, tokens, method=declip.DeCLIP.encode_text)
-  return np.asarray(image), np.asarray(text)
-
-
-def _abstract_variables(config, eot):
-  from declip_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  model = declip.build_model(config, eot)
-  batch = {k: np.zeros(v.shape, v.dtype) for k, v in state_lib.sample_batch_spec(config, 1).items()}
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-
-
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_import_then_export_matches_open_clip(name):
-  config = _config(**ARCHITECTURES[name])
+  config = reduced_config(**ARCHITECTURES[name])
   reference = _random_open_clip(config, seed=0)
-  images, tokens, eot = _inputs(config, seed=1)
+  images, tokens, eot = inputs(config, seed=1)
   want_image, want_text = _open_clip_embeddings(reference, images, tokens)
 
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
-  variables = ow.from_torch_state_dict(state_dict, config, _abstract_variables(config, eot))
-  got_image, got_text = _ours(config, variables, images, tokens, eot)
+  variables = ow.from_torch_state_dict(state_dict, config, abstract_variables(config, eot))
+  got_image, got_text = our_embeddings(config, variables, images, tokens, eot)
   np.testing.assert_allclose(got_image, want_image, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_text, want_text, rtol=1e-4, atol=1e-4)
 
@@ -109,13 +56,13 @@ def test_import_then_export_matches_open_clip(name):
 
 
 def test_mismatches_are_listed_by_name():
-  config = _config(**ARCHITECTURES["vit_b32"])
+  config = reduced_config(**ARCHITECTURES["vit_b32"])
   state_dict = {k: v.numpy() for k, v in _random_open_clip(config, 0).state_dict().items()}
   state_dict["visual.extra.weight"] = np.zeros(3)
   del state_dict["ln_final.bias"]
   state_dict["visual.proj"] = np.zeros((48, 7), np.float32)
   with pytest.raises(ow.WeightMismatchError) as error:
-    ow.from_torch_state_dict(state_dict, config, _abstract_variables(config, 59))
+    ow.from_torch_state_dict(state_dict, config, abstract_variables(config, 59))
   message = str(error.value)
   assert "unknown keys (1): visual.extra.weight" in message
   assert "missing keys (1): ln_final.bias" in message
@@ -123,7 +70,7 @@ def test_mismatches_are_listed_by_name():
 
 
 def test_safetensors_round_trip_without_torch(tmp_path):
-  config = _config(**ARCHITECTURES["vit_b16"])
+  config = reduced_config(**ARCHITECTURES["vit_b16"])
   state_dict = {k: v.numpy() for k, v in _random_open_clip(config, 0).state_dict().items()}
   weights, model_config = ow.write_open_clip(tmp_path, state_dict, ow.open_clip_model_config(config))
   loaded = ow.read_state_dict(str(weights))
@@ -166,13 +113,13 @@ def test_import_command_starts_a_run_from_open_clip_weights(tmp_path, name):
   import declip_jax  # pylint: disable=g-import-not-at-top
   from declip_jax import train  # pylint: disable=g-import-not-at-top
   from declip_jax.interop import convert  # pylint: disable=g-import-not-at-top
-  config = _config(**ARCHITECTURES[name])
+  config = reduced_config(**ARCHITECTURES[name])
   config.model.text.vocab_size = 58  # The built-in word vocabulary, so that the run can train on.
   reference = _random_open_clip(config, seed=3)
   weights, _ = ow.write_open_clip(tmp_path / "w", {k: v.numpy() for k, v in reference.state_dict().items()},
                                   ow.open_clip_model_config(config))
   assert convert.import_weights(config, str(weights), str(tmp_path / "run")) == len(reference.state_dict())
-  images, tokens, eot = _inputs(config, seed=1)
+  images, tokens, eot = inputs(config, seed=1)
   want_image, _ = _open_clip_embeddings(reference, images, tokens)
   np.testing.assert_allclose(declip_jax.load(str(tmp_path / "run")).encode_image(images), want_image,
                              rtol=1e-4, atol=1e-4)
@@ -190,11 +137,11 @@ def test_full_size_import_matches_open_clip(name):
   config.model.image.image_size, config.model.text.context_length = 224, 77
   config.model.text.vocab_size, config.model.text.projection_bias = 49_408, False
   reference = _random_open_clip(config, seed=0)
-  images, tokens, eot = _inputs(config, seed=1)
+  images, tokens, eot = inputs(config, seed=1)
   want_image, want_text = _open_clip_embeddings(reference, images, tokens)
   variables = ow.from_torch_state_dict({k: v.numpy() for k, v in reference.state_dict().items()}, config,
-                                       _abstract_variables(config, eot))
-  got_image, got_text = _ours(config, variables, images, tokens, eot)
+                                       abstract_variables(config, eot))
+  got_image, got_text = our_embeddings(config, variables, images, tokens, eot)
   np.testing.assert_allclose(got_image, want_image, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_text, want_text, rtol=1e-4, atol=1e-4)
 
@@ -203,7 +150,7 @@ def test_released_weights_import_into_the_openai_token_layout(tmp_path):
   """OpenAI's 49,408 ids + the appended [MASK] row: imported text embeddings equal open_clip's with its tokenizer."""
   import declip_jax  # pylint: disable=g-import-not-at-top
   from declip_jax.interop import convert  # pylint: disable=g-import-not-at-top
-  config = _config(**ARCHITECTURES["vit_b16"], vocab=49_409)
+  config = reduced_config(**ARCHITECTURES["vit_b16"], vocab=49_409)
   config.data.tokenizer, config.data.token_layout = "clip_bpe", "openai"
   config.data.vocab_path = open_clip.tokenizer.default_bpe()
   released = ow.open_clip_model_config(config)
@@ -218,3 +165,18 @@ def test_released_weights_import_into_the_openai_token_layout(tmp_path):
     want = reference.encode_text(open_clip.tokenize(captions, context_length=16)).numpy()
   np.testing.assert_allclose(declip_jax.load(str(tmp_path / "run")).encode_text(captions), want, rtol=1e-4,
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_the_recorded_fixture_is_what_open_clip_gives_today(name):
+  """tests/data/open_clip_parity.npz (the torch-free parity test's reference) holds this open_clip's weights and
+  embeddings of the same models; rerun tests/make_open_clip_fixture.py when it does not."""
+  config = reduced_config(**ARCHITECTURES[name])
+  model = _random_open_clip(config, seed=0)
+  images, tokens, _ = inputs(config, seed=1)
+  want_image, want_text = _open_clip_embeddings(model, images, tokens)
+  with np.load(REPO / "tests" / "data" / "open_clip_parity.npz") as recorded:
+    for key, value in model.state_dict().items():
+      np.testing.assert_array_equal(recorded[f"{name}/state/{key}"], value.numpy(), err_msg=key)
+    np.testing.assert_allclose(recorded[f"{name}/image_embedding"], want_image, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(recorded[f"{name}/text_embedding"], want_text, rtol=1e-5, atol=1e-6)

@@ -18,7 +18,8 @@ from declip_jax import presets  # noqa: E402
 from declip_jax.interop import open_clip_weights as ow  # noqa: E402
 from declip_jax.models import declip  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.test_interop import ARCHITECTURES, _config, _inputs, _open_clip_embeddings, _random_open_clip  # noqa: E402
+from tests.open_clip_cases import ARCHITECTURES, inputs, reduced_config  # noqa: E402
+from tests.test_interop import _open_clip_embeddings, _random_open_clip  # noqa: E402
 
 METHODS = {"clip": presets.use_clip_baseline, "declip": lambda c: c, "slip": presets.use_slip,
            "filip": presets.use_filip, "defilip": presets.use_defilip}
@@ -106,11 +107,11 @@ def _import(config, tmp_path, seed=0):
                                          ("defilip", "vit_b32"), ("clip", "rn50"), ("declip", "rn50"),
                                          ("slip", "rn50"), ("filip", "rn50")])
 def test_every_methods_towers_and_heads_import(method, arch, tmp_path):
-  config = METHODS[method](_config(**ARCHITECTURES[arch], vocab=60))
+  config = METHODS[method](reduced_config(**ARCHITECTURES[arch], vocab=60))
   config.model.text.projection_bias = True  # The official text projection is a Linear with bias.
   config.model.simclr.hidden_dim, config.model.filip.top_k = 24, 1
   towers, heads, loaded = _import(config, tmp_path)
-  images, tokens, eot = _inputs(config, seed=1)
+  images, tokens, eot = inputs(config, seed=1)
   want_image, want_text = _open_clip_embeddings(towers, images, tokens)
   model, variables = declip.build_model(config, eot), loaded.variables
   got_image = np.asarray(model.apply(variables, images, method=declip.DeCLIP.encode_image))
@@ -148,7 +149,7 @@ def test_every_methods_towers_and_heads_import(method, arch, tmp_path):
 
 def test_unknown_missing_and_mismatched_keys_are_named(tmp_path):
   from declip_jax.interop import convert  # pylint: disable=g-import-not-at-top
-  config = _config(**ARCHITECTURES["vit_b32"], vocab=60)
+  config = reduced_config(**ARCHITECTURES["vit_b32"], vocab=60)
   config.model.text.projection_bias = True
   official_checkpoint(config, tmp_path / "declip.pth.tar")
   as_clip = presets.use_clip_baseline(config.copy_and_resolve_references())  # The DeCLIP heads have no place.

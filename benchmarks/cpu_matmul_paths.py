@@ -35,7 +35,8 @@ sys.path.insert(0, sys.argv[1])
 import jax
 from declip_jax import host_info
 from configs import clip_vit_b32
-from declip_jax import parallel, synthetic, train_setup
+from declip_jax import parallel, synthetic
+from declip_jax.training import train_setup
 size, batch, steps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 gflops = host_info.matmul_tflops(size, "float32") * 1e3
 config = clip_vit_b32.get_config()

@@ -49,7 +49,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import parallel, synthetic  # noqa: E402
+from declip_jax.training import train_setup
 from declip_jax.aot import flops, gpu_target, ladder  # noqa: E402
 from tests.tiny_config import tiny_config  # noqa: E402
 

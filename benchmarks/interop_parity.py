@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import config as config_lib, presets, state as state_lib  # noqa: E402
+from declip_jax import config as config_lib, presets  # noqa: E402
+from declip_jax.training import state as state_lib
 from declip_jax.interop import open_clip_weights as ow  # noqa: E402
 from declip_jax.models import declip  # noqa: E402
 

@@ -27,7 +27,8 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import presets, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import presets, parallel, synthetic  # noqa: E402
+from declip_jax.training import train_setup
 from declip_jax.aot import flops  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)

@@ -17,7 +17,8 @@ import tensorflow as tf
 from etils import epath
 from jax.sharding import Mesh
 
-from declip_jax import checkpointing, config as config_lib, optim, parallel, state as state_lib
+from declip_jax import config as config_lib, parallel
+from declip_jax.training import checkpointing, optim, state as state_lib
 from declip_jax import templates as template_sets
 from declip_jax.data import pipeline
 from declip_jax.evaluation import datasets, encoding, zero_shot

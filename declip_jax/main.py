@@ -49,8 +49,8 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
   # Imported here, so that --help stays fast.
-  from declip_jax import (checkpointing, config as config_lib, distributed, recovery,  # pylint: disable=g-import-not-at-top
-                          train)
+  from declip_jax import config as config_lib, distributed, train
+  from declip_jax.training import checkpointing, recovery
   from declip_jax.data.errors import DataSourceError  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value

@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 import ml_collections
 import numpy as np
 
-from declip_jax import state as state_lib
+from declip_jax.training import state as state_lib
 from declip_jax.losses import mlm
 from declip_jax.token_ids import TokenIds
 

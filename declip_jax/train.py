@@ -16,8 +16,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from declip_jax import (checkpointing, config as config_lib, nn_queue, parallel, recovery, state as state_lib,
-                        train_setup)
+from declip_jax import config as config_lib, parallel
+from declip_jax.training import checkpointing, nn_queue, recovery, state as state_lib, train_setup
 from declip_jax.data import pipeline, sources
 from declip_jax.evaluation import runner
 

@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from configs import demo  # noqa: E402
-from declip_jax import checkpointing, parallel, synthetic, train_setup  # noqa: E402,F401  (checkpointing: imports)
+from declip_jax import parallel, synthetic  # noqa: E402,F401  (checkpointing: imports)
+from declip_jax.training import checkpointing, train_setup
 
 
 def main():

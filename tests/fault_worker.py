@@ -10,7 +10,8 @@ import signal
 
 from absl import app, flags, logging
 
-from declip_jax import checkpointing, train
+from declip_jax import train
+from declip_jax.training import checkpointing
 from tests import faults
 from tests.tiny_config import tiny_config
 

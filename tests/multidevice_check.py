@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from declip_jax import config as config_lib, presets, parallel, synthetic, train_setup  # noqa: E402
+from declip_jax import config as config_lib, presets, parallel, synthetic  # noqa: E402
+from declip_jax.training import train_setup
 from tests.tiny_config import tiny_config, tiny_resnet_config  # noqa: E402
 
 STEPS = 2

@@ -54,7 +54,7 @@ def our_embeddings(config, variables, images, tokens, eot):
 
 
 def abstract_variables(config, eot):
-  from declip_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   model = declip.build_model(config, eot)
   batch = {k: np.zeros(v.shape, v.dtype) for k, v in state_lib.sample_batch_spec(config, 1).items()}
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))

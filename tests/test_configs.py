@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import config as config_lib, optim
+from declip_jax import config as config_lib
+from declip_jax.training import optim
 from tests.conftest import REPO
 
 CONFIGS = sorted(p.stem for p in (pathlib.Path(REPO) / "configs").glob("*.py") if p.stem != "__init__")
@@ -39,7 +40,7 @@ def test_resnet_recipes():
 
 
 def test_resnet_batchnorm_parameters_are_not_weight_decayed():
-  from declip_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from declip_jax.models import declip  # pylint: disable=g-import-not-at-top
   from tests.tiny_config import tiny_resnet_config  # pylint: disable=g-import-not-at-top
   config = tiny_resnet_config()

@@ -10,7 +10,8 @@ import sys
 import jax
 import numpy as np
 
-from declip_jax import builtin_vocabulary, checkpointing, parallel, state as state_lib, synthetic, token_ids, train_setup
+from declip_jax import builtin_vocabulary, parallel, synthetic, token_ids
+from declip_jax.training import checkpointing, state as state_lib, train_setup
 from declip_jax.losses import mlm
 from tests.conftest import REPO
 from tests.tiny_config import tiny_config

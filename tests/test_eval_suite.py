@@ -296,7 +296,7 @@ def test_load_detects_altered_parameters(trained_run, tmp_path):
   record = json.loads(meta.read_text())
   record["fingerprint"][1] = (record["fingerprint"][1] + 1) % 2**32  # The first parameter's checksum.
   meta.write_text(json.dumps(record))
-  from declip_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   with pytest.raises(checkpointing.CorruptCheckpointError, match="params"):
     declip_jax.load(str(copy))
 

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import checkpointing, logs, train
+from declip_jax import logs, train
+from declip_jax.training import checkpointing
 from tests import fault_worker
 from tests.conftest import REPO
 

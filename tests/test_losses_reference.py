@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from declip_jax import config as config_lib, nn_queue
+from declip_jax import config as config_lib
+from declip_jax.training import nn_queue
 from declip_jax.losses import contrastive, declip
 
 INPUTS = ("img1", "img2", "txt", "txt_eda", "p1", "p2", "z1", "z2", "mlm_logits")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from declip_jax.models import batch_norm, declip, heads, resnet, text, vit
-from declip_jax.state import sample_batch_spec
+from declip_jax.training.state import sample_batch_spec
 
 
 def test_eot_position_is_first_eot_even_with_larger_mask_ids():

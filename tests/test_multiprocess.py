@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import checkpointing, train
+from declip_jax import train
+from declip_jax.training import checkpointing
 from tests.conftest import REPO, virtual_devices_flags
 from tests.tiny_config import tiny_config
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from declip_jax import nn_queue
+from declip_jax.training import nn_queue
 
 
 def _unit(rng, shape):

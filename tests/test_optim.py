@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from declip_jax import optim
+from declip_jax.training import optim
 from declip_jax.models import declip
-from declip_jax.state import sample_batch_spec
+from declip_jax.training.state import sample_batch_spec
 
 
 def _params(config):

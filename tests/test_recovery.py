@@ -6,7 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from declip_jax import checkpointing, recovery, train
+from declip_jax import train
+from declip_jax.training import checkpointing, recovery
 from tests import faults
 from tests.tiny_config import tiny_config
 

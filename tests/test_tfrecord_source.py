@@ -226,7 +226,8 @@ def test_tfrecord_source_needs_a_vocabulary_for_the_word_tokenizer(shards):
 def test_training_on_shards_resumes_exactly_and_reports_bad_records(shards, tmp_path):
   """3 steps, stop, resume to 6 (from the iterator position saved with the checkpoint) == 6 steps straight."""
   import jax  # pylint: disable=g-import-not-at-top
-  from declip_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from declip_jax import train  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import checkpointing
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.train.num_steps = 6
   config.data.tfrecord.eval_files = str(shards / "00000.tfrecord")

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from declip_jax import checkpointing, parallel, train, train_step
+from declip_jax import parallel, train
+from declip_jax.training import checkpointing, train_step
 from declip_jax.data import pipeline
 from tests.tiny_config import tiny_config, tiny_resnet_config
 

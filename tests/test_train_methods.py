@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import config as config_lib, presets, optim, parallel, synthetic, train_setup
+from declip_jax import config as config_lib, presets, parallel, synthetic
+from declip_jax.training import optim, train_setup
 from tests.tiny_config import tiny_config, tiny_resnet_config
 
 METHODS = {"slip": presets.use_slip, "filip": presets.use_filip, "defilip": presets.use_defilip}

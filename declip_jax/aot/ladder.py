@@ -84,7 +84,8 @@ class Attempt:
 def compile_train_step(config, devices):
   """The train step compiled for a mesh over `devices` (real, fake CPU, or topology devices)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from declip_jax import parallel, state as state_lib, train_setup  # pylint: disable=g-import-not-at-top
+  from declip_jax import parallel  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import state as state_lib, train_setup
   config = config.copy_and_resolve_references()
   config.data.source, config.data.tokenizer, config.data.vocab_path = "builtin", "word", ""
   setup = train_setup.Setup(config, devices, compile_only=True)

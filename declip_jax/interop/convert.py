@@ -27,7 +27,8 @@ def import_weights(config, weights_path: str, workdir: str, weights_format: str 
   """Writes a step-0 checkpoint of `config` in `workdir` whose towers (and, from the authors' checkpoints, heads)
   hold the weights; returns how many arrays were imported (all of them but those the official model never uses,
   which are logged; otherwise WeightMismatchError)."""
-  from declip_jax import state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from declip_jax import train  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import state as state_lib
   from declip_jax.interop import official_weights, open_clip_weights  # pylint: disable=g-import-not-at-top
   setup = train.Setup(config)
   state = setup.init_state()
@@ -53,7 +54,7 @@ def _write_step_zero(config, workdir: str, weights_path: str, state, imported) -
   """Saves `state` with the `imported` variables (leaves that are None or absent keep their initialisation) as
   the step-0 checkpoint of an empty `workdir`."""
   import jax  # pylint: disable=g-import-not-at-top
-  from declip_jax import checkpointing, state as state_lib  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import checkpointing, state as state_lib  # pylint: disable=g-import-not-at-top
 
   def new_or_old(path, old):
     node = imported

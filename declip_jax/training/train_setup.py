@@ -7,8 +7,9 @@ from typing import Optional
 import jax
 import ml_collections
 
-from declip_jax import config as config_lib, optim, parallel, state as state_lib, token_ids as token_ids_lib
-from declip_jax import train_step
+from declip_jax import config as config_lib, parallel, token_ids as token_ids_lib
+from declip_jax.training import optim, state as state_lib
+from declip_jax.training import train_step
 from declip_jax.models import declip
 
 

@@ -8,9 +8,9 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from declip_jax import nn_queue, optim, recovery
+from declip_jax.training import nn_queue, optim, recovery
 from declip_jax.losses import contrastive, declip as declip_loss
-from declip_jax.state import TrainState
+from declip_jax.training.state import TrainState
 
 
 def spread(x: jax.Array) -> jax.Array:

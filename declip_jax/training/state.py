@@ -10,7 +10,8 @@ import optax
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from declip_jax import nn_queue, parallel, recovery
+from declip_jax import parallel
+from declip_jax.training import nn_queue, recovery
 
 
 @flax.struct.dataclass

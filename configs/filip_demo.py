@@ -1,5 +1,5 @@
 """FILIP on the demo's model, data and schedule (configs/demo.py): the method's losses and views
-(config.use_filip) with the demo's sizes, learning rate and weight decay, so that the five methods of the
+(presets.use_filip) with the demo's sizes, learning rate and weight decay, so that the five methods of the
 official benchmark compare on equal terms on the built-in data.
 
 Run:

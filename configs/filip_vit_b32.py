@@ -2,7 +2,7 @@
 alone (patch tokens and every text position mapped to 256 and normalised, the 16 best tokens per side and pair
 selected and gathered, mean of max both ways, its own log-scale clamped to [3, 6]) on one MoCo-v2 view and the
 MLM-masked caption; embedding 768, peak LR 5e-4, weight decay 0.5; batch 4,096, 128,001 steps. The official
-config's zero-weighted global CLIP term is not computed and its projections are frozen (config.use_filip).
+config's zero-weighted global CLIP term is not computed and its projections are frozen (presets.use_filip).
 ImageNet zero-shot with the official token-wise classifier. Reported: 39.5% (CLIP 32.8%).
 
 Run:

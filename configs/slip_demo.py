@@ -1,5 +1,5 @@
 """SLIP on the demo's model, data and schedule (configs/demo.py): the method's losses and views
-(config.use_slip) with the demo's sizes, learning rate and weight decay, so that the five methods of the
+(presets.use_slip) with the demo's sizes, learning rate and weight decay, so that the five methods of the
 official benchmark compare on equal terms on the built-in data.
 
 Run:

@@ -140,6 +140,9 @@ def _model_section() -> ml_collections.ConfigDict:
   model.logit_scale.min = 3.0  # Official: s clamped to [3, 6] before and after each update.
   model.logit_scale.max = 6.0  # open_clip instead: min 0, max ln(100).
   model.logit_scale.cap = 100.0  # Forward uses min(exp(s), cap) with a straight-through gradient.
+  # loss.contrastive "sigmoid" only: the learned bias b of SigLIP's logits t x.y + b (paper: initialised at -10;
+  # the temperature t is exp(logit_scale), initialised at log 10 by presets.use_sigmoid).
+  model.logit_bias_init = -10.0
   # SLIP's SimCLR head on the image tower's pre-projection feature (loss.weights.simclr > 0).
   model.simclr = ml_collections.ConfigDict()
   model.simclr.hidden_dim = 4096
@@ -171,6 +174,11 @@ def _loss_section() -> ml_collections.ConfigDict:
   # "official": clip_mvs = mean of InfoNCE over all (image view, text view) pairs.
   # "paper": weights.clip_mvs * InfoNCE(img1, text_mlm) + weights.mvs * mean(the other pairs).
   loss.mvs_mode = "official"
+  # The image-text terms' form (clip_mvs and nns): "softmax", InfoNCE over the global batch (CLIP, DeCLIP), or
+  # "sigmoid", SigLIP's independent binary term per (image, text) pair (losses/sigmoid.py; docs/design.md §19),
+  # computed around a ring of devices ("ring") or on gathered texts ("gathered", chunked by contrastive_chunk_size).
+  loss.contrastive = "softmax"
+  loss.sigmoid_implementation = "ring"
   loss.text_norm_eps = 1e-10  # Official: text embeddings are normalised with +1e-10 in the norm.
   # InfoNCE scores this many gathered columns at a time (0: all B_global at once). Same value and gradient;
   # per-device logits memory B_local x chunk instead of B_local x B_global (e.g. for B_global = 32k).
@@ -423,6 +431,10 @@ def _validate_losses(c: ml_collections.ConfigDict) -> None:
            "trains an image-text term.")
   _require(c.loss.mvs_mode in ("official", "paper"),
            f"loss.mvs_mode must be 'official' or 'paper', got {c.loss.mvs_mode!r}.")
+  _require(c.loss.contrastive in ("softmax", "sigmoid"),
+           f"loss.contrastive must be 'softmax' or 'sigmoid', got {c.loss.contrastive!r}.")
+  _require(c.loss.sigmoid_implementation in ("ring", "gathered"),
+           f"loss.sigmoid_implementation must be 'ring' or 'gathered', got {c.loss.sigmoid_implementation!r}.")
   views = c.data.num_image_views
   _require(views in (1, 2, 3), f"data.num_image_views must be 1, 2 or 3, got {views}.")
   _require((views == 3) == (w.simclr > 0), "data.num_image_views = 3 goes with loss.weights.simclr > 0 (SLIP: a "

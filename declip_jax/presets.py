@@ -1,6 +1,9 @@
 """Presets that turn a config into another model or method, in place: CLIP's towers by name, and the
-authors' benchmark methods (CLIP, SLIP, FILIP, DeFILIP) from a DeCLIP config (docs/design.md §14). The files in
+authors' benchmark methods (CLIP, SLIP, FILIP, DeFILIP) from a DeCLIP config (docs/design.md §14), and SigLIP's
+sigmoid loss as the base of any of them (§19). The files in
 `configs/` start from `config.base_config()` and apply these."""
+
+import math
 
 import ml_collections
 
@@ -79,4 +82,15 @@ def use_defilip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Turns a DeCLIP config into DeFILIP, in place (official `yfcc15m_vit_defilip`): DeCLIP's terms and weights
   plus 0.2 x the token-wise term on image view 1's tokens and the masked caption's."""
   c.loss.weights.filip = 0.2
+  return c
+
+
+def use_sigmoid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Gives a config SigLIP's sigmoid loss (Zhai et al., ICCV 2023, arXiv 2303.15343) in place of InfoNCE for its
+  image-text terms, in place: CLIP's (and MVS's view pairs) and NNS's. As in the paper, the temperature
+  t = exp(logit_scale) starts at 10 and the bias b at -10, both learned, neither clamped nor capped. The terms are
+  computed around a ring of devices (loss.sigmoid_implementation)."""
+  c.loss.contrastive = "sigmoid"
+  c.model.logit_scale.update({"init": math.log(10.0), "min": -math.inf, "max": math.inf, "cap": math.inf})
+  c.model.logit_bias_init = -10.0
   return c

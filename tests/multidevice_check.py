@@ -68,13 +68,18 @@ def methods_config():
   return config
 
 
+def sigmoid_config():
+  """DeSigLIP: every DeCLIP term on the sigmoid base, CLIP+MVS and NNS around the ring of devices."""
+  return presets.use_sigmoid(tiny_config())
+
+
 def main():
   """argv[1]: "local" or "global" (the NN search, ViT tower, four meshes incl. FSDP), "resnet" (the ResNet
-  tower on the (8, 1, 1) mesh, its BatchNorm groups of 4 examples spanning 2 devices, NNS off) or "methods"
-  (`methods_config` on the (8, 1, 1) and (4, 2, 1) meshes)."""
+  tower on the (8, 1, 1) mesh, its BatchNorm groups of 4 examples spanning 2 devices, NNS off), "methods"
+  (`methods_config`) or "sigmoid" (`sigmoid_config`), both on the (8, 1, 1) and (4, 2, 1) meshes."""
   mode = sys.argv[1] if len(sys.argv) > 1 else "local"
   assert jax.device_count() == 8, jax.devices()
-  config = {"resnet": tiny_resnet_config, "methods": methods_config}.get(mode, tiny_config)()
+  config = {"resnet": tiny_resnet_config, "methods": methods_config, "sigmoid": sigmoid_config}.get(mode, tiny_config)()
   if mode in ("resnet", "methods"):
     config.loss.weights.nns = 0.0
   config.model.image.bn_group_size = 4
@@ -86,8 +91,8 @@ def main():
   ids = train_setup.Setup(config, jax.devices()[:1]).token_ids
   batches = [b for _, b in zip(range(STEPS), synthetic.batches(config, ids))]
   reference = run(config, jax.devices()[:1], batches)[:2]
-  if mode in ("resnet", "methods"):
-    for shape in ((8, 1, 1), (4, 2, 1)) if mode == "methods" else ((8, 1, 1),):
+  if mode in ("resnet", "methods", "sigmoid"):
+    for shape in ((8, 1, 1), (4, 2, 1)) if mode in ("methods", "sigmoid") else ((8, 1, 1),):
       config.mesh.shape = shape
       report(config, shape, search, run(config, jax.devices(), batches), reference)
     return

@@ -77,3 +77,39 @@ def test_eight_devices_match_one_and_the_ring_holds_no_local_by_global_logits():
                        timeout=900, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.count("agree with one device") == 4 and "ring holds no [512, 4096] logits" in out.stdout, out.stdout
+
+
+def test_desiglips_clip_mvs_and_nns_terms_are_the_sigmoid_loss_of_their_pairs():
+  """With loss.contrastive "sigmoid": clip_mvs is the mean of SigLIP's loss over the 2 x 2 (image view, text
+  view) pairs; nns the mean over image views and neighbour sets of SigLIP's loss of images against the
+  neighbours (positive: one's own text's neighbour). ISS and TSS are not the base's business."""
+  from declip_jax import presets  # pylint: disable=g-import-not-at-top
+  from declip_jax.losses import declip as declip_loss  # pylint: disable=g-import-not-at-top
+  from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
+  config = presets.use_sigmoid(tiny_config())
+  config.loss.weights.update({"iss": 0.0, "tss": 0.0})
+  rng = np.random.default_rng(2)
+  outputs = {k: rng.normal(size=(6, 5)) for k in ("z_img1", "z_img2", "z_txt", "z_txt_eda")}
+  neighbours = [_unit(rng.normal(size=(6, 5))) for _ in range(2)]
+  t, b = 3.0, -1.5
+  with jax.enable_x64(True):
+    terms = declip_loss.loss_terms(outputs, None, neighbours, t, config, logit_bias=b)
+  images = [_unit(outputs["z_img1"]), _unit(outputs["z_img2"])]
+  texts = [_unit(outputs["z_txt"]), _unit(outputs["z_txt_eda"])]  # text_norm_eps 1e-10: below rtol.
+  want_clip_mvs = np.mean([np_sigmoid_loss(i, x, t, b) for i in images for x in texts])
+  want_nns = np.mean([np_sigmoid_loss(i, n, t, b) for i in images for n in neighbours])
+  assert sorted(terms) == ["clip_mvs", "nns"]
+  np.testing.assert_allclose(terms["clip_mvs"], want_clip_mvs, rtol=1e-9)
+  np.testing.assert_allclose(terms["nns"], want_nns, rtol=1e-9)
+
+
+def test_the_sigmoid_base_adds_a_learned_bias_without_weight_decay():
+  from declip_jax import presets  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import optim, train_setup  # pylint: disable=g-import-not-at-top
+  from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
+  config = presets.use_sigmoid(tiny_config())
+  params = train_setup.Setup(config, jax.devices()[:1]).init_state().params
+  assert float(params["logit_bias"]) == -10.0 and np.isclose(float(params["logit_scale"]), np.log(10.0))
+  decayed = optim.weight_decay_mask(params)
+  assert not decayed["logit_bias"] and not decayed["logit_scale"]
+  assert "logit_bias" not in train_setup.Setup(tiny_config(), jax.devices()[:1]).init_state().params

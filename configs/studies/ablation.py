@@ -22,7 +22,7 @@ same training as at 0.4):
   caption) in the CLIP term (`loss.mvs_mode="paper"`, `loss.weights.mvs=0`).
 - NNS: the queue neighbour of each caption view as an extra positive for each image view.
 CLIP is the official baseline (one view, RandomResizedCrop(0.5-1) only, the plain caption), as
-config.use_clip_baseline and configs/studies/data_efficiency.py. The control row `clip+mocov2` is CLIP on one
+presets.use_clip_baseline and configs/studies/data_efficiency.py. The control row `clip+mocov2` is CLIP on one
 MoCo-v2 view (the views' augmentation, no second view, no other term): the ISS and MVS rows' CLIP term sees such
 views, so their gain over CLIP is the term's only where it exceeds this row's.
 """

@@ -7,7 +7,7 @@ Run:
 
 30 runs of configs/demo.py (1,500 steps at batch 128); the `clip` and `declip` rows are the data-efficiency
 study's runs (the same overrides and run names: reused from docs/studies/data_efficiency/runs/). Each method is
-config.use_slip / use_filip / use_defilip written as overrides of the demo (the demo's learning rate and weight
+presets.use_slip / use_filip / use_defilip written as overrides of the demo (the demo's learning rate and weight
 decay for all five: equal terms); FILIP's zero-shot evaluations use its token-wise classifier and it has no
 retrieval evaluation (its global heads stay untrained: config.token_wise_evals).
 """

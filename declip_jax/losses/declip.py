@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from declip_jax.losses import contrastive, filip, mlm, simclr, simsiam
+from declip_jax.losses import contrastive, filip, mlm, sigmoid, simclr, simsiam
 
 
 def normalized_views(outputs: dict[str, jax.Array], text_norm_eps: float) -> tuple[list, list]:
@@ -24,7 +24,7 @@ def normalized_views(outputs: dict[str, jax.Array], text_norm_eps: float) -> tup
 def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], nn_texts: Optional[list],
                logit_scale: jax.Array, config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None,
                mlm_logits: Optional[Callable[[jax.Array], jax.Array]] = None,
-               filip_scale: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+               filip_scale: Optional[jax.Array] = None, logit_bias: Optional[jax.Array] = None) -> dict[str, jax.Array]:
   """Every enabled loss term, unweighted.
 
   Args:
@@ -37,6 +37,7 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
     mesh: device mesh the batch is sharded over (None: unsharded).
     mlm_logits: the MLM head, token states [B, T, W] -> logits [B, T, V] (TSS from `mlm_states`).
     filip_scale: the token-wise term's logit scale, a scalar (FILIP).
+    logit_bias: SigLIP's bias b, a scalar (loss.contrastive "sigmoid", where `logit_scale` is its temperature t).
   Returns:
     `clip_mvs` (official mode) or `clip` and `mvs` (paper mode) unless its weight is 0, and `iss`, `tss`, `nns`,
     `simclr`, `filip` when enabled.
@@ -44,9 +45,24 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
   w = config.loss.weights
   images, texts = normalized_views(outputs, config.loss.text_norm_eps)
   chunk = config.loss.contrastive_chunk_size or None
+  if config.loss.contrastive == "sigmoid":
+    # Every (image, text) term becomes SigLIP's: images x texts of the global batch, positives on the pairs. NNS's
+    # image i has its own text's queue neighbour as the positive and the other images' neighbours as negatives,
+    # the columns the softmax NNS term normalises over; sigmoid terms have no direction, so its "image to text
+    # only" is kept by scoring images against neighbours alone.
+    def pair_term(images, texts):
+      return sigmoid.sigmoid_loss(images, texts, logit_scale, logit_bias, mesh,
+                                  implementation=config.loss.sigmoid_implementation, chunk=chunk)
+    image_to_text = pair_term
+  else:
+    def pair_term(images, texts):
+      return contrastive.symmetric_info_nce(images, texts, logit_scale, mesh, chunk=chunk)
+
+    def image_to_text(images, texts):
+      return contrastive.one_way_info_nce(images, texts, logit_scale, mesh, chunk=chunk)
   terms = {}
   if w.clip_mvs > 0:
-    pairs = [contrastive.symmetric_info_nce(i, t, logit_scale, mesh, chunk=chunk) for i in images for t in texts]
+    pairs = [pair_term(i, t) for i in images for t in texts]
     if config.loss.mvs_mode == "official":
       terms["clip_mvs"] = jnp.mean(jnp.stack(pairs))
     else:
@@ -62,8 +78,7 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
     else:
       terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
   if w.nns > 0:
-    per_image = [jnp.mean(jnp.stack([contrastive.one_way_info_nce(i, jax.lax.stop_gradient(n), logit_scale, mesh,
-                                                                  chunk=chunk) for n in nn_texts])) for i in images]
+    per_image = [jnp.mean(jnp.stack([image_to_text(i, jax.lax.stop_gradient(n)) for n in nn_texts])) for i in images]
     terms["nns"] = jnp.mean(jnp.stack(per_image))
   if w.simclr > 0:
     terms["simclr"] = simclr.nt_xent(outputs["s1"], outputs["s2"], config.loss.simclr_temperature, mesh, chunk=chunk)

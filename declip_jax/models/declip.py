@@ -16,7 +16,8 @@ class DeCLIP(nn.Module):
 
   Parameter tree: `image_tower`, `text_tower`, `simsiam` (ISS), `mlm_head` (TSS), `simclr` (SLIP),
   `filip_image_mapping`, `filip_text_mapping` and the scalar `logit_scale_dense` (FILIP's token-wise term), and
-  the scalar `logit_scale` (the log of the contrastive temperature's inverse).
+  the scalar `logit_scale` (the log of the contrastive temperature's inverse), and with a sigmoid loss the scalar
+  `logit_bias` (SigLIP's b).
   """
 
   image_tower: Union[vit.VisionTransformer, resnet.ModifiedResNet]
@@ -29,12 +30,15 @@ class DeCLIP(nn.Module):
   filip_image_mapping: Optional[heads.TokenMapping] = None
   filip_text_mapping: Optional[heads.TokenMapping] = None
   filip_logit_scale_init: float = 0.0
+  logit_bias_init: Optional[float] = None  # None: no `logit_bias` parameter.
 
   def setup(self):
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
     if self.filip_image_mapping is not None:
       self.logit_scale_dense = self.param("logit_scale_dense", nn.initializers.constant(self.filip_logit_scale_init),
                                           ())
+    if self.logit_bias_init is not None:
+      self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), ())
 
   def _resnet(self) -> bool:
     return isinstance(self.image_tower, resnet.ModifiedResNet)
@@ -185,4 +189,4 @@ def build_model(config: ml_collections.ConfigDict, eot_id: int) -> DeCLIP:
   filip = config.loss.weights.filip > 0
   return DeCLIP(image_tower, text_tower, simsiam, mlm_head, m.logit_scale.init, m.batch_views, simclr,
                 heads.TokenMapping(m.filip.dim) if filip else None, heads.TokenMapping(m.filip.dim) if filip else None,
-                m.filip.logit_scale.init)
+                m.filip.logit_scale.init, m.logit_bias_init if config.loss.contrastive == "sigmoid" else None)

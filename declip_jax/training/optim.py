@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-# Official exclusions, by parameter name (docs/design.md §8): norm scales and biases, dense/conv biases, the logit scale.
+# Official exclusions, by parameter name (docs/design.md §8): norm scales and biases, dense/conv biases, the logit scale
+# (and SigLIP's logit bias, a scalar like it).
 # The attention input-projection bias (`in_proj_bias`), class/positional/token embeddings and the ViT `proj`
 # do not match and so ARE decayed.
-NO_WEIGHT_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"^logit_scale$", r"^logit_scale_dense$")
+NO_WEIGHT_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"^logit_scale$", r"^logit_scale_dense$", r"^logit_bias$")
 FROZEN_PATCH_EMBED = r"^image_tower/patch_embed/"
 # The global image and text projections (ViT `proj`, a ResNet's attention pool, the text projection) and the
 # logit scale: what only the global CLIP term trains. FILIP gives that term weight 0 (official config): they get

@@ -31,7 +31,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
   Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
   `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `filip_logit_scale`
-  (FILIP's token-wise scale), `update_skipped`,
+  (FILIP's token-wise scale), `logit_bias` (SigLIP's b; loss.contrastive "sigmoid"), `update_skipped`,
   `recent_loss_mean`, the collapse gauges `image_embedding_std`, `text_embedding_std` and (ISS only)
   `iss_projection_std` / `simclr_projection_std` (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
   """
@@ -66,7 +66,9 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
       filip_scale = jnp.exp(params["logit_scale_dense"]) if "logit_scale_dense" in params else None
       terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh, mlm_head,
-                                     filip_scale)
+                                     filip_scale, params.get("logit_bias"))
+      if "logit_bias" in params:
+        aux["logit_bias"] = params["logit_bias"]
       if filip_scale is not None:
         aux["filip_logit_scale"] = filip_scale
       aux["terms"] = terms
@@ -100,7 +102,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                "update_skipped": (~finite).astype(jnp.float32),
                "recent_loss_mean": recovery.window_mean(state.health), "rollback_cause": rollback_cause}
     metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
-    for name in ("nn_similarity", "filip_logit_scale"):
+    for name in ("nn_similarity", "filip_logit_scale", "logit_bias"):
       if name in aux:
         metrics[name] = aux[name]
     metrics.update(aux["spread"])

@@ -69,6 +69,12 @@ def _checkpoint_section() -> ml_collections.ConfigDict:
   checkpoint.every_steps = 1000
   checkpoint.keep = 3
   checkpoint.async_save = True
+  # One run per workdir (training/workdir_lock.py): <workdir>/run.lock names the holder and is refreshed every
+  # lock_heartbeat_seconds; another host's lock whose heartbeat is older than lock_stale_seconds is taken over
+  # (on the same host: when its pid is gone). False: no lock (e.g. a filesystem without exclusive create).
+  checkpoint.lock = True
+  checkpoint.lock_heartbeat_seconds = 30.0
+  checkpoint.lock_stale_seconds = 300.0
   return checkpoint
 
 
@@ -410,7 +416,8 @@ def _validate_schedule(c: ml_collections.ConfigDict) -> None:
   b = c.train.batch_size
   _require(b > 0, f"train.batch_size must be positive, got {b}.")
   _require(c.train.num_steps > 0, f"train.num_steps must be positive, got {c.train.num_steps}.")
-  for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep"):
+  for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep",
+              "checkpoint.lock_heartbeat_seconds", "checkpoint.lock_stale_seconds"):
     section, name = key.split(".")
     _require(c[section][name] > 0, f"{key} must be positive, got {c[section][name]}.")
   validate_distributed(c)

@@ -3,6 +3,7 @@
 Config values are overridden with `--config.train.num_steps=50` style flags; a misspelled key is an error.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -49,8 +50,8 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
   # Imported here, so that --help stays fast.
-  from declip_jax import config as config_lib, distributed, train
-  from declip_jax.training import checkpointing, recovery
+  from declip_jax import config as config_lib, distributed, train  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import checkpointing, recovery, workdir_lock  # pylint: disable=g-import-not-at-top
   from declip_jax.data.errors import DataSourceError  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
@@ -58,11 +59,12 @@ def main(argv):
     config_lib.validate_distributed(config)
   except config_lib.ConfigError as e:
     _fail(str(e))
-  distributed.maybe_initialize(config)  # Before anything starts a JAX backend.
+  several_processes = distributed.maybe_initialize(config)  # Before anything starts a JAX backend.
   _check_writable(workdir)
   try:
     if _MODE.value == "train":
-      out = train.run(config, workdir)
+      with _workdir_lock(config, workdir, several_processes):
+        out = train.run(config, workdir)
       if out["stopped_by"]:
         print(f"Stopped by {out['stopped_by']} at step {out['step']}: checkpoint saved in "
               f"{epath.Path(workdir) / 'checkpoints'}; rerun the same command to resume.")
@@ -80,6 +82,19 @@ def main(argv):
     _fail(str(e))
   except recovery.TrainingAbortedError as e:
     _abort(f"training aborted: {e}")
+  except workdir_lock.WorkdirInUseError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(workdir_lock.EXIT_CODE)
+
+
+def _workdir_lock(config, workdir: str, several_processes: bool):
+  """The workdir's lock, held by the one process of a run that writes it (process 0), unless turned off."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import workdir_lock  # pylint: disable=g-import-not-at-top
+  if not config.checkpoint.lock or (several_processes and jax.process_index() > 0):
+    return contextlib.nullcontext()
+  return workdir_lock.WorkdirLock(workdir, config.checkpoint.lock_heartbeat_seconds,
+                                  config.checkpoint.lock_stale_seconds, warn=logging.warning)
 
 
 class _QuietLibraries:

@@ -1,9 +1,11 @@
 """The command line: one clear error line for bad input, and kill -9 then rerun resumes from the checkpoint."""
 
+import json
 import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +57,8 @@ def test_invalid_config_value_is_one_line(tmp_path):
 
 
 def test_sigkill_after_checkpoint_then_rerun_resumes(tmp_path):
+  """Also the workdir lock: a second run while the first lives is refused in one line naming it (exit 75); the
+  rerun after the kill takes the dead run's lock over with one warning; evaluation needs no lock."""
   args = [sys.executable, "-m", "declip_jax.main", f"--config={TINY}", f"--workdir={tmp_path}",
           "--config.train.num_steps=400", "--config.checkpoint.every_steps=2", "--config.eval.every_steps=1000"]
   proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -63,14 +67,22 @@ def test_sigkill_after_checkpoint_then_rerun_resumes(tmp_path):
   deadline = time.time() + 240
   while time.time() < deadline and not any(p.name.isdigit() for p in checkpoints.glob("*")):
     time.sleep(0.2)
+  second = _main(*args[3:])
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  assert second.returncode == 75, second.stderr[-2000:]
+  assert _error_lines(second.stderr) == [_error_lines(second.stderr)[0]], second.stderr[-2000:]
+  assert f"is in use by pid {proc.pid} on host" in second.stderr and "Traceback" not in second.stderr
   saved = sorted(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
   assert saved, "no checkpoint was written before the kill"
   out = _main(f"--config={TINY}", f"--workdir={tmp_path}", f"--config.train.num_steps={saved[-1] + 2}",
               "--config.checkpoint.every_steps=2", "--config.eval.every_steps=1000")
   assert out.returncode == 0, out.stderr[-2000:]
   assert f"Resumed from the checkpoint at step {saved[-1]}" in out.stderr
+  assert out.stderr.count(f"taking over the lock of {tmp_path} from pid {proc.pid}") == 1
+  assert not (tmp_path / "run.lock").exists()  # Released at the end.
+  (tmp_path / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": 0.0,
+                                                 "command": "a live run", "token": "t"}))
   assert f"[zero_shot_shape] step {saved[-1] + 2}" in out.stdout
   out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--mode=eval")
   assert out.returncode == 0, out.stderr[-2000:]

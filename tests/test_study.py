@@ -2,8 +2,10 @@
 
 import csv
 import json
+import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -79,8 +81,7 @@ def test_collect_and_plot(tmp_path):
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
-def test_a_two_run_study_end_to_end(tmp_path):
+def _two_run_study_file(tmp_path):
   study_file = tmp_path / "study.py"
   study_file.write_text(  # Self-contained: importing this test module would define the study's flags twice.
       "import ml_collections\n\n\ndef get_config():\n"
@@ -92,6 +93,24 @@ def test_a_two_run_study_end_to_end(tmp_path):
       "  s.noise = ml_collections.ConfigDict({'noisy': {'partial': 0.2, 'wrong': 0.1, 'unrelated': 0.2}})\n"
       "  s.plot = ml_collections.ConfigDict({'zero-shot shape': 'zero_shot_shape/zero_shot_top1'})\n"
       "  return s\n")
+  return study_file
+
+
+def test_a_study_on_a_held_workdir_is_refused_in_one_line(tmp_path):
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                        "started": 0.0, "command": "the other study", "token": "t"}))
+  out = subprocess.run([sys.executable, "-m", "declip_jax.study", f"--study={_two_run_study_file(tmp_path)}",
+                        f"--workdir={tmp_path / 'w'}", f"--records={tmp_path / 'records'}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 75, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines() == [out.stderr.strip()] and f"in use by pid {os.getpid()}" in out.stderr
+  assert "the other study" in out.stderr and not (tmp_path / "records").exists()
+
+
+@pytest.mark.slow
+def test_a_two_run_study_end_to_end(tmp_path):
+  study_file = _two_run_study_file(tmp_path)
   records = tmp_path / "records"
   args = [sys.executable, "-m", "declip_jax.study", f"--study={study_file}", f"--workdir={tmp_path / 'w'}",
           f"--records={records}", "--parallel=2"]

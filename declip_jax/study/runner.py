@@ -39,6 +39,7 @@ from ml_collections import config_flags
 from declip_jax.study import grid, records as records_lib, report
 from declip_jax.study.grid import Run
 from declip_jax.study.records import Records
+from declip_jax.training import workdir_lock
 
 _STUDY = config_flags.DEFINE_config_file("study", None, "A study config (configs/studies/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs' workdirs go (scratch); default "
@@ -112,8 +113,13 @@ def main(_):
     print(f"study: {len(recorded)} of {len(recorded) + len(left)} runs recorded, {len(left)} left to run")
     return
   workdir.mkdir(parents=True, exist_ok=True)
-  failed = run_all(records, workdir, _PARALLEL.value, _ONLY.value)
-  rows = report.write_results(records, workdir, record_workdirs=True)  # Also a run that finished but exited non-zero.
+  try:
+    with workdir_lock.WorkdirLock(str(workdir)):  # One study per workdir; each run also locks its own.
+      failed = run_all(records, workdir, _PARALLEL.value, _ONLY.value)
+      rows = report.write_results(records, workdir, record_workdirs=True)  # Also a run that exited non-zero.
+  except workdir_lock.WorkdirInUseError as e:
+    print(f"study: {e}", file=sys.stderr)
+    sys.exit(workdir_lock.EXIT_CODE)
   print((records.folder / "results.md").read_text())
   print(f"study: {len(rows)} runs in {records.folder / 'results.csv'} (table: results.md, plot: results.png); "
         f"records in {records.folder / 'runs'}")

@@ -4,9 +4,11 @@ Config values are overridden with `--config.train.num_steps=50` style flags; a m
 """
 
 import contextlib
+import logging as std_logging
 import os
 import re
 import sys
+import tempfile
 
 from absl import app, flags, logging
 from etils import epath
@@ -85,6 +87,13 @@ def main(argv):
   except workdir_lock.WorkdirInUseError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(workdir_lock.EXIT_CODE)
+  except checkpointing.CheckpointWriteError as e:
+    details = f" Orbax's own report: {_QuietLibraries.errors_file}." if _QuietLibraries.errors_logged else ""
+    print(f"error: {e}{details}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Not sys.exit: at interpreter shutdown the failed save's orphaned writer threads and coroutines would print
+    # pages of tracebacks ("Event loop is closed") after this line. The lock is already released.
+    os._exit(checkpointing.EXIT_CODE)  # pylint: disable=protected-access
 
 
 def _workdir_lock(config, workdir: str, several_processes: bool):
@@ -98,10 +107,25 @@ def _workdir_lock(config, workdir: str, several_processes: bool):
 
 
 class _QuietLibraries:
-  """Drops INFO records from Orbax's per-save chatter; warnings and errors still show."""
+  """Drops INFO records from Orbax's per-save chatter; its warnings show. Its errors go to a file instead: a
+  failed background save logs every writer thread's traceback (pages of them), and the run's one error line
+  names the file."""
+
+  errors_file = os.path.join(tempfile.gettempdir(), f"declip_jax-{os.getpid()}-orbax-errors.log")
+  errors_logged = False
 
   def filter(self, record) -> bool:
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    if record.levelno >= 40:
+      try:
+        with open(self.errors_file, "a") as f:
+          f.write(std_logging.Formatter("%(asctime)s %(pathname)s:%(lineno)d %(message)s").format(record) + "\n")
+        _QuietLibraries.errors_logged = True
+        return False
+      except OSError:  # Nowhere to put it: show it.
+        return True
+    return record.levelno >= 30
 
 
 def _one_line(error: Exception) -> str:

@@ -1,5 +1,9 @@
 """Orbax checkpoints of the train state, plus a small JSON record (data position, config, fingerprint) per step."""
 
+import contextlib
+import os
+import re
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -71,6 +75,50 @@ class UnreadableCheckpointsError(RuntimeError):
   """Checkpoints exist but none of them can be read."""
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint cannot be written (no space, no permission, an I/O error); the message is one line: where,
+  why, the free space, the last good checkpoint, and that rerunning resumes."""
+
+
+EXIT_CODE = 74  # sysexits' EX_IOERR.
+# What an I/O failure says on its way up through Orbax and TensorStore (whose errors are ValueErrors).
+_WRITE_FAILURE = re.compile(r"No space left|RESOURCE_EXHAUSTED|Permission denied|PERMISSION_DENIED|Read-only file "
+                            r"system|Disk quota|File too large|os_error_code|Input/output error")
+
+
+def _write_failure_reason(error: BaseException) -> Optional[str]:
+  """What an exception says went wrong writing (e.g. "No space left on device"), or None when it is not a write
+  failure. Looks through its causes: Orbax wraps TensorStore's errors, which wrap the OS's."""
+  chain, cause = [], error
+  while cause is not None and len(chain) < 8:
+    chain.append(cause)
+    cause = cause.__cause__ or cause.__context__
+  if not any(isinstance(e, OSError) or _WRITE_FAILURE.search(str(e)) for e in chain):
+    return None
+  text = " ".join(str(e) for e in chain)
+  known = re.search(r"No space left on device|Permission denied|Read-only file system|Disk quota exceeded|File too "
+                    r"large|Input/output error", text)
+  return known.group(0) if known else " ".join(str(error).split())[:200]
+
+
+def free_bytes(directory: epath.Path) -> Optional[int]:
+  """Free bytes on the local filesystem holding `directory`; None for object stores (no such number)."""
+  if "://" in str(directory):
+    return None
+  return shutil.disk_usage(directory).free
+
+
+def _bytes_under(path: epath.Path) -> int:
+  """The total size of the files below a local directory (0 for object stores)."""
+  if "://" in str(path) or not path.exists():
+    return 0
+  return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def _megabytes(n: int) -> str:
+  return f"{n / 2**20:.1f} MB"
+
+
 class Checkpointer:
   """Saves and restores TrainState pytrees under `<workdir>/checkpoints/<step>/`.
 
@@ -92,12 +140,59 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict) -> bool:
-    """Starts saving `state` at `step` (no-op if that step exists); returns whether a save started."""
+    """Starts saving `state` at `step` (no-op if that step exists); returns whether a save started.
+
+    Raises:
+      CheckpointWriteError: the free space cannot hold a checkpoint of the size the last one took (or, before
+        the first, of the state's bytes): the save is not started; or a save failed to write.
+    """
     if step in self._manager.all_steps():
       return False
+    self._check_space(step, state)
     meta = {**meta, "fingerprint": [int(v) for v in np.asarray(jax.device_get(fingerprint(state)))]}
-    return self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                            meta=ocp.args.JsonSave(meta)), force=True)
+    with self._write_failures(step):
+      return self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                              meta=ocp.args.JsonSave(meta)), force=True)
+
+  def _check_space(self, step: int, state: Any) -> None:
+    """Refuses a save that cannot fit, and warns when the one after it will not."""
+    free = free_bytes(self.directory)
+    if free is None or jax.process_index() > 0:
+      return
+    latest = self._manager.latest_step()
+    state_bytes = sum(int(leaf.nbytes) for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
+    needed = max(_bytes_under(self.directory / str(latest)) if latest is not None else 0, state_bytes)
+    if needed > free:
+      raise CheckpointWriteError(
+          f"checkpoint {step} cannot be written in {self.directory}: a checkpoint takes about {_megabytes(needed)} "
+          f"and {_megabytes(free)} are free; the last good checkpoint is {self._last_good()}. Free some space "
+          "and rerun the same command to resume.")
+    if 2 * needed > free:
+      logging.warning("%s has room for this checkpoint (%s) but not for the next: %s free. Free some space before "
+                      "step %d's save would fail.", self.directory, _megabytes(needed), _megabytes(free), step)
+
+  def _last_good(self) -> str:
+    latest = self._manager.latest_step()
+    return f"step {latest}" if latest is not None else "none (the run would start again from step 0)"
+
+  @contextlib.contextmanager
+  def _write_failures(self, step: Optional[int]):
+    """Within it, a failed write becomes one CheckpointWriteError line, and the partial files are removed."""
+    try:
+      yield
+    except Exception as error:  # Orbax and TensorStore raise ValueErrors, RuntimeErrors, OSErrors ...
+      reason = _write_failure_reason(error)
+      if reason is None:
+        raise
+      for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      free = free_bytes(self.directory)
+      which = "" if step is None else f" (step {step} or the one before)"
+      raise CheckpointWriteError(
+          f"a checkpoint{which} could not be written in {self.directory}: {reason}"
+          + ("" if free is None else f"; {_megabytes(free)} free")
+          + f"; the last good checkpoint is {self._last_good()} (partial files removed). Fix that and rerun the "
+          "same command to resume.") from None
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores the state at `step` with the shapes, dtypes and shardings of `abstract_state`.
@@ -151,8 +246,13 @@ class Checkpointer:
     return self._manager.reached_preemption(step)
 
   def wait(self) -> None:
-    """Blocks until pending saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending saves are on disk.
+
+    Raises:
+      CheckpointWriteError: one of them failed to write.
+    """
+    with self._write_failures(None):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()

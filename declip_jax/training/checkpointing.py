@@ -156,8 +156,8 @@ class Checkpointer:
 
   def _check_space(self, step: int, state: Any) -> None:
     """Refuses a save that cannot fit, and warns when the one after it will not."""
-    free = free_bytes(self.directory)
-    if free is None or jax.process_index() > 0:
+    free = free_bytes(self.directory)  # Every process checks: on a shared filesystem they all see the same.
+    if free is None:
       return
     latest = self._manager.latest_step()
     state_bytes = sum(int(leaf.nbytes) for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))

@@ -102,6 +102,12 @@ def _distributed_section() -> ml_collections.ConfigDict:
   distributed.num_processes = 0  # 0: from the environment.
   distributed.process_id = -1
   distributed.cpu_collectives = "gloo"  # Collectives between CPU devices of different processes.
+  # JAX's coordination service: a process whose heartbeat is missing this long is declared dead and every other
+  # process stops (instead of waiting in a collective forever); start-up waits this long for all processes;
+  # shutdown waits this long for the others to finish (docs/reliability.md). JAX's defaults.
+  distributed.heartbeat_timeout_seconds = 100
+  distributed.initialization_timeout_seconds = 300
+  distributed.shutdown_timeout_seconds = 300
   return distributed
 
 

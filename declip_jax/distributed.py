@@ -38,10 +38,12 @@ def maybe_initialize(config: ml_collections.ConfigDict) -> bool:
     return False
   if d.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
-  kwargs = {}
+  kwargs = {"heartbeat_timeout_seconds": d.heartbeat_timeout_seconds,
+            "initialization_timeout": d.initialization_timeout_seconds,
+            "shutdown_timeout_seconds": d.shutdown_timeout_seconds}
   if explicit:
-    kwargs = {"coordinator_address": d.coordinator_address, "num_processes": d.num_processes,
-              "process_id": d.process_id}
+    kwargs.update({"coordinator_address": d.coordinator_address, "num_processes": d.num_processes,
+                   "process_id": d.process_id})
   jax.distributed.initialize(**kwargs)
   logging.info("JAX distributed runtime up (%s): process %d of %d, %d local / %d global devices.",
                "config" if explicit else environment or "auto-detected", jax.process_index(), jax.process_count(),

@@ -7,7 +7,9 @@ import pathlib
 import socket
 import shutil
 import subprocess
+import signal
 import sys
+import time
 
 import jax
 import numpy as np
@@ -138,3 +140,33 @@ def test_two_processes_resume_tfrecord_streams_exactly(tmp_path):
     assert len(meta["data_state"]) == 2 and meta["data_state"][0] != meta["data_state"][1]
     states.append(jax.device_get(state))
   jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
+
+
+def test_a_dead_peer_stops_the_other_in_bounded_time_and_both_resume(tmp_path):
+  """kill -9 of process 1 mid-run: process 0 must exit (not wait in a collective forever) well within the
+  heartbeat timeout, and the same two commands then resume from the last checkpoint. On CPU the gloo
+  connection breaks at once; where a death is silent (a hung host), JAX's coordination service declares the peer
+  dead after distributed.heartbeat_timeout_seconds (10 here) and stops the others."""
+  port = _free_port()
+  flags = ["--config.distributed.num_processes=2", f"--config.distributed.coordinator_address=localhost:{port}",
+           "--config.distributed.heartbeat_timeout_seconds=10", "--config.checkpoint.every_steps=2"]
+  procs = [_launch(tmp_path, 4, *flags, f"--config.distributed.process_id={i}", "--config.train.num_steps=100000")
+           for i in range(2)]
+  checkpoints = tmp_path / "checkpoints"
+  deadline = time.time() + 400
+  while time.time() < deadline and not any(p.name.isdigit() for p in checkpoints.glob("*")):
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGKILL)
+  killed = time.time()
+  try:
+    _, err = procs[0].communicate(timeout=60)
+  except subprocess.TimeoutExpired:
+    procs[0].kill()
+    pytest.fail("process 0 still ran 60 s after its peer died")
+  detected = time.time() - killed
+  procs[1].communicate()
+  assert procs[0].returncode != 0 and detected < 60, (procs[0].returncode, detected)
+  saved = max(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
+  outs = _launch_pair(tmp_path, *flags[2:], f"--config.train.num_steps={saved + 2}")
+  assert f"Resumed from the checkpoint at step {saved}" in outs[0][1]
+  print(f"process 0 exited {detected:.1f} s after process 1 was killed (rc {procs[0].returncode})")

@@ -67,6 +67,7 @@ def test_the_methods_terms_are_counted():
 
 def test_the_sigmoid_base_costs_what_the_softmax_one_does():
   """SigLIP scores the same [B, B] (image, text) pairs as InfoNCE: the counter gives the twins equal FLOPs."""
-  from configs import clip_vit_b32, declip_vit_b32, desiglip_vit_b32, siglip_vit_b32  # pylint: disable=g-import-not-at-top
+  from configs import (clip_vit_b32, declip_vit_b32, desiglip_vit_b32,  # pylint: disable=g-import-not-at-top
+                       siglip_vit_b32)
   assert flops.train_step(siglip_vit_b32.get_config()) == flops.train_step(clip_vit_b32.get_config())
   assert flops.train_step(desiglip_vit_b32.get_config()) == flops.train_step(declip_vit_b32.get_config())

@@ -81,8 +81,8 @@ def test_sigkill_after_checkpoint_then_rerun_resumes(tmp_path):
   assert f"Resumed from the checkpoint at step {saved[-1]}" in out.stderr
   assert out.stderr.count(f"taking over the lock of {tmp_path} from pid {proc.pid}") == 1
   assert not (tmp_path / "run.lock").exists()  # Released at the end.
-  (tmp_path / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": 0.0,
-                                                 "command": "a live run", "token": "t"}))
+  (tmp_path / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                 "started": time.time(), "command": "a live run", "token": "t"}))
   assert f"[zero_shot_shape] step {saved[-1] + 2}" in out.stdout
   out = _main(f"--config={TINY}", f"--workdir={tmp_path}", "--mode=eval")
   assert out.returncode == 0, out.stderr[-2000:]

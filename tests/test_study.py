@@ -98,8 +98,9 @@ def _two_run_study_file(tmp_path):
 
 def test_a_study_on_a_held_workdir_is_refused_in_one_line(tmp_path):
   (tmp_path / "w").mkdir()
-  (tmp_path / "w" / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                        "started": 0.0, "command": "the other study", "token": "t"}))
+  held = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "command": "the other study",
+          "token": "t"}
+  (tmp_path / "w" / "run.lock").write_text(json.dumps(held))
   out = subprocess.run([sys.executable, "-m", "declip_jax.study", f"--study={_two_run_study_file(tmp_path)}",
                         f"--workdir={tmp_path / 'w'}", f"--records={tmp_path / 'records'}"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
@@ -187,7 +188,8 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   changed = tiny_study(methods=ml_collections.ConfigDict(
       {"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.6, 1.0))), "declip": ()}))
   said = []
-  recorded, left = study_records.plan(study_records.Records(changed, root / "docs" / "tiny", "tiny"), root / "w", say=said.append)
+  recorded, left = study_records.plan(study_records.Records(changed, root / "docs" / "tiny", "tiny"), root / "w",
+                                      say=said.append)
   assert {r.name for r in left} >= {"clip-n96-noisy-s0", "clip-n200-noisy-s1"} and len(recorded) == 1
   assert len(said) == 4 and "data.augment.crop_scale: [0.5, 1.0] -> [0.6, 1.0]" in said[0]
 
@@ -223,5 +225,6 @@ def test_a_runs_time_is_split_into_startup_training_and_the_final_evaluation():
       "I1202 12:30:20.500000 1 train.py:209] Training from step 0 to 2.",
       "I1202 12:30:31.000000 1 logging_writer.py:48] [2] train/loss=1.0",
       "I1202 12:30:35.000000 1 logging_writer.py:48] [2] eval/x/m=0.5"])
-  assert study_records.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5, "final_s": 9.0}
+  assert study_records.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5,
+                                                                       "final_s": 9.0}
   assert study_records.phases("no timestamps", started, started + 40, steps=2) is None

@@ -121,3 +121,21 @@ def test_of_two_runs_taking_over_the_same_dead_lock_one_wins(tmp_path):
   for run in runs:
     run.communicate(timeout=60)
   assert outcomes == ["refused", "won"], outcomes
+
+
+def test_a_zombie_or_a_reused_pid_is_not_the_holder(tmp_path):
+  """kill -9 leaves a zombie until its parent reaps it; and a pid may since belong to a process that started
+  after the lock was written. Neither holds the lock."""
+  zombie = subprocess.Popen([sys.executable, "-c", ""])
+  deadline = time.time() + 30
+  while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+    time.sleep(0.05)  # Not waited for: a zombie.
+  _write_lock(tmp_path, pid=zombie.pid)
+  warnings = []
+  with workdir_lock.WorkdirLock(str(tmp_path), warn=warnings.append):
+    pass
+  zombie.wait()
+  _write_lock(tmp_path, pid=os.getpid(), started=time.time() - 3600)  # A lock older than this process: not its.
+  with workdir_lock.WorkdirLock(str(tmp_path), warn=warnings.append):
+    pass
+  assert len(warnings) == 2 and all("is not running" in w for w in warnings), warnings

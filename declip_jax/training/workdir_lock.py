@@ -54,14 +54,32 @@ class Holder:
     return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "heartbeat"})
 
 
-def _pid_alive(pid: int) -> bool:
+def _process_start(pid: int) -> Optional[float]:
+  """When a process started (Unix time), from Linux's /proc; None where there is no /proc, or when it is a zombie
+  (killed but not yet reaped by its parent: it runs no more)."""
   try:
-    os.kill(pid, 0)
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+      return None
+    boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime "))
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+  except (OSError, IndexError, StopIteration, ValueError):
+    return None
+
+
+def _holder_running(holder: "Holder") -> bool:
+  """Whether the lock's holder, a process of this host, still runs: its pid exists, is no zombie, and (on Linux)
+  started no later than the lock (else the pid was reused by another process since)."""
+  try:
+    os.kill(holder.pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:  # Another user's live process.
+    pass
+  if not os.path.exists("/proc/self/stat"):
     return True
-  return True
+  started = _process_start(holder.pid)
+  return started is not None and started <= holder.started + 2.0  # /proc's start time has 1/100 s steps.
 
 
 def _is_local(path: epath.Path) -> bool:
@@ -123,7 +141,7 @@ class WorkdirLock:
 
   def _stale_reason(self, holder: Holder, now: float) -> Optional[str]:
     if holder.host == socket.gethostname():
-      return None if _pid_alive(holder.pid) else f"pid {holder.pid} is not running"
+      return None if _holder_running(holder) else f"pid {holder.pid} is not running"
     age = now - holder.heartbeat
     return f"its heartbeat is {age:.0f} s old" if age > self.stale_seconds else None
 

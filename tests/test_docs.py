@@ -65,5 +65,6 @@ def test_every_design_section_the_code_cites_exists():
 
 def test_nothing_refers_outside_the_repository():
   outside_reference = re.compile(r"\.\./shared\b|\bshared/reference\b|\bDESIGN\.md\b|\bDESIGN §")
-  outside = [str(p.relative_to(REPO)) for p in CODE_FILES + PAGES if outside_reference.search(p.read_text(errors="replace"))]
+  outside = [str(p.relative_to(REPO)) for p in CODE_FILES + PAGES
+             if outside_reference.search(p.read_text(errors="replace"))]
   assert not outside, f"these refer to files outside the repository: {outside}"

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import traceback as tb_lib
 
 from absl import app, flags, logging
 from etils import epath
@@ -128,6 +129,36 @@ class _QuietLibraries:
     return record.levelno >= 30
 
 
+def _divert_orphaned_writer_errors() -> None:
+  """After a failed background save, TensorStore's completion callbacks find their asyncio loop closed and print
+  "RuntimeError: Event loop is closed" as unraisable errors (one traceback per pending write). Those go to
+  _QuietLibraries' file with Orbax's own report; every other error is printed as before."""
+
+  def diverted(value, lines: list[str]) -> bool:
+    if not (isinstance(value, RuntimeError) and "Event loop is closed" in str(value)):
+      return False
+    try:
+      with open(_QuietLibraries.errors_file, "a") as f:
+        f.write("".join(lines))
+    except OSError:
+      return False
+    _QuietLibraries.errors_logged = True
+    return True
+
+  unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
+
+  def unraisablehook(args):
+    lines = tb_lib.format_exception(args.exc_type, args.exc_value, args.exc_traceback)
+    if not diverted(args.exc_value, lines):
+      unraisable_hook(args)
+
+  def excepthook(kind, value, traceback):
+    if not diverted(value, tb_lib.format_exception(kind, value, traceback)):
+      except_hook(kind, value, traceback)
+
+  sys.unraisablehook, sys.excepthook = unraisablehook, excepthook
+
+
 def _one_line(error: Exception) -> str:
   return " ".join(str(error).replace("\\n", " ").split()).replace("\\'", "'")
 
@@ -156,6 +187,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def run():
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  _divert_orphaned_writer_errors()
   app.run(main, flags_parser=_parse_flags)
 
 

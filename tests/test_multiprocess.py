@@ -142,6 +142,7 @@ def test_two_processes_resume_tfrecord_streams_exactly(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
 
 
+@pytest.mark.slow  # 87 s on a fast 2-core host, two pairs of launches: kept out of the default suite's time.
 def test_a_dead_peer_stops_the_other_in_bounded_time_and_both_resume(tmp_path):
   """kill -9 of process 1 mid-run: process 0 must exit (not wait in a collective forever) well within the
   heartbeat timeout, and the same two commands then resume from the last checkpoint. On CPU the gloo

@@ -13,10 +13,7 @@ import pytest
 
 from declip_jax.losses import sigmoid
 from tests.conftest import REPO, virtual_devices_flags
-
-
-def _unit(x):
-  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+from tests.test_losses_methods import _numeric_gradient, _unit
 
 
 def np_sigmoid_loss(x, y, t, b):
@@ -28,15 +25,6 @@ def np_sigmoid_loss(x, y, t, b):
       z = 1.0 if i == j else -1.0
       total += np.logaddexp(0.0, -z * (t * float(x[i] @ y[j]) + b))  # -log sigmoid(u) = log(1 + exp(-u)).
   return total / n
-
-
-def _numeric_gradient(f, x, eps=1e-6):
-  g = np.zeros_like(x)
-  for index in np.ndindex(x.shape):
-    step = np.zeros_like(x)
-    step[index] = eps
-    g[index] = (f(x + step) - f(x - step)) / (2 * eps)
-  return g
 
 
 @pytest.mark.parametrize("implementation, chunk", [("ring", None), ("gathered", None), ("gathered", 3)])

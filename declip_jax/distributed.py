@@ -7,6 +7,7 @@ id then come from that environment.
 """
 
 import os
+from typing import Optional
 
 import jax
 import ml_collections
@@ -49,3 +50,18 @@ def maybe_initialize(config: ml_collections.ConfigDict) -> bool:
                "config" if explicit else environment or "auto-detected", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   return True
+
+
+EXIT_CODE = 69  # EX_UNAVAILABLE: another process of the run is gone; rerunning every process's command resumes.
+_PEER_FAILURE_MARKERS = ("Connection closed by peer", "Connection reset by peer", "heartbeat timeout",
+                         "stopped sending heartbeats", "tasks are unhealthy", "Gloo", "NCCL", "Barrier failed",
+                         "coordination service")
+
+
+def peer_failure(error: BaseException) -> Optional[str]:
+  """The first line of `error` when it says that another process of a multi-process run died or hung (a
+  collective's connection closed, the coordination service's heartbeat timeout); None for any other error."""
+  text = str(error)
+  if not any(marker in text for marker in _PEER_FAILURE_MARKERS):
+    return None
+  return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__

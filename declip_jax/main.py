@@ -95,6 +95,25 @@ def main(argv):
     # Not sys.exit: at interpreter shutdown the failed save's orphaned writer threads and coroutines would print
     # pages of tracebacks ("Event loop is closed") after this line. The lock is already released.
     os._exit(checkpointing.EXIT_CODE)  # pylint: disable=protected-access
+  except Exception as e:  # pylint: disable=broad-except
+    reason = distributed.peer_failure(e) if several_processes else None
+    if reason is None:
+      raise
+    _peer_failed(workdir, reason)
+
+
+def _peer_failed(workdir: str, reason: str) -> None:
+  """Another process of the run died: one line, then exit at once. Not sys.exit: JAX's exit handler would wait
+  at the distributed shutdown barrier for the dead process, and its coordination client then aborts the
+  process with pages of C++ and Python stacks."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from declip_jax import distributed  # pylint: disable=g-import-not-at-top
+  steps = sorted(int(p.name) for p in (epath.Path(workdir) / "checkpoints").glob("*") if p.name.isdigit())
+  newest = f"the newest checkpoint is step {steps[-1]}" if steps else "there is no checkpoint yet"
+  print(f"error: another process of this run stopped (process {jax.process_index()} of {jax.process_count()} saw: "
+        f"{reason}); {newest}; rerun every process's command to resume.", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(distributed.EXIT_CODE)  # pylint: disable=protected-access
 
 
 def _workdir_lock(config, workdir: str, several_processes: bool):

@@ -59,8 +59,12 @@ class StopRequests:
 
 
 def _write_json(path: epath.Path, payload: Any) -> None:
+  """Process 0 writes `payload` to `path` atomically: a temp file beside it, then a rename, so that a kill or a
+  full disk mid-write leaves the previous file whole."""
   if jax.process_index() == 0:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(path)
 
 
 def _eval_scalars(results: dict) -> dict[str, float]:

@@ -2,6 +2,7 @@
 check before a save, the translation of a failed write, and the command line's exit code, output and resume."""
 
 import errno
+import json
 import os
 import resource
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
 from declip_jax.training import checkpointing
 from tests.conftest import REPO
@@ -66,3 +68,20 @@ def test_a_write_failure_in_a_background_save_is_one_line_and_the_rerun_resumes(
   assert again.returncode == 0, again.stderr[-3000:]
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == 6
   np.testing.assert_equal((tmp_path / "eval_results.json").exists(), True)
+
+
+def test_eval_results_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+  """train._write_json writes a temp file and renames it: a write that fails leaves the old file as it was."""
+  from declip_jax import train  # pylint: disable=g-import-not-at-top
+  target = epath.Path(tmp_path) / "eval_results.json"
+  train._write_json(target, {"step": 1})  # pylint: disable=protected-access
+  assert json.loads(target.read_text()) == {"step": 1} and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+  def full_disk(self, text):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(type(target), "write_text", full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    train._write_json(target, {"step": 2})  # pylint: disable=protected-access
+  monkeypatch.undo()
+  assert json.loads(target.read_text()) == {"step": 1}

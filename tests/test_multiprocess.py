@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import train
+from declip_jax import distributed, train
 from declip_jax.training import checkpointing
 from tests.conftest import REPO, virtual_devices_flags
 from tests.tiny_config import tiny_config
@@ -166,7 +166,10 @@ def test_a_dead_peer_stops_the_other_in_bounded_time_and_both_resume(tmp_path):
     pytest.fail("process 0 still ran 60 s after its peer died")
   detected = time.time() - killed
   procs[1].communicate()
-  assert procs[0].returncode != 0 and detected < 60, (procs[0].returncode, detected)
+  assert procs[0].returncode == distributed.EXIT_CODE and detected < 60, (procs[0].returncode, detected, err[-3000:])
+  errors = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "another process of this run stopped" in errors[0], err[-3000:]
+  assert "rerun every process's command to resume" in errors[0] and "Traceback" not in err, err[-3000:]
   saved = max(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
   outs = _launch_pair(tmp_path, *flags[2:], f"--config.train.num_steps={saved + 2}")
   assert f"Resumed from the checkpoint at step {saved}" in outs[0][1]

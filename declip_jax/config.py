@@ -49,6 +49,10 @@ def _train_section() -> ml_collections.ConfigDict:
   train.batch_size = 4096  # Global: 128 per GPU x 32 GPUs (official).
   train.seed = 0
   train.log_every_steps = 100
+  # Exact gradient accumulation (docs/design.md §17): each device's batch runs through the towers in this many
+  # micro-batches (activation memory / accum_steps, the towers' forward run twice); the losses still see the
+  # whole global batch, so the update equals the unaccumulated one. 1: off.
+  train.accum_steps = 1
   # Official loss-spike recovery (docs/design.md §8): on a spike or a non-finite streak, restore a checkpoint at least
   # min_steps_back steps old and multiply the learning rate by lr_factor; give up after max_rollbacks.
   train.recovery = ml_collections.ConfigDict()
@@ -490,6 +494,17 @@ def _validate_queue_and_batch_shards(c: ml_collections.ConfigDict, num_batch_sha
   _require(b % num_batch_shards == 0,
            f"train.batch_size ({b}) must be divisible by the {num_batch_shards} batch shards of mesh.shape "
            f"{tuple(c.mesh.shape)}.")
+  k = c.train.accum_steps
+  _require(isinstance(k, int) and k >= 1, f"train.accum_steps must be an integer >= 1, got {k!r}.")
+  _require(b % (num_batch_shards * k) == 0,
+           f"train.batch_size ({b}) must be divisible by train.accum_steps ({k}) x the {num_batch_shards} batch "
+           "shards: each device's rows split into equal micro-batches.")
+  if k > 1 and c.model.image.arch == "resnet":
+    g, micro = c.model.image.bn_group_size, b // (num_batch_shards * k)
+    _require(micro % g == 0,
+             f"train.accum_steps ({k}) gives micro-batches of {micro} examples per device, which must hold whole "
+             f"ResNet BatchNorm groups (model.image.bn_group_size {g}) for the accumulated update to equal the "
+             "full batch's: lower train.accum_steps or model.image.bn_group_size.")
 
 
 def _validate_mlm(c: ml_collections.ConfigDict) -> None:

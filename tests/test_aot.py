@@ -24,24 +24,42 @@ def test_out_of_memory_messages_of_both_phrasings_are_read():
 
 
 def test_ladder_is_cumulative_stops_at_the_first_fit_and_the_verdict_names_its_flags(monkeypatch):
-  """A fake compiler that fits once the batch is halved (and bf16 and remat are on, from earlier rungs)."""
+  """A fake compiler that fits once the batch is accumulated over 4 micro-batches (and bf16 and save_dots remat
+  are on, from earlier rungs)."""
   seen = []
 
   def fake_try_compile(config, devices, label, overrides, available):
-    seen.append((label, dict(overrides), config.train.batch_size, config.model.dtype))
-    fits = config.train.batch_size <= 8 and config.model.text.remat == "full"
+    seen.append((label, dict(overrides), config.train.accum_steps, config.model.dtype))
+    fits = config.train.accum_steps == 4 and config.model.text.remat == "save_dots"
     return ladder.Attempt(label, overrides, fits, 10.0 if fits else 20.0, "planned peak" if fits else "HLO temporaries")
 
   monkeypatch.setattr(ladder, "try_compile", fake_try_compile)
   config = tiny_config()
   attempts = ladder.fit(config, devices=None, available=15.75)
-  assert [a.label for a in attempts] == [label for label, _ in ladder.LADDER[:6]]
-  assert seen[1][3] == "bfloat16" and seen[5][2] == 8 and seen[4][1]["mesh.shape"] == (1, -1, 1)
+  assert [a.label for a in attempts] == [label for label, _ in ladder.LADDER[:4]]
+  assert seen[1][3] == "bfloat16" and seen[3][2] == 4 and seen[2][2] == 1
   text = ladder.verdict(attempts, 15.75)
   assert text.startswith("DOES NOT FIT as configured: needs over 20.00 GiB per device (its HLO temporaries alone)")
-  assert ("--config.model.dtype=bfloat16" in text and "--config.model.text.remat=full" in text
-          and "--config.train.batch_size=8" in text and "--config.mesh.shape='(1, -1, 1)'" in text)
+  assert ("--config.model.dtype=bfloat16" in text and "--config.model.text.remat=save_dots" in text
+          and "--config.train.accum_steps=4" in text)
   assert ladder.verdict(attempts[-1:], 15.75).startswith("FITS as configured: planned peak 10.00 GiB")
+
+
+def test_a_rung_the_config_cannot_take_is_passed_over(monkeypatch):
+  """Accumulation that a config refuses (a ResNet whose micro-batches would split BatchNorm groups): the next
+  rungs go on without it."""
+  seen = []
+
+  def fake_try_compile(config, devices, label, overrides, available):
+    seen.append(dict(overrides))
+    if config.train.accum_steps > 1:
+      return ladder.Attempt(label, overrides, False, None, "", "invalid config: whole ResNet BatchNorm groups")
+    return ladder.Attempt(label, overrides, "batch" in label, 1.0, "planned peak")
+
+  monkeypatch.setattr(ladder, "try_compile", fake_try_compile)
+  attempts = ladder.fit(tiny_config(), devices=None, available=15.75)
+  assert attempts[-1].fits and "train.accum_steps" not in attempts[-1].overrides
+  assert [o.get("train.accum_steps") for o in seen[3:]] == [4, 16, None, None, None]
 
 
 def test_a_compiled_program_whose_state_does_not_fit_is_refused():
@@ -83,7 +101,9 @@ def test_ladder_skips_rungs_the_config_already_has(monkeypatch):
   config = tiny_config()
   config.model.dtype, config.model.image.remat, config.model.text.remat = "bfloat16", "full", "full"
   attempts = ladder.fit(config, devices=None, available=15.75)
-  assert labels == ["as configured", "+ FSDP over all devices"] and attempts[-1].overrides == {"mesh.shape": (1, -1, 1)}
+  assert labels == ["as configured", "+ accumulation over 4 micro-batches", "+ accumulation over 16 micro-batches",
+                    "+ FSDP over all devices"]
+  assert attempts[-1].overrides == {"train.accum_steps": 16, "mesh.shape": (1, -1, 1)}
 
 
 _GPU_COMPILER = gpu_target.has_module("jax_plugins.xla_cuda12")

@@ -23,9 +23,21 @@ def test_train_step_counts_forward_three_times_except_frozen_and_gradient_free_p
   assert parts["image_tower"] == 3 * 2 * 8 * image  # Two views, forward x 3.
   assert parts["patch_embedding"] == 2 * 8 * 2 * 49 * 32 * 32 * 3 * 768  # Frozen first layer: forward only.
   assert parts["nn_lookup"] == 2 * 8 * 2 * 65_536 * 512  # Two text passes against the own group's 65,536 slots.
-  assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+  summaries = ("total", "accumulation_recompute", "executed")
+  assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k not in summaries))
+  assert parts["executed"] == parts["total"] and parts["accumulation_recompute"] == 0
   clip = flops.train_step(presets.use_clip_baseline(config_lib.base_config()))
-  assert set(clip) == {"patch_embedding", "image_tower", "text_tower", "contrastive", "total"}
+  assert set(clip) == {"patch_embedding", "image_tower", "text_tower", "contrastive", *summaries}
+
+
+def test_accumulation_adds_the_towers_second_forward_to_what_runs_not_to_model_flops():
+  config = config_lib.base_config()
+  plain = flops.train_step(config)
+  config.train.accum_steps = 4
+  accumulated = flops.train_step(config)
+  assert accumulated["total"] == plain["total"]
+  towers = plain["image_tower"] / 3 + plain["text_tower"] / 3 + plain["patch_embedding"]
+  assert accumulated["executed"] == pytest.approx(plain["total"] + towers)
 
 
 def test_resnet_forward_flops_match_the_compiled_convolutions():

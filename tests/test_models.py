@@ -172,9 +172,9 @@ def test_mlm_head_scores_only_the_chosen_positions_and_computes_the_same_loss():
   head = heads.MLMHead(11)
   params = head.init(jax.random.PRNGKey(0), states)["params"]
 
-  def loss(params, states, labels, max_predictions):
+  def loss(params, states, labels, max_predictions, row_blocks=1):
     logits_fn = lambda s: head.apply({"params": params}, s)
-    return mlm.masked_lm_loss_from_states(states, labels, logits_fn, max_predictions)
+    return mlm.masked_lm_loss_from_states(states, labels, logits_fn, max_predictions, row_blocks)
 
   for batch_labels in (labels, np.where(np.arange(9) < 5, 1, labels)):  # Second: row counts 5 > 3 (fallback).
     batch_labels = jnp.asarray(batch_labels)
@@ -186,6 +186,11 @@ def test_mlm_head_scores_only_the_chosen_positions_and_computes_the_same_loss():
     want_grads = jax.grad(loss, argnums=(0, 1))(params, states, batch_labels, 0)
     got_grads = jax.grad(loss, argnums=(0, 1))(params, states, batch_labels, 3)
     for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+    # Rows scored two at a time (gradient accumulation's loss stage): the same loss and gradients.
+    np.testing.assert_allclose(loss(params, states, batch_labels, 3, 2), want, rtol=1e-6)
+    blocked_grads = jax.grad(loss, argnums=(0, 1))(params, states, batch_labels, 3, 2)
+    for g, w in zip(jax.tree.leaves(blocked_grads), jax.tree.leaves(want_grads)):
       np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
   jaxpr = str(jax.make_jaxpr(lambda s: loss(params, s, jnp.asarray(labels), 3))(states))
   # Chosen-only logits; the fallback scores blocks of 3 positions (9 = 3 x 3), never all 9 at once.

@@ -4,6 +4,10 @@ Convention (as in the MFU literature): matmul FLOPs only (2 per multiply-add), t
 forward + backward, whatever the implementation executes (rematerialised recompute and fused attention kernels
 do not change it). Exceptions: the frozen patch embedding is the first layer and gets no gradient of any kind
 (forward only), and the nearest-neighbour lookup runs without gradient (forward only).
+
+Exact gradient accumulation (train.accum_steps > 1) runs the towers' forward pass twice. The second run is not a
+model FLOP (the model computes the same function), so it is kept apart: `executed` = `total` + the towers'
+second forward (`accumulation_recompute`). MFU divides `total` by time; a roofline bound needs `executed`.
 """
 
 import ml_collections
@@ -57,7 +61,8 @@ def resnet_forward(image_size: int, width: int, stage_blocks, embed_dim: int, co
 
 
 def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Model FLOPs of one step at train.batch_size, per part and "total" (see the module docstring)."""
+  """Model FLOPs of one step at train.batch_size, per part and "total"; "accumulation_recompute" and "executed"
+  (what runs, with accumulation's second forward of the towers) as the module docstring says."""
   m, w, b = config.model, config.loss.weights, config.train.batch_size
   img, txt = m.image, m.text
   patches = (img.image_size // img.patch_size) ** 2 if img.arch == "vit" else 0
@@ -102,5 +107,11 @@ def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
     # Token-wise logits: every (image, text) pair of the global batch, both directions: each local token
     # against the other's top_k selected tokens.
     parts["filip_logits"] = 3 * 2.0 * b * b * (image_tokens + txt.context_length) * f.top_k * f.dim
-  parts["total"] = sum(parts.values())
+  total = sum(parts.values())
+  recompute = 0.0
+  if config.train.accum_steps > 1:  # The towers' forward again, per micro-batch, under the VJP.
+    recompute = (parts["image_tower"] + parts["text_tower"]) / 3 + parts.get("patch_embedding", 0.0)
+  parts["total"] = total
+  parts["accumulation_recompute"] = recompute
+  parts["executed"] = total + recompute
   return parts

@@ -47,13 +47,19 @@ _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 # (label, overrides) applied cumulatively, in this order: the cheapest in step time first. bf16 compute is
 # faster than float32 (parameters, optimizer state and losses stay float32); "save_dots" recomputes only the
-# element-wise work, "full" the whole layer (~1/3 more compute); FSDP splits parameters and optimizer moments
-# over every device (all-gathers per layer); a smaller per-device batch changes the recipe's global batch unless
-# the slice grows with it. Callables take the config as it is at that rung.
+# element-wise work, "full" the whole layer (~1/3 more compute); exact gradient accumulation
+# (training/accumulation.py) runs the towers per micro-batch, the same update for a second forward run of the
+# towers (as full remat costs, but it divides every activation, not only the layers' insides, so it comes
+# first); FSDP splits parameters and optimizer moments over every device (all-gathers per layer); a smaller per-device batch
+# changes the recipe's global batch unless the slice grows with it. Callables take the config as it is at that
+# rung. A rung the config cannot take (e.g. accumulation whose micro-batches would split a ResNet's BatchNorm
+# groups) is reported and passed over.
 LADDER = (
     ("as configured", {}),
     ("+ bf16 compute", {"model.dtype": "bfloat16"}),
     ("+ remat save_dots (both towers)", {"model.image.remat": "save_dots", "model.text.remat": "save_dots"}),
+    ("+ accumulation over 4 micro-batches", {"train.accum_steps": 4}),
+    ("+ accumulation over 16 micro-batches", {"train.accum_steps": 16}),
     ("+ remat full (both towers)", {"model.image.remat": "full", "model.text.remat": "full"}),
     ("+ FSDP over all devices", {"mesh.shape": (1, -1, 1)}),
     ("+ half the per-device batch", {"train.batch_size": lambda c: c.train.batch_size // 2}),
@@ -205,6 +211,8 @@ def fit(config, devices, available: Optional[float], ladder=LADDER, stop_at_firs
     current = apply_overrides(config, overrides)
     step = {k: v(current) if callable(v) else v for k, v in rung.items()}
     step = {k: v for k, v in step.items() if _saves_memory(k, _get(current, k), v)}
+    if devices is not None and len(devices) == 1:
+      step.pop("mesh.shape", None)  # FSDP over one device splits nothing.
     if i and not step:
       continue  # The config already has this rung's settings (or stronger ones).
     overrides = {**overrides, **step}
@@ -212,6 +220,8 @@ def fit(config, devices, available: Optional[float], ladder=LADDER, stop_at_firs
     attempts.append(attempt)
     if report:
       report(attempt)
+    if i and attempt.error and attempt.error.startswith("invalid config"):
+      overrides = {k: v for k, v in overrides.items() if k not in step}  # Pass this rung over.
     if attempt.fits and stop_at_first_fit:
       break
   return attempts
@@ -283,7 +293,8 @@ def _devices(target: str, count: int):
 
 def roofline(config, cost: Optional[dict], target, num_devices: int) -> Optional[dict]:
   """A lower bound on a GPU's step time (`target`: a `gpu_target.GpuTarget`): the larger of the model FLOPs per
-  device (`flops.train_step`, the matmuls; XLA's count when larger) over the matrix units' dense peak at
+  device (`flops.train_step`'s executed matmuls, accumulation's second tower forward included; XLA's count when
+  larger) over the matrix units' dense peak at
   model.dtype (float32: TF32) and the compiled program's bytes accessed per device over the memory bandwidth.
   Both counts are of what must happen at least (XLA counts a scanned layer's bytes once), so a step takes at
   least this long and a GPU trains at most (per-device batch / it) images per second. An estimate, not a
@@ -292,19 +303,23 @@ def roofline(config, cost: Optional[dict], target, num_devices: int) -> Optional
   if cost is None or config.model.dtype not in target.matrix_flops:
     return None
   per_device = config.train.batch_size / num_devices
-  model_flops = flops.train_step(config)["total"] / num_devices
+  counted = flops.train_step(config)
+  model_flops, executed = counted["total"] / num_devices, counted["executed"] / num_devices
   flop_s = target.matrix_flops[config.model.dtype]
-  compute = max(model_flops, cost.get("flops", 0.0)) / flop_s
+  compute = max(executed, cost.get("flops", 0.0)) / flop_s
   memory = cost.get("bytes accessed", 0.0) / target.memory_bandwidth
   step = max(compute, memory)
-  return {"model_tflop": model_flops / 1e12, "peak_tflops": flop_s / 1e12, "compute_ms": 1e3 * compute,
+  return {"model_tflop": model_flops / 1e12, "executed_tflop": executed / 1e12, "peak_tflops": flop_s / 1e12, "compute_ms": 1e3 * compute,
           "gbytes": cost.get("bytes accessed", 0.0) / 1e9, "bandwidth_tbs": target.memory_bandwidth / 1e12,
           "memory_ms": 1e3 * memory, "step_ms": 1e3 * step, "images_per_s": per_device / step,
           "bound": "compute" if compute >= memory else "memory"}
 
 
 def describe_roofline(estimate: dict, dtype: str) -> str:
-  return (f"Roofline estimate (per GPU, the settings that fit): model {estimate['model_tflop']:.2f} TFLOP / "
+  executed = estimate.get("executed_tflop", estimate["model_tflop"])
+  runs = (f" ({executed:.2f} TFLOP run: accumulation's second forward of the towers)"
+          if executed > estimate["model_tflop"] else "")
+  return (f"Roofline estimate (per GPU, the settings that fit): model {estimate['model_tflop']:.2f} TFLOP{runs} / "
           f"{estimate['peak_tflops']:.0f} TFLOP/s ({'TF32' if dtype == 'float32' else dtype} matrix peak) = "
           f"{estimate['compute_ms']:.1f} ms; {estimate['gbytes']:.1f} GB accessed (XLA's count, scanned layers "
           f"once) / {estimate['bandwidth_tbs']:.2f} TB/s = {estimate['memory_ms']:.1f} ms; a step takes at least "

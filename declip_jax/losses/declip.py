@@ -73,8 +73,10 @@ def loss_terms(outputs: dict[str, jax.Array], mlm_labels: Optional[jax.Array], n
     terms["iss"] = simsiam.simsiam_loss(outputs["p1"], outputs["z1"], outputs["p2"], outputs["z2"])
   if w.tss > 0:
     if "mlm_states" in outputs:  # Logits only where needed (mlm.max_predictions).
+      # With gradient accumulation the loss stage sees the whole batch: its logits are scored a micro-batch of
+      # rows at a time too.
       terms["tss"] = mlm.masked_lm_loss_from_states(outputs["mlm_states"], mlm_labels, mlm_logits,
-                                                    config.mlm.max_predictions)
+                                                    config.mlm.max_predictions, row_blocks=config.train.accum_steps)
     else:
       terms["tss"] = mlm.masked_lm_loss(outputs["mlm_logits"], mlm_labels)
   if w.nns > 0:

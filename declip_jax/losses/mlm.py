@@ -57,7 +57,8 @@ def chosen_positions(labels: jax.Array, max_predictions: int) -> tuple[jax.Array
 
 
 def masked_lm_loss_from_states(token_states: jax.Array, labels: jax.Array,
-                               logits_fn: Callable[[jax.Array], jax.Array], max_predictions: int) -> jax.Array:
+                               logits_fn: Callable[[jax.Array], jax.Array], max_predictions: int,
+                               row_blocks: int = 1) -> jax.Array:
   """`masked_lm_loss` from token states, computing vocabulary logits only at each row's first `max_predictions`
   chosen positions (about a third of the positions at the recipe's 15% masking of 77 tokens). A batch where some
   row has more chosen positions takes the every-position path, so the loss is the same function either way. That
@@ -71,15 +72,33 @@ def masked_lm_loss_from_states(token_states: jax.Array, labels: jax.Array,
     labels: [B, L] as in `cross_entropy_sums`.
     logits_fn: the MLM head, [B, T, W] -> [B, T, V] float32 logits.
     max_predictions: see above; 0 (or >= L): logits at every position at once.
+    row_blocks: score the rows this many at a time (block j: rows j, j + row_blocks, ..., so that a batch-sharded
+      input keeps its rows on their devices), each block rematerialised: the [B, K, V] logits of a large batch
+      (gradient accumulation's loss stage: 19 GB at 4,096 captions) exist one block at a time. B must be a
+      multiple of it.
   Returns:
     A scalar; 0 when no position was chosen.
   """
+  counts = jnp.sum(labels != IGNORE_LABEL, axis=-1).astype(jnp.float32)
+  if row_blocks > 1:
+    rows = labels.shape[0] // row_blocks
+
+    def blocks(x):  # [B, ...] -> [row_blocks, B / row_blocks, ...]
+      return jnp.swapaxes(x.reshape((rows, row_blocks) + x.shape[1:]), 0, 1)
+
+    block_sums = jax.checkpoint(lambda xs: _chosen_cross_entropy_sums(xs[0], xs[1], logits_fn, max_predictions))
+    return loss_from_sums(jax.lax.map(block_sums, (blocks(token_states), blocks(labels))), counts)
+  return loss_from_sums(_chosen_cross_entropy_sums(token_states, labels, logits_fn, max_predictions), counts)
+
+
+def _chosen_cross_entropy_sums(token_states: jax.Array, labels: jax.Array,
+                               logits_fn: Callable[[jax.Array], jax.Array], max_predictions: int) -> jax.Array:
+  """[B] per-row cross-entropy sums over the chosen positions (see `masked_lm_loss_from_states`)."""
   length = labels.shape[1]
   if not max_predictions or max_predictions >= length:
-    return masked_lm_loss(logits_fn(token_states), labels)
+    return cross_entropy_sums(logits_fn(token_states), labels)[0]
   k = max_predictions
   positions, picked_labels, overflow = chosen_positions(labels, k)
-  counts = jnp.sum(labels != IGNORE_LABEL, axis=-1).astype(jnp.float32)
   block = jax.checkpoint(lambda states, block_labels: cross_entropy_sums(logits_fn(states), block_labels)[0])
 
   def every_position_in_blocks(states, labels):
@@ -90,4 +109,4 @@ def masked_lm_loss_from_states(token_states: jax.Array, labels: jax.Array,
     picked = jnp.take_along_axis(states, positions[..., None], axis=1)
     return cross_entropy_sums(logits_fn(picked), picked_labels)[0]
 
-  return loss_from_sums(jax.lax.cond(overflow, every_position_in_blocks, chosen_only, token_states, labels), counts)
+  return jax.lax.cond(overflow, every_position_in_blocks, chosen_only, token_states, labels)

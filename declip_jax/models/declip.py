@@ -90,7 +90,7 @@ class DeCLIP(nn.Module):
     return fn(first), fn(second)
 
   def __call__(self, batch: dict[str, jax.Array], train: bool = True) -> dict[str, jax.Array]:
-    """Runs the towers and heads on a training batch.
+    """Runs the towers and heads on a training batch: `heads(towers(batch), batch)`.
 
     Args:
       batch: `img1` [B, H, W, 3]; optional `img2` (same shape): DeCLIP's second view, or with a SimCLR head
@@ -106,30 +106,55 @@ class DeCLIP(nn.Module):
       `s1`, `s2` [B, S] (SimCLR projections of `img2`, `img3`); `image_tokens` [B, P, d] (of `img1`),
       `text_tokens` [B, L, d] (of `text_mlm`) and `text_token_mask` [B, L] (FILIP).
     """
-    out = {}
+    return self.heads(self.towers(batch, train), batch, train)
+
+  def towers(self, batch: dict[str, jax.Array], train: bool = True) -> dict[str, jax.Array]:
+    """The two towers on a training batch: the per-example, costly part of the step, whose outputs (the
+    features) are all that `heads` and the losses read from the images and captions. Gradient accumulation
+    (training/accumulation.py) runs it per micro-batch.
+
+    Returns float features: `z_img1`, `z_img2`, `z_txt`, `z_txt_eda` [B, D] float32 as in `__call__`;
+    `image_token_states` [B, P, W] (FILIP: the tower's patch tokens of `img1`); `ssl_img2`, `ssl_img3` [B, F]
+    (SLIP: the features the SimCLR head reads); `text_states` [B, L, W] (the token states of `text_mlm`, with an
+    MLM head or FILIP).
+    """
+    f = {}
     filip = self.filip_image_mapping is not None
     image = lambda x: self.image_tower(x, train=train, tokens=filip)
     if "img2" in batch and self.simclr is None:
       first, second = self._per_view(image, batch["img1"], batch["img2"])
-      out["z_img2"] = (second[0] if filip else second).astype(jnp.float32)
+      f["z_img2"] = (second[0] if filip else second).astype(jnp.float32)
     else:
       first = image(batch["img1"])
     if filip:
-      first, image_tokens = first
-      out["image_tokens"] = self.filip_image_mapping(image_tokens)
-    out["z_img1"] = first.astype(jnp.float32)
+      first, f["image_token_states"] = first
+    f["z_img1"] = first.astype(jnp.float32)
     if self.simclr is not None:
-      f2, f3 = self._per_view(lambda x: self._ssl_features(x, train), batch["img2"], batch["img3"])
-      out["s1"], out["s2"] = self.simclr(f2, train), self.simclr(f3, train)
+      f["ssl_img2"], f["ssl_img3"] = self._per_view(lambda x: self._ssl_features(x, train), batch["img2"],
+                                                    batch["img3"])
     if "text_eda" in batch and self.batch_views:
       (z_txt, states), (z_eda, _) = _two_views(self.text_tower, batch["text_mlm"], batch["text_eda"])
-      out["z_txt_eda"] = z_eda.astype(jnp.float32)
+      f["z_txt_eda"] = z_eda.astype(jnp.float32)
     else:
       z_txt, states = self.text_tower(batch["text_mlm"])
       if "text_eda" in batch:
-        out["z_txt_eda"] = self.encode_text(batch["text_eda"])
-    out["z_txt"] = z_txt.astype(jnp.float32)
-    if filip:
+        f["z_txt_eda"] = self.encode_text(batch["text_eda"])
+    f["z_txt"] = z_txt.astype(jnp.float32)
+    if filip or self.mlm_head is not None:
+      f["text_states"] = states
+    return f
+
+  def heads(self, features: dict[str, jax.Array], batch: dict[str, jax.Array],
+            train: bool = True) -> dict[str, jax.Array]:
+    """The heads on the towers' `features` (see `towers`) of `batch`: the outputs of `__call__`. The SimSiam and
+    SimCLR heads' BatchNorm takes its statistics here, over the whole batch given."""
+    out = {k: features[k] for k in ("z_img1", "z_img2", "z_txt", "z_txt_eda") if k in features}
+    if self.filip_image_mapping is not None:
+      out["image_tokens"] = self.filip_image_mapping(features["image_token_states"])
+    if self.simclr is not None:
+      out["s1"], out["s2"] = self.simclr(features["ssl_img2"], train), self.simclr(features["ssl_img3"], train)
+    states = features.get("text_states")
+    if self.filip_image_mapping is not None:
       out["text_tokens"] = self.filip_text_mapping(states)
       out["text_token_mask"] = self._text_mask(batch["text_mlm"])
     if self.mlm_head is not None and "mlm_labels" in batch:
@@ -138,7 +163,7 @@ class DeCLIP(nn.Module):
         self.mlm_head(states[:, :1])
     elif self.mlm_head is not None:
       out["mlm_logits"] = self.mlm_head(states)
-    if self.simsiam is not None and "img2" in batch:
+    if self.simsiam is not None and "z_img2" in out:
       out["p1"], out["z1"] = self.simsiam(out["z_img1"], train)
       out["p2"], out["z2"] = self.simsiam(out["z_img2"], train)
     return out

@@ -8,7 +8,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from declip_jax.training import nn_queue, optim, recovery
+from declip_jax.training import accumulation, nn_queue, optim, recovery
 from declip_jax.losses import contrastive, declip as declip_loss
 from declip_jax.training.state import TrainState
 
@@ -23,7 +23,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                     mesh: Optional[Mesh]) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Builds the (not yet jitted) train step.
 
-  The step: clamp the logit scale; forward both towers and the heads; look up each text view's nearest
+  The step: clamp the logit scale; forward both towers and the heads (with train.accum_steps > 1 the towers run
+  per micro-batch and the gradient is accumulated exactly, `accumulation`); look up each text view's nearest
   neighbour in the queue as it was before this step; compute the weighted DeCLIP loss and its gradients;
   AdamW update scaled by `health.lr_scale`; clamp the logit scale again; enqueue text_eda then text_mlm
   embeddings; record the loss in `health`. If the loss or the gradient norm is not finite, nothing but `step`
@@ -38,17 +39,16 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   weights = config.loss.weights
   schedule = optim.learning_rate_schedule(config.optim)
   cap = config.model.logit_scale.cap
+  accum_steps = config.train.accum_steps
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
     params = optim.clamp_logit_scale(state.params, config)
 
-    def loss_fn(params):
-      outputs, mutated = model.apply({"params": params, "batch_stats": state.batch_stats}, batch, train=True,
-                                     mutable=["batch_stats"])
+    def loss_of_outputs(params, outputs):
+      """The weighted loss of the model's outputs on `batch`, and what the update and the metrics read."""
       scale = contrastive.capped_logit_scale(params["logit_scale"], cap)
       images, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
-      aux = {"batch_stats": mutated.get("batch_stats", {}), "texts": [jax.lax.stop_gradient(t) for t in texts],
-             "scale": scale,
+      aux = {"texts": [jax.lax.stop_gradient(t) for t in texts], "scale": scale,
              "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
       if weights.iss > 0:
         aux["spread"]["iss_projection_std"] = spread(outputs["z1"])
@@ -74,7 +74,23 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
       aux["terms"] = terms
       return declip_loss.weighted_total(terms, config), aux
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if accum_steps == 1:
+      def loss_fn(params):
+        outputs, mutated = model.apply({**variables, "params": params}, batch, train=True, mutable=["batch_stats"])
+        loss, aux = loss_of_outputs(params, outputs)
+        return loss, {**aux, "batch_stats": mutated.get("batch_stats", {})}
+
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    else:
+      def loss_stage(params, features):
+        outputs, mutated = model.apply({**variables, "params": params}, features, batch, train=True,
+                                       method="heads", mutable=["batch_stats"])
+        loss, aux = loss_of_outputs(params, outputs)
+        return loss, {**aux, "batch_stats": mutated.get("batch_stats", {})}
+
+      loss, aux, grads = accumulation.value_and_grad(model, params, state.batch_stats, batch, loss_stage,
+                                                     accum_steps, mesh)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, params)
     updates = jax.tree.map(lambda u: state.health.lr_scale * u, updates)

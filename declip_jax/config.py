@@ -137,6 +137,11 @@ def _model_section() -> ml_collections.ConfigDict:
   # Rematerialisation per tower and layer/Bottleneck: "none", "full" (recompute all in the backward pass) or
   # "save_dots" (keep matmul outputs, recompute the element-wise work).
   model.image.remat = "none"
+  # FLIP's patch masking (ViT only, docs/design.md §18): each training image view keeps round((1 - mask_ratio) x
+  # patches) of its patches, chosen per example from the step's RNG; evaluation never masks. The last
+  # unmasked_final_fraction of train.num_steps trains unmasked (FLIP's unmasked tuning). 0: off.
+  model.image.mask_ratio = 0.0
+  model.image.unmasked_final_fraction = 0.0
   # ResNet towers only (width = stem width, heads = attention-pool heads): Bottlenecks per stage, and BatchNorm
   # statistics over groups of this many examples per view (official RN50: SyncBN over 32 GPUs x 128 images).
   model.image.resnet_layers = (3, 4, 6, 3)
@@ -468,6 +473,8 @@ def _validate_losses(c: ml_collections.ConfigDict) -> None:
     f = c.model.filip
     tokens = ((c.model.image.image_size // c.model.image.patch_size) ** 2 if c.model.image.arch == "vit"
               else (c.model.image.image_size // 32) ** 2)
+    if c.model.image.mask_ratio > 0:  # FILIP selects among the visible tokens (models/vit.kept_patches).
+      tokens = max(1, round(tokens * (1.0 - c.model.image.mask_ratio)))
     _require(0 < f.top_k <= min(tokens, c.model.text.context_length),
              f"model.filip.top_k ({f.top_k}) must be in [1, {min(tokens, c.model.text.context_length)}] (the image "
              f"tower's {tokens} tokens and model.text.context_length).")
@@ -531,7 +538,10 @@ def _validate_model(c: ml_collections.ConfigDict) -> None:
              f"model.image.image_size ({img.image_size}) must be a multiple of model.image.patch_size "
              f"({img.patch_size}).")
     _require(img.width % img.heads == 0, "model.image.width must be divisible by model.image.heads.")
+    _require(0.0 <= img.mask_ratio < 1.0, f"model.image.mask_ratio must be in [0, 1), got {img.mask_ratio}.")
   else:
+    _require(img.mask_ratio == 0.0, f"model.image.mask_ratio ({img.mask_ratio}) applies to ViT towers (it drops "
+             "patch tokens); a ResNet has none: set it 0.")
     _require(img.image_size % 32 == 0, f"model.image.image_size ({img.image_size}) must be a multiple of 32 for "
              "a ResNet tower (five halvings).")
     _require(not img.freeze_patch_embed, "model.image.freeze_patch_embed applies to ViT towers; a ResNet has no "
@@ -545,6 +555,8 @@ def _validate_model(c: ml_collections.ConfigDict) -> None:
              f"train.batch_size ({b}) must be divisible by model.image.bn_group_size ({g}, > 1): the ResNet "
              "tower's BatchNorm statistics are taken over groups of that many examples.")
   _require(c.model.text.width % c.model.text.heads == 0, "model.text.width must be divisible by model.text.heads.")
+  f = img.unmasked_final_fraction
+  _require(0.0 <= f <= 1.0, f"model.image.unmasked_final_fraction must be in [0, 1], got {f}.")
   ls = c.model.logit_scale
   _require(ls.min <= ls.max, "model.logit_scale.min must be <= model.logit_scale.max.")
 

@@ -17,7 +17,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from declip_jax import config as config_lib, parallel
-from declip_jax.training import checkpointing, nn_queue, recovery, state as state_lib, train_setup
+from declip_jax.training import checkpointing, nn_queue, recovery, state as state_lib, train_setup, train_step
 from declip_jax.data import pipeline, sources
 from declip_jax.evaluation import runner
 
@@ -144,6 +144,8 @@ class _Trainer:
     logging.info("Model: %.2fM parameters; starting at step %d of %d.", num_params / 1e6, self.start_step,
                  config.train.num_steps)
     self.step_fn = setup.jit_train_step(config)
+    self.masked_steps = train_step.masked_steps(config)
+    self._unmasked_step_fn = None
     self.state_is_finite = jax.jit(lambda s: recovery.all_finite((s.params, s.opt_state, s.batch_stats, s.nn_queue)))
     self.evaluations = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh)
     self.eval_results: dict = {}
@@ -151,6 +153,19 @@ class _Trainer:
     self.history: list[tuple[int, dict]] = []
     self.bad_records: Optional[np.ndarray] = None
     self._restart_from(self.start_step, meta)
+
+  def _step_fn(self, step: int):
+    """The jitted update for `step`: after the masked steps (model.image.mask_ratio > 0), FLIP's unmasked tuning
+    phase runs an update without patch masking (compiled when first needed)."""
+    if not self.masked_steps or step <= self.masked_steps:
+      return self.step_fn
+    if self._unmasked_step_fn is None:
+      unmasked = self.config.copy_and_resolve_references()
+      unmasked.model.image.mask_ratio = 0.0
+      logging.info("Step %d: unmasked tuning (model.image.unmasked_final_fraction) to step %d.", step,
+                   self.config.train.num_steps)
+      self._unmasked_step_fn = self.setup.jit_train_step(unmasked)
+    return self._unmasked_step_fn
 
   def _restart_from(self, step: int, meta: dict) -> None:
     """Points the input pipeline (at the position saved in `meta`, if any) and the progress report at `step`
@@ -219,7 +234,7 @@ class _Trainer:
         self.bad_records = local_batch.pop("bad_records")[-1]
       batch = parallel.host_to_global(local_batch, self.setup.mesh)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        self.state, metrics = self.step_fn(self.state, batch)
+        self.state, metrics = self._step_fn(step)(self.state, batch)
       self.pending.append(metrics)
       if stop.received is None and self.ckpt.reached_preemption(step):
         stop.received = "preemption notice"

@@ -2,7 +2,8 @@
 
   python tests/accumulation_check.py DEVICES METHOD...
 
-For each method (clip, declip, slip, filip, defilip, declip_rn50, clip_rn50) trains two steps of its tiny config
+For each method (clip, declip, slip, filip, defilip, desiglip, declip_rn50, clip_rn50, declip_masked,
+defilip_masked) trains two steps of its tiny config
 on DEVICES devices (mesh (DEVICES, 1, 1)) with train.accum_steps 1 and 4 from the same initial state and batches,
 and prints one line per method: the largest difference (relative above 1, absolute below) of the metrics and of
 each state field. AdamW's epsilon and the learning rate are those of multidevice_check.py, for its reasons (a
@@ -30,7 +31,15 @@ os.environ["XLA_FLAGS"] = FLAGS  # After multidevice_check's import, which sets 
 
 ACCUM_STEPS = 4
 METHODS = {"clip": presets.use_clip_baseline, "declip": lambda c: c, "slip": presets.use_slip,
-           "filip": presets.use_filip, "defilip": presets.use_defilip}
+           "filip": presets.use_filip, "defilip": presets.use_defilip, "desiglip": presets.use_sigmoid,
+           "declip_masked": lambda c: _masked(c), "defilip_masked": lambda c: _masked(presets.use_defilip(c))}
+
+
+def _masked(config):
+  """FLIP's patch masking at 0.5 (8 of the tiny tower's 16 patches): both passes must drop the same patches."""
+  config.model.image.mask_ratio = 0.5
+  config.model.filip.top_k = 4
+  return config
 
 
 def method_config(name: str):

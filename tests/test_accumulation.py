@@ -1,6 +1,6 @@
 """Exact gradient accumulation (docs/design.md §17): with train.accum_steps = 4 every method's update, metrics,
 BatchNorm statistics and NN queue equal the full batch's, on 1 and on 8 CPU devices (tests/accumulation_check.py,
-in a subprocess per device count)."""
+in a subprocess per device count), with FLIP's patch masking too (§18); and what the config refuses."""
 
 import os
 import re
@@ -18,8 +18,9 @@ from tests.tiny_config import tiny_config, tiny_resnet_config
 
 pytestmark = pytest.mark.xdist_group("virtual_devices")  # Runs with 8 device threads: one at a time.
 
-METHODS = ("clip", "declip", "slip", "filip", "defilip", "declip_rn50")
-DEFAULT = {1: ("declip", "slip", "filip", "declip_rn50"), 8: ("declip", "declip_rn50")}
+METHODS = ("clip", "declip", "slip", "filip", "defilip", "desiglip", "declip_rn50", "declip_masked", "defilip_masked")
+# The default suite's share; `declip_masked` is DeCLIP with every term plus FLIP's patch masking.
+DEFAULT = {1: ("declip", "slip", "filip", "declip_rn50"), 8: ("declip_masked", "declip_rn50")}
 
 
 def _check(devices: int, methods) -> None:
@@ -68,3 +69,22 @@ def test_accumulation_steps_that_do_not_split_the_batch_are_config_errors():
     config_lib.validate(resnet)
   resnet.train.accum_steps = 2
   config_lib.validate(resnet)
+
+
+def test_patch_masking_is_refused_for_a_resnet_and_bounds_filips_top_k():
+  resnet = tiny_resnet_config()
+  resnet.model.image.mask_ratio = 0.5
+  with pytest.raises(config_lib.ConfigError, match=r"model.image.mask_ratio \(0.5\) applies to ViT towers"):
+    config_lib.validate(resnet)
+  from declip_jax import presets  # pylint: disable=g-import-not-at-top
+  filip = presets.use_filip(tiny_config())  # 16 patches; at 0.75, 4 stay visible.
+  filip.model.image.mask_ratio, filip.model.filip.top_k = 0.75, 5
+  with pytest.raises(config_lib.ConfigError, match=r"model.filip.top_k \(5\) must be in \[1, 4\]"):
+    config_lib.validate(filip)
+  filip.model.filip.top_k = 4
+  config_lib.validate(filip)
+  for bad in (1.0, -0.1):
+    config = tiny_config()
+    config.model.image.mask_ratio = bad
+    with pytest.raises(config_lib.ConfigError, match="model.image.mask_ratio must be in"):
+      config_lib.validate(config)

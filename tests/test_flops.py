@@ -83,3 +83,13 @@ def test_the_sigmoid_base_costs_what_the_softmax_one_does():
                        siglip_vit_b32)
   assert flops.train_step(siglip_vit_b32.get_config()) == flops.train_step(clip_vit_b32.get_config())
   assert flops.train_step(desiglip_vit_b32.get_config()) == flops.train_step(declip_vit_b32.get_config())
+
+
+def test_patch_masking_shrinks_the_image_transformer_not_the_patch_embedding():
+  config = config_lib.base_config()
+  plain = flops.train_step(config)
+  config.model.image.mask_ratio = 0.5  # 49 patches -> 24 kept, plus [CLS].
+  masked = flops.train_step(config)
+  assert masked["patch_embedding"] == plain["patch_embedding"] and masked["text_tower"] == plain["text_tower"]
+  assert masked["image_tower"] == 3 * 2 * config.train.batch_size * (
+      flops.transformer_forward(25, 768, 12) + 2 * 768 * 512)

@@ -216,3 +216,24 @@ def test_batched_view_calls_compute_the_same_outputs(config):
     np.testing.assert_allclose(together[key], apart[key], rtol=1e-5, atol=1e-6, err_msg=key)
   for a, b in zip(jax.tree.leaves(stats_together), jax.tree.leaves(stats_apart)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_patch_masking_keeps_each_images_lowest_noise_patches_and_evaluation_is_unmasked():
+  """FLIP masking: with mask_ratio 0.75 a 16-patch image keeps 4 patches (+ [CLS]); which 4 follows each row's
+  noise (same noise, same output; another noise, another output); no noise is the unmasked tower exactly."""
+  masked = vit.VisionTransformer(patch_size=4, width=16, layers=1, heads=2, embed_dim=8, mask_ratio=0.75)
+  plain = vit.VisionTransformer(patch_size=4, width=16, layers=1, heads=2, embed_dim=8)
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 16, 16, 3)), jnp.float32)
+  images = images.at[1].set(images[0]).at[2].set(images[0])
+  params = plain.init(jax.random.PRNGKey(0), images)
+  assert vit.kept_patches(16, 0.75) == 4 and vit.kept_patches(49, 0.5) == 24 and vit.kept_patches(4, 0.99) == 1
+  np.testing.assert_array_equal(masked.apply(params, images), plain.apply(params, images))
+  noise = jnp.asarray(np.random.default_rng(1).uniform(size=(3, 16)), jnp.float32)
+  noise = noise.at[1].set(noise[0])  # Row 1: row 0's image and noise; row 2: row 0's image, other noise.
+  out, tokens = masked.apply(params, images, tokens=True, patch_noise=noise)
+  assert out.shape == (3, 8) and tokens.shape == (3, 4, 16)
+  np.testing.assert_allclose(out[1], out[0], rtol=1e-6)
+  assert np.max(np.abs(out[2] - out[0])) > 1e-4 and np.max(np.abs(out[0] - plain.apply(params, images)[0])) > 1e-4
+  # The kept patches are the 4 of lowest noise: noise that orders the same patches first gives the same output.
+  reordered = noise.at[0].set(jnp.where(noise[0] <= jnp.sort(noise[0])[3], noise[0] / 10, noise[0]))
+  np.testing.assert_allclose(masked.apply(params, images, patch_noise=reordered)[0], out[0], rtol=1e-6)

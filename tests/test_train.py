@@ -10,6 +10,7 @@ import pytest
 from declip_jax import parallel, train
 from declip_jax.training import checkpointing, train_step
 from declip_jax.data import pipeline
+from declip_jax.models import declip
 from tests.tiny_config import tiny_config, tiny_resnet_config
 
 
@@ -193,3 +194,29 @@ def test_a_queue_holding_most_of_the_data_is_warned_about(caplog):
   with caplog.at_level("WARNING"):
     train._warn_if_the_queue_outgrows_the_data(config)
   assert "NNS" not in caplog.text
+
+
+def test_patch_masking_draws_from_the_step_and_ends_with_unmasked_tuning(tmp_path, setup_and_batches):
+  """model.image.mask_ratio 0.5: the masked step's loss differs from the unmasked one's on the same state and
+  batch, and is the same when repeated (the masks are a function of the state's rng and step); a 4-step run with
+  unmasked_final_fraction 0.5 masks steps 1-2 and trains steps 3-4 unmasked."""
+  from declip_jax import logs  # pylint: disable=g-import-not-at-top
+  config, setup, batches = setup_and_batches
+  masked = config.copy_and_resolve_references()
+  masked.model.image.mask_ratio = 0.5
+  batch = parallel.host_to_global(batches[0], setup.mesh)
+  losses = {}
+  masked_model = declip.build_model(masked, setup.token_ids.eot_id)
+  for name, c, model in (("plain", config, setup.model), ("masked", masked, masked_model),
+                         ("again", masked, masked_model)):
+    step = jax.jit(train_step.make_train_step(c, model, setup.tx, setup.mesh))
+    _, metrics = step(setup.init_state(), batch)
+    losses[name] = float(metrics["loss"])
+    assert float(metrics["image_mask_ratio"]) == c.model.image.mask_ratio
+  assert losses["masked"] == losses["again"] and abs(losses["masked"] - losses["plain"]) > 1e-4, losses
+  masked.train.num_steps, masked.train.log_every_steps = 4, 1
+  masked.model.image.unmasked_final_fraction = 0.5
+  masked.evals = {}
+  train.run(masked, str(tmp_path))
+  ratios = logs.read_scalars(str(tmp_path), ("train/image_mask_ratio",))["train/image_mask_ratio"]
+  assert [(s, v) for s, v in ratios] == [(1, 0.5), (2, 0.5), (3, 0.0), (4, 0.0)]

@@ -75,12 +75,15 @@ class DeCLIP(nn.Module):
     eot = text.eot_positions(tokens, self.text_tower.eot_id)
     return jnp.arange(tokens.shape[1])[None, :] <= eot[:, None]
 
-  def _ssl_features(self, images: jax.Array, train: bool) -> jax.Array:
-    """The pre-projection feature SLIP's SimCLR head reads: a ViT's ln_post([CLS]); a ResNet's last feature
-    map averaged over positions (the official code's RN50 path cannot run; this is SimCLR's choice)."""
+  def _ssl_features(self, view: tuple, train: bool) -> jax.Array:
+    """The pre-projection feature SLIP's SimCLR head reads from view = (images, patch noise or None): a ViT's
+    ln_post([CLS]); a ResNet's last feature map averaged over positions (the official code's RN50 path cannot
+    run; this is SimCLR's choice)."""
+    images, noise = view
     if self._resnet():
       return jnp.mean(self.image_tower(images, train=train, tokens=True)[1], axis=1).astype(jnp.float32)
-    return self.image_tower(images, project=False, train=train).astype(jnp.float32)
+    noise = {} if noise is None else {"patch_noise": noise}
+    return self.image_tower(images, project=False, train=train, **noise).astype(jnp.float32)
 
   def _per_view(self, fn, first: jax.Array, second: jax.Array):
     """fn on two views: one call on both (rows interleaved) when batch_views and the tower has no BatchNorm,
@@ -120,18 +123,25 @@ class DeCLIP(nn.Module):
     """
     f = {}
     filip = self.filip_image_mapping is not None
-    image = lambda x: self.image_tower(x, train=train, tokens=filip)
+
+    def image(view):  # view: (images, patch noise or None)
+      noise = {} if view[1] is None else {"patch_noise": view[1]}
+      return self.image_tower(view[0], train=train, tokens=filip, **noise)
+
+    def view(name):
+      return batch[name], batch.get(f"{name}_patch_noise")
+
     if "img2" in batch and self.simclr is None:
-      first, second = self._per_view(image, batch["img1"], batch["img2"])
+      first, second = self._per_view(image, view("img1"), view("img2"))
       f["z_img2"] = (second[0] if filip else second).astype(jnp.float32)
     else:
-      first = image(batch["img1"])
+      first = image(view("img1"))
     if filip:
       first, f["image_token_states"] = first
     f["z_img1"] = first.astype(jnp.float32)
     if self.simclr is not None:
-      f["ssl_img2"], f["ssl_img3"] = self._per_view(lambda x: self._ssl_features(x, train), batch["img2"],
-                                                    batch["img3"])
+      f["ssl_img2"], f["ssl_img3"] = self._per_view(lambda v: self._ssl_features(v, train), view("img2"),
+                                                    view("img3"))
     if "text_eda" in batch and self.batch_views:
       (z_txt, states), (z_eda, _) = _two_views(self.text_tower, batch["text_mlm"], batch["text_eda"])
       f["z_txt_eda"] = z_eda.astype(jnp.float32)
@@ -169,12 +179,14 @@ class DeCLIP(nn.Module):
     return out
 
 
-def _two_views(tower, first: jax.Array, second: jax.Array):
-  """One tower call on both views: rows interleaved ([B, 2, ...] -> [2B, ...]), so that each device's rows of
-  a batch-sharded input stay on it; every output leaf [2B, ...] is split back into the two views' [B, ...]."""
-  both = jnp.stack([first, second], axis=1)
-  out = tower(both.reshape((-1,) + first.shape[1:]))
-  split = jax.tree.map(lambda y: y.reshape((first.shape[0], 2) + y.shape[1:]), out)
+def _two_views(tower, first, second):
+  """One tower call on both views (arrays, or matching trees of arrays with leading dimension B): rows
+  interleaved ([B, 2, ...] -> [2B, ...]), so that each device's rows of a batch-sharded input stay on it; every
+  output leaf [2B, ...] is split back into the two views' [B, ...]."""
+  rows = jax.tree.leaves(first)[0].shape[0]
+  both = jax.tree.map(lambda a, b: jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:]), first, second)
+  out = tower(both)
+  split = jax.tree.map(lambda y: y.reshape((rows, 2) + y.shape[1:]), out)
   return jax.tree.map(lambda y: y[:, 0], split), jax.tree.map(lambda y: y[:, 1], split)
 
 
@@ -196,7 +208,7 @@ def build_model(config: ml_collections.ConfigDict, eot_id: int) -> DeCLIP:
     image_tower = vit.VisionTransformer(
         patch_size=m.image.patch_size, width=m.image.width, layers=m.image.layers, heads=m.image.heads,
         embed_dim=m.embed_dim, dtype=dtype, scan=m.scan_layers, remat=m.image.remat,
-        attention=m.attention_implementation or None)
+        attention=m.attention_implementation or None, mask_ratio=m.image.mask_ratio)
   text_tower = text.TextTransformer(
       vocab_size=m.text.vocab_size, context_length=m.text.context_length, width=m.text.width,
       layers=m.text.layers, heads=m.text.heads, embed_dim=m.embed_dim, eot_id=eot_id,

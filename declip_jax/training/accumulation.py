@@ -19,7 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from declip_jax import parallel
 
-TOWER_INPUTS = ("img1", "img2", "img3", "text_mlm", "text_eda")
+TOWER_INPUTS = ("img1", "img2", "img3", "text_mlm", "text_eda", "img1_patch_noise", "img2_patch_noise",
+                "img3_patch_noise")
 TOWER_MODULES = ("image_tower", "text_tower")  # Their BatchNorm statistics (a ResNet's) come from stage 1.
 
 

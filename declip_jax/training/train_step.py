@@ -19,6 +19,33 @@ def spread(x: jax.Array) -> jax.Array:
   return jnp.mean(jnp.std(jax.lax.stop_gradient(contrastive.l2_normalize(x)), axis=0))
 
 
+IMAGE_VIEWS = ("img1", "img2", "img3")
+
+
+def patch_noise(config: ml_collections.ConfigDict, batch: dict[str, jax.Array], rng: jax.Array,
+                step: jax.Array) -> dict[str, jax.Array]:
+  """FLIP's masking noise for the batch's image views (model.image.mask_ratio > 0; else {}):
+  `<view>_patch_noise` [B, patches] uniform floats, a function of (the state's rng, step, view) only, so that
+  every device count and both passes of gradient accumulation draw the same masks. The tower keeps each
+  image's patches of lowest noise."""
+  img = config.model.image
+  if img.arch != "vit" or img.mask_ratio <= 0:
+    return {}
+  patches = (img.image_size // img.patch_size) ** 2
+  key = jax.random.fold_in(rng, step)  # rng: the state's raw key data, uint32 [2].
+  return {f"{view}_patch_noise": jax.random.uniform(jax.random.fold_in(key, i), (batch[view].shape[0], patches))
+          for i, view in enumerate(IMAGE_VIEWS) if view in batch}
+
+
+def masked_steps(config: ml_collections.ConfigDict) -> int:
+  """How many of the first train.num_steps steps mask patches: all but the final model.image.unmasked_final_fraction
+  (FLIP's unmasked tuning) when model.image.mask_ratio > 0; 0 when nothing is masked."""
+  img, n = config.model.image, config.train.num_steps
+  if img.arch != "vit" or img.mask_ratio <= 0:
+    return 0
+  return n - round(n * img.unmasked_final_fraction)
+
+
 def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
                     mesh: Optional[Mesh]) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Builds the (not yet jitted) train step.
@@ -33,7 +60,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
   `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `filip_logit_scale`
   (FILIP's token-wise scale), `logit_bias` (SigLIP's b; loss.contrastive "sigmoid"), `update_skipped`,
-  `recent_loss_mean`, the collapse gauges `image_embedding_std`, `text_embedding_std` and (ISS only)
+  `recent_loss_mean`, `image_mask_ratio` (ViT: the share of patches this step drops), the collapse gauges `image_embedding_std`, `text_embedding_std` and (ISS only)
   `iss_projection_std` / `simclr_projection_std` (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
   """
   weights = config.loss.weights
@@ -43,6 +70,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
     params = optim.clamp_logit_scale(state.params, config)
+    batch = {**batch, **patch_noise(config, batch, state.rng, state.step)}
 
     def loss_of_outputs(params, outputs):
       """The weighted loss of the model's outputs on `batch`, and what the update and the metrics read."""
@@ -122,6 +150,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
       if name in aux:
         metrics[name] = aux[name]
     metrics.update(aux["spread"])
+    if config.model.image.arch == "vit":
+      metrics["image_mask_ratio"] = jnp.float32(config.model.image.mask_ratio)
     return new_state, metrics
 
   return train_step

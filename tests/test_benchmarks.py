@@ -50,3 +50,13 @@ def test_train_step_benchmark_prints_a_row_for_the_demo_config():
   assert out.stdout.startswith("host: ") and "cores" in out.stdout.splitlines()[0]
   rows = [l for l in out.stdout.splitlines() if l.startswith("| configs/demo.py | DeCLIP | 32 |")]
   assert len(rows) == 1 and float(rows[0].split("|")[-2]) > 0  # CPU/wall ratio.
+
+
+def test_cost_table_counts_declip_at_about_twice_clip_per_image():
+  out = subprocess.run([sys.executable, "benchmarks/cost_table.py"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=_ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = {tuple(c.strip() for c in l.split("|")[1:3]): l for l in out.stdout.splitlines() if l.startswith("| ")}
+  assert "| 1.00x |" in rows[("CLIP", "full (224 px, unmasked)")]
+  assert "| 2.09x |" in rows[("DeCLIP", "full (224 px, unmasked)")]
+  assert "| 1.50x |" in rows[("DeCLIP", "patch mask 0.5")]

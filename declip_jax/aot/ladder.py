@@ -10,7 +10,7 @@ whether it fits the devices' memory and, if not, which settings make it fit.
 (`pip install "jax[tpu]"` brings libtpu; no TPU needed). libtpu refuses a program that does not fit a device's
 HBM; this tool turns that refusal into a verdict (and also refuses a program whose temporaries fit but whose
 temporaries + state + batch do not: libtpu's compile-time check counts temporaries only) and then walks `LADDER`, cheapest settings first (bf16 compute,
-rematerialisation, FSDP, then a smaller per-device batch), printing each attempt, until one fits. The HBM
+rematerialisation, gradient accumulation, FSDP, then a smaller per-device batch), printing each attempt, until one fits. The HBM
 available per device is libtpu's own figure (read from a deliberately oversized probe's refusal). Exit status:
 0 when the config fits as given, 3 when it does not (the suggestion is printed), 1 on errors.
 

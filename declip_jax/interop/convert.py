@@ -7,6 +7,9 @@
   python -m declip_jax.interop.convert --direction=import --format=declip_official \
       --weights=declip_vitb32.pth.tar --config=configs/declip_vit_b32.py --workdir=runs/declip_official \
       --config.data.vocab_path=bpe_simple_vocab_16e6.txt.gz
+  # Fine-tune at full size from a run pretrained at a lower resolution (CLIPA; position embeddings resized):
+  python -m declip_jax.interop.convert --direction=import --format=declip_jax --weights=runs/declip_128px \
+      --config=configs/declip_vit_b32.py --workdir=runs/declip_224px_finetune [--config.* ...]
   # A trained run as open_clip weights + model config (CLIP_benchmark and open_clip load it unmodified):
   python -m declip_jax.interop.convert --direction=export --workdir=runs/declip --output_dir=exported/
 
@@ -33,6 +36,10 @@ def import_weights(config, weights_path: str, workdir: str, weights_format: str 
   setup = train.Setup(config)
   state = setup.init_state()
   variables = state_lib.model_variables(state)
+  if weights_format == "declip_jax":
+    imported, count = from_run(weights_path, variables)
+    _write_step_zero(config, workdir, weights_path, state, imported)
+    return count
   if weights_format == "declip_official":
     state_dict = official_weights.read_checkpoint(weights_path)
     imported, ignored = official_weights.from_official_state_dict(state_dict, config, variables)
@@ -48,6 +55,48 @@ def import_weights(config, weights_path: str, workdir: str, weights_format: str 
     logging.info("Ignored %d arrays the official model never uses: %s", len(ignored), ", ".join(ignored))
   _write_step_zero(config, workdir, weights_path, state, imported)
   return len(state_dict) - len(ignored)
+
+
+def from_run(source_workdir: str, variables) -> tuple[dict, int]:
+  """The parameters and BatchNorm statistics of another run's newest checkpoint, for a model whose variables
+  are `variables`: the same shapes, except a ViT's position embeddings, resized to this model's patch grid
+  (a run pretrained at a lower resolution, fine-tuned at full size: CLIPA). Variables the source run has not
+  (heads of another method) are None: they keep their initialisation. Returns (them, how many were taken).
+
+  Raises:
+    open_clip_weights.WeightMismatchError: naming every variable whose shape cannot be carried over.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from declip_jax import loading  # pylint: disable=g-import-not-at-top
+  from declip_jax.interop import open_clip_weights  # pylint: disable=g-import-not-at-top
+  from declip_jax.models import position_resize  # pylint: disable=g-import-not-at-top
+  source = jax.tree.map(np.asarray, jax.device_get(loading.load(source_workdir).variables))
+  taken, mismatched = [], []
+
+  def carry(path, target):
+    node = source
+    for key in path:
+      node = node.get(key.key) if isinstance(node, dict) else None
+    if node is None:
+      return None
+    name = "/".join(str(k.key) for k in path)
+    if name.endswith("image_tower/positional_embedding") and node.shape[1:] == target.shape[1:]:
+      try:
+        node = position_resize.resize_vit_positions(node, target.shape[0] - 1)
+      except ValueError:
+        pass
+    if tuple(node.shape) != tuple(target.shape):
+      mismatched.append(f"{name}: {tuple(node.shape)} vs {tuple(target.shape)}")
+      return None
+    taken.append(name)
+    return node
+
+  imported = jax.tree_util.tree_map_with_path(carry, variables)
+  if mismatched:
+    raise open_clip_weights.WeightMismatchError(
+        f"The run in {source_workdir} does not fit the configured model; shape mismatches ({len(mismatched)}): "
+        + ", ".join(mismatched[:20]) + ".")
+  return imported, len(taken)
 
 
 def _write_step_zero(config, workdir: str, weights_path: str, state, imported) -> None:
@@ -96,10 +145,11 @@ def _define_flags():
   """Flags of the command (defined only when it runs, so importing this module defines none)."""
   flags.DEFINE_enum("direction", None, ["import", "export"], "Weights into or out of declip_jax.")
   config_flags.DEFINE_config_file("config", None, "Import: the config of the run to create.", lock_config=True)
-  flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict, or (--format="
-                      "declip_official) an authors' .pth.tar checkpoint.")
-  flags.DEFINE_enum("format", "open_clip", ["open_clip", "declip_official"], "Import: OpenAI CLIP / open_clip "
-                    "names, or the authors' checkpoints (Sense-GVT/DeCLIP: every method's towers and heads).")
+  flags.DEFINE_string("weights", None, "Import: a .safetensors, .pt or .bin state dict, (--format="
+                      "declip_official) an authors' .pth.tar checkpoint, or (--format=declip_jax) a run's workdir.")
+  flags.DEFINE_enum("format", "open_clip", ["open_clip", "declip_official", "declip_jax"], "Import: OpenAI CLIP / "
+                    "open_clip names, the authors' checkpoints (Sense-GVT/DeCLIP: every method's towers and heads), "
+                    "or another declip_jax run (e.g. pretrained at a lower resolution: position embeddings resized).")
   flags.DEFINE_string("workdir", None, "Import: the new run's workdir; export: the trained run.")
   flags.DEFINE_string("output_dir", None, "Export: where the .safetensors and .json go.")
   flags.DEFINE_string("name", "declip_jax_model", "Export: the files' base name.")

@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from declip_jax.models import position_resize
+
 # declip `token_layout` (BPE ids, then [MASK] 49406, SOT 49407, EOT 49408) vs OpenAI's (SOT 49406, EOT 49407).
 DECLIP_MASK, DECLIP_SOT, DECLIP_EOT = 49406, 49407, 49408
 OPENAI_SOT, OPENAI_EOT = 49406, 49407
@@ -192,6 +194,11 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_colle
     value = to_flax(value) if to_flax else value
     flax_path = _flax_path(path, layer, scan)
     expected = tuple(_get(abstract_variables, flax_path).shape)
+    if torch_name == "visual.positional_embedding" and value.shape != expected and value.shape[1:] == expected[1:]:
+      try:  # Weights trained at another resolution: the patch grid's positions resized (CLIPA).
+        value = position_resize.resize_vit_positions(value, expected[0] - 1)
+      except ValueError:
+        pass  # Reported below as a shape mismatch.
     if layer is not None and scan:
       expected = expected[1:]
     if value.shape != expected:

@@ -3,6 +3,7 @@ FLIP's patch masking (0.5, 0.75), a lower resolution, and exact gradient accumul
 run against the plain step.
 
   python benchmarks/cheaper_step.py [--batch=16] [--rounds=5] [--models=declip,clip]
+  python benchmarks/cheaper_step.py --models=clip,siglip,declip,desiglip --variants=plain   (softmax vs sigmoid)
 
 The recipe's configs (configs/declip_vit_b32.py, configs/clip_vit_b32.py) at a small batch (default 16: CPU);
 BatchNorm groups and NN queue groups shrink to fit it. Synthetic batches (no data, no TensorFlow). All variants
@@ -56,10 +57,10 @@ def with_overrides(config, overrides: dict):
   return config
 
 
-def measure(name: str, batch: int, rounds: int) -> list[dict]:
+def measure(name: str, batch: int, rounds: int, chosen: tuple) -> list[dict]:
   base = model_config(name, batch)
   variants, states = [], {}
-  for label, overrides in VARIANTS:
+  for label, overrides in [v for v in VARIANTS if not chosen or v[0].split(" (")[0] in chosen]:
     config = with_overrides(base, overrides)
     setup = train_setup.Setup(config)
     size = config.model.image.image_size
@@ -91,10 +92,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--models", default="declip,clip")
+  parser.add_argument("--models", default="declip,clip", help="configs/<name>_vit_b32.py, comma-separated")
+  parser.add_argument("--variants", default="", help="comma-separated variant names (e.g. plain); default all")
   args = parser.parse_args()
   started = time.time()
-  results = {name: measure(name, args.batch, args.rounds) for name in args.models.split(",")}
+  chosen = tuple(v for v in args.variants.split(",") if v)
+  results = {name: measure(name, args.batch, args.rounds, chosen) for name in args.models.split(",")}
   print(f"host: {host_info.describe()}; batch {args.batch}, {args.rounds} alternating rounds, "
         f"{time.time() - started:.0f} s in all")
   print("| model | variant | median step s | time / plain | model GFLOP / plain | executed GFLOP / plain | "
@@ -106,7 +109,12 @@ def main():
       print(f"| {name} ViT-B/32 | {v['label']} | {v['step_s']:.2f} | {v['step_s'] / plain['step_s']:.2f} | "
             f"{v['model_gflop'] / plain['model_gflop']:.2f} | {v['executed_gflop'] / plain['executed_gflop']:.2f} | "
             f"{v['compile_s']:.0f} |")
-  if "declip" in results and "clip" in results:
+  if len(results) > 1 and chosen == ("plain",):
+    first = next(iter(results.values()))[0]
+    for name, variants in results.items():
+      print(f"{name} / {next(iter(results))}: time {variants[0]['step_s'] / first['step_s']:.2f}x, model FLOPs "
+            f"{variants[0]['model_gflop'] / first['model_gflop']:.2f}x")
+  if "declip" in results and "clip" in results and not chosen:
     c = results["clip"][0]
     for v in results["declip"]:
       print(f"DeCLIP {v['label']} / plain CLIP: time {v['step_s'] / c['step_s']:.2f}x, model FLOPs "

@@ -36,6 +36,9 @@ def test_grid_names_commands_and_completion(tmp_path):
   runs = grid.runs_of(s)
   assert [r.name for r in runs][:3] == ["clip-n96-noisy-s0", "clip-n96-noisy-s1", "clip-n200-noisy-s0"]
   assert len(runs) == 8 and study_records.num_steps(s) == 2
+  assert all(study_records.num_steps(s, run) == 2 for run in runs)
+  longer = grid.runs_of(tiny_study(methods=ml_collections.ConfigDict({"clip": (("train.num_steps", 3),)})))
+  assert study_records.num_steps(s, longer[0]) == 3  # A method may train longer (equal compute).
   assert [r.name for r in grid.seed_major(s, runs)][:5] == [
       "clip-n96-noisy-s0", "clip-n200-noisy-s0", "declip-n96-noisy-s0", "declip-n200-noisy-s0", "clip-n96-noisy-s1"]
   cmd = grid.command(s, runs[0], epath.Path(tmp_path))

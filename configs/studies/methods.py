@@ -1,16 +1,21 @@
-"""The official benchmark's five methods on the demo model (issues 24, 25): CLIP, SLIP, FILIP, DeCLIP and DeFILIP
-at 500 and 2,000 built-in pairs with the data-efficiency study's caption noise, schedule and seeds.
+"""The official benchmark's five methods and the two on the sigmoid base, on the demo model (issues 24, 25, 34):
+CLIP, SLIP, FILIP, DeCLIP, DeFILIP, SigLIP and DeSigLIP at 500 and 2,000 built-in pairs with the data-efficiency
+study's caption noise, schedule and seeds.
 
 Run:
   python -m declip_jax.study --study=configs/studies/methods.py --parallel=1
   python -m declip_jax.study --study=configs/studies/methods.py --only=-n500-noisy-s0   (one seed at 500 first)
 
-30 runs of configs/demo.py (1,500 steps at batch 128); the `clip` and `declip` rows are the data-efficiency
+42 runs of configs/demo.py (1,500 steps at batch 128); the `clip` and `declip` rows are the data-efficiency
 study's runs (the same overrides and run names: reused from docs/studies/data_efficiency/runs/). Each method is
-presets.use_slip / use_filip / use_defilip written as overrides of the demo (the demo's learning rate and weight
-decay for all five: equal terms); FILIP's zero-shot evaluations use its token-wise classifier and it has no
+presets.use_slip / use_filip / use_defilip / use_sigmoid written as overrides of the demo, as its demo config
+(configs/<method>_demo.py) has them: the demo's learning rate and weight decay for all seven (equal terms), and
+SigLIP with the paper's Adam beta2 of 0.95 as configs/siglip_demo.py; the sigmoid's temperature and bias start
+where the paper starts them (t = 10, b = -10); FILIP's zero-shot evaluations use its token-wise classifier and it has no
 retrieval evaluation (its global heads stay untrained: config.token_wise_evals).
 """
+
+import math
 
 import ml_collections
 
@@ -24,7 +29,12 @@ FILIP = (("loss.weights.clip_mvs", 0.0), ("loss.weights.iss", 0.0), ("loss.weigh
          ("data.mask_captions", True), ("evals.zero_shot_colour.token_wise", True),
          ("evals.zero_shot_shape.token_wise", True), ("evals.retrieval.enabled", False))
 DEFILIP = (("loss.weights.filip", 0.2),)
-METHODS = {"clip": data_efficiency.CLIP, "slip": SLIP, "filip": FILIP, "declip": (), "defilip": DEFILIP}
+SIGMOID = (("loss.contrastive", "sigmoid"), ("model.logit_scale.init", math.log(10.0)),
+           ("model.logit_scale.min", -math.inf), ("model.logit_scale.max", math.inf),
+           ("model.logit_scale.cap", math.inf), ("model.logit_bias_init", -10.0))
+SIGLIP = data_efficiency.CLIP + SIGMOID + (("optim.b2", 0.95),)
+METHODS = {"clip": data_efficiency.CLIP, "slip": SLIP, "filip": FILIP, "declip": (), "defilip": DEFILIP,
+           "siglip": SIGLIP, "desiglip": SIGMOID}
 
 
 def get_config():

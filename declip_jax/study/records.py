@@ -225,9 +225,10 @@ def final_training_scalars(run_dir: epath.Path, fraction: float = 0.1) -> dict[s
   return out
 
 
-def num_steps(study: ml_collections.ConfigDict) -> int:
-  """The runs' train.num_steps: the study's override, else the base config's."""
-  overrides = dict(study.overrides)
+def num_steps(study: ml_collections.ConfigDict, run=None) -> int:
+  """A run's train.num_steps: its method's override (a method may train longer, e.g. at equal compute), else the
+  study's, else the base config's. Without `run`: the study's, else the base config's."""
+  overrides = {**dict(study.overrides), **(dict(run.values) if run is not None else {})}
   if "train.num_steps" in overrides:
     return int(overrides["train.num_steps"])
   return int(load_config(study.base).train.num_steps)
@@ -238,11 +239,10 @@ def plan(records: Records, workdir: epath.Path, say=print,
   """Which runs are done: ({run name: its record} for the recorded ones, [the runs left, in `seed_major`
   order]). A run complete in `workdir` but without a record gets one (wall time unknown) when
   `record_workdirs`; a record made with another config is reported by `say` with the keys that differ."""
-  study, steps = records.study, num_steps(records.study)
-  recorded, left = {}, []
+  study, recorded, left = records.study, {}, []
   for run in grid.runs_of(study):
     record, differences = records.find(run)
-    if record is None and record_workdirs and grid.is_complete(workdir / run.name, steps):
+    if record is None and record_workdirs and grid.is_complete(workdir / run.name, num_steps(study, run)):
       record = records.record(run, workdir / run.name, None, grid.command(study, run, workdir))
     elif differences:
       say(f"study: {run.name}: its record {records.path(run)} was made with another config ("

@@ -63,7 +63,7 @@ def _progress(done: int, total: int, durations: list[float], parallel: int, star
 def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str = "") -> list[Run]:
   """Runs every run without a matching record (whose name contains `only`; logs in <workdir>/<run>/study.log)
   and records each that completes; returns the runs that failed."""
-  study, steps = records.study, records_lib.num_steps(records.study)
+  study = records.study
   recorded, todo = records_lib.plan(records, workdir)
   todo = [run for run in todo if only in run.name]
   total = len(recorded) + len(todo)
@@ -85,6 +85,7 @@ def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str 
       run, code, start, end = future.result()
       seconds = end - start
       done += 1
+      steps = records_lib.num_steps(study, run)
       if code == 0 and grid.is_complete(workdir / run.name, steps):
         durations.append(seconds)
         log = (workdir / run.name / "study.log").read_text()

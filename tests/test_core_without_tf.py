@@ -101,3 +101,20 @@ def test_checkpoint_round_trip_resumes_to_the_same_state(tmp_path):
   resumed, _ = step(restored, second)
   for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(expected))):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+  """`--workdir=runs/x` (relative, as the study runner passes) checkpoints like an absolute path: Orbax itself
+  refuses relative paths at the first save."""
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config()
+  setup = train_setup.Setup(config)
+  state = setup.init_state()
+  ckpt = checkpointing.Checkpointer("runs/x", keep=1, async_save=False)
+  ckpt.save(0, state, {"step": 0})
+  ckpt.wait()
+  restored, _ = ckpt.restore(0, setup.abstract_state)
+  ckpt.close()
+  assert (tmp_path / "runs" / "x" / "checkpoints" / "0").is_dir()
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(restored)),
+                                                  jax.tree.leaves(jax.device_get(state))))

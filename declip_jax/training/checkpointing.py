@@ -128,7 +128,8 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, keep: int, async_save: bool = True):
-    self.directory = epath.Path(workdir) / "checkpoints"
+    local = "://" not in str(workdir)  # Orbax refuses a relative local path (it fails at the first save).
+    self.directory = epath.Path(os.path.abspath(workdir) if local else workdir) / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))

@@ -23,6 +23,7 @@ def demo_sizes(c):
   c.evals = config_lib.builtin_evals(("colour", "shape"), linear_probe=True)
 
   c.model.embed_dim = 64
+  c.model.scan_unroll = 1  # One compiled block per tower: CPU compiles stay short (the studies' runs were made so).
   c.model.image.image_size = 32
   c.model.image.patch_size = 8
   c.model.image.width = 64

@@ -60,3 +60,41 @@ def test_cost_table_counts_declip_at_about_twice_clip_per_image():
   assert "| 1.00x |" in rows[("CLIP", "full (224 px, unmasked)")]
   assert "| 2.09x |" in rows[("DeCLIP", "full (224 px, unmasked)")]
   assert "| 1.50x |" in rows[("DeCLIP", "patch mask 0.5")]
+
+
+def test_scan_fill_counts_the_buffers_a_program_fills_with_a_constant():
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import scan_fill  # pylint: disable=g-import-not-at-top
+  hlo = """
+%fused_broadcast.1 () -> (f32[12,4,8], f32[12,4,8]) {
+  %constant_1 = f32[] constant(0)
+  %broadcast.2 = f32[12,4,8]{2,1,0} broadcast(%constant_1), dimensions={}
+  %copy.3 = f32[12,4,8]{2,1,0} copy(%broadcast.2)
+  ROOT %tuple.4 = (f32[12,4,8]{2,1,0}, f32[12,4,8]{2,1,0}) tuple(%broadcast.2, %copy.3)
+}
+
+%fused_add.5 (p0: f32[4,8]) -> f32[4,8] {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  ROOT %add.6 = f32[4,8]{1,0} add(%p0, %p0)
+}
+
+ENTRY %main (param.1: f32[4,8]) -> f32[4,8] {
+  %param.1 = f32[4,8]{1,0} parameter(0)
+  %loop_broadcast_fusion.7 = (f32[12,4,8]{2,1,0}, f32[12,4,8]{2,1,0}) fusion(), kind=kLoop, calls=%fused_broadcast.1
+  ROOT %loop_add_fusion.8 = f32[4,8]{1,0} fusion(%param.1), kind=kLoop, calls=%fused_add.5
+}
+"""
+  assert scan_fill.constant_fill_bytes(hlo) == 2 * 12 * 4 * 8 * 4
+
+
+@pytest.mark.slow  # Three compiles of the tiny config's step: ~40 s on 2 cores.
+def test_scan_fill_compares_the_layers_in_a_loop_with_none(tmp_path):
+  out = subprocess.run([sys.executable, "benchmarks/scan_fill.py", "--config=tests/tiny_config.py", "--target=cpu",
+                        "--per_device_batch=16", f"--json_out={tmp_path / 'rows.json'}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=600, env=_ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+  assert rows["loop"]["while_loops"] > rows["unrolled"]["while_loops"] == rows["unscanned"]["while_loops"]
+  assert rows["loop"]["peak_gib"] > rows["unrolled"]["peak_gib"]
+  assert [l.split("|")[1].strip() for l in out.stdout.splitlines() if l.startswith("| ")][1:] == [
+      "loop", "unrolled", "unscanned"]

@@ -18,6 +18,7 @@ def tiny_config(clip_baseline: bool = False):
   c.eval.batch_size = 32
   c.evals = config_lib.builtin_evals(("colour", "shape"))
   c.model.embed_dim = 16
+  c.model.scan_unroll = 1  # One compiled block per tower: the suite is compile-bound.
   c.model.image.image_size = 16
   c.model.image.patch_size = 4
   c.model.image.width = 32

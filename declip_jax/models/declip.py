@@ -207,13 +207,13 @@ def build_model(config: ml_collections.ConfigDict, eot_id: int) -> DeCLIP:
   else:
     image_tower = vit.VisionTransformer(
         patch_size=m.image.patch_size, width=m.image.width, layers=m.image.layers, heads=m.image.heads,
-        embed_dim=m.embed_dim, dtype=dtype, scan=m.scan_layers, remat=m.image.remat,
+        embed_dim=m.embed_dim, dtype=dtype, scan=m.scan_layers, scan_unroll=m.scan_unroll, remat=m.image.remat,
         attention=m.attention_implementation or None, mask_ratio=m.image.mask_ratio)
   text_tower = text.TextTransformer(
       vocab_size=m.text.vocab_size, context_length=m.text.context_length, width=m.text.width,
       layers=m.text.layers, heads=m.text.heads, embed_dim=m.embed_dim, eot_id=eot_id,
-      projection_bias=m.text.projection_bias, dtype=dtype, scan=m.scan_layers, remat=m.text.remat,
-      attention=m.attention_implementation or None)
+      projection_bias=m.text.projection_bias, dtype=dtype, scan=m.scan_layers, scan_unroll=m.scan_unroll,
+      remat=m.text.remat, attention=m.attention_implementation or None)
   simsiam = None
   if config.loss.weights.iss > 0:
     simsiam = heads.SimSiamHead(config.ssl.projector_dim, config.ssl.predictor_hidden_dim,

@@ -92,7 +92,8 @@ class Transformer(nn.Module):
   """A stack of `layers` residual attention blocks.
 
   With `scan` the blocks' parameters are stacked on a leading [layers] axis under `blocks` (one compiled block,
-  fast compiles); without it they are `block_0 ... block_{L-1}`. `remat` ("none", "full", "save_dots":
+  fast compiles); without it they are `block_0 ... block_{L-1}`. `scan_unroll` blocks run per iteration of the
+  scan's loop; at 0 or `layers` there is no loop (docs/design.md §21). `remat` ("none", "full", "save_dots":
   `remat_policy`) recomputes each block's activations in the backward pass.
   """
 
@@ -101,6 +102,7 @@ class Transformer(nn.Module):
   causal: bool
   dtype: Dtype = jnp.float32
   scan: bool = True
+  scan_unroll: int = 1
   remat: str = "none"
   attention: Optional[str] = None  # MultiHeadSelfAttention.attention
 
@@ -108,10 +110,15 @@ class Transformer(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, T, W] -> [B, T, W]."""
     block = ResidualAttentionBlock
+    unroll = min(self.scan_unroll or self.layers, self.layers)
     if self.remat != "none":
-      block = nn.remat(block, prevent_cse=not self.scan, policy=remat_policy(self.remat))
+      # Outside a loop XLA would merge the recomputation with the forward pass (undoing the remat) unless kept
+      # apart; inside one the loop keeps them apart.
+      looped = self.scan and unroll < self.layers
+      block = nn.remat(block, prevent_cse=not looped, policy=remat_policy(self.remat))
     if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.layers)
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.layers,
+                      unroll=unroll)
       x, _ = stack(self.heads, self.causal, self.layers, self.dtype, self.attention, name="blocks")(x, None)
       return x
     for i in range(self.layers):

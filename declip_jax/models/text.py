@@ -30,6 +30,7 @@ class TextTransformer(nn.Module):
   projection_bias: bool = True
   dtype: layers.Dtype = jnp.float32
   scan: bool = True
+  scan_unroll: int = 1
   remat: str = "none"  # config.REMAT_POLICIES
   attention: Optional[str] = None  # layers.MultiHeadSelfAttention.attention
 
@@ -41,7 +42,8 @@ class TextTransformer(nn.Module):
     pos = self.param("positional_embedding", nn.initializers.normal(0.01), (self.context_length, self.width))
     x = (x + pos[: tokens.shape[1]]).astype(self.dtype)
     x = layers.Transformer(self.layers, self.heads, causal=True, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, attention=self.attention, name="transformer")(x)
+                           scan_unroll=self.scan_unroll, remat=self.remat, attention=self.attention,
+                           name="transformer")(x)
     states = layers.layer_norm("ln_final", self.dtype)(x)
     pooled = jnp.take_along_axis(states, eot_positions(tokens, self.eot_id)[:, None, None], axis=1)[:, 0]
     z = nn.Dense(self.embed_dim, use_bias=self.projection_bias, dtype=self.dtype,

@@ -23,6 +23,7 @@ class VisionTransformer(nn.Module):
   embed_dim: int
   dtype: layers.Dtype = jnp.float32
   scan: bool = True
+  scan_unroll: int = 1
   remat: str = "none"  # config.REMAT_POLICIES
   attention: Optional[str] = None  # layers.MultiHeadSelfAttention.attention
   mask_ratio: float = 0.0  # FLIP's patch masking: the share of patch tokens dropped when `patch_noise` is given.
@@ -55,7 +56,8 @@ class VisionTransformer(nn.Module):
       x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
     x = layers.layer_norm("ln_pre", self.dtype)(x)
     x = layers.Transformer(self.layers, self.heads, causal=False, dtype=self.dtype, scan=self.scan,
-                           remat=self.remat, attention=self.attention, name="transformer")(x)
+                           scan_unroll=self.scan_unroll, remat=self.remat, attention=self.attention,
+                           name="transformer")(x)
     patch_tokens = x[:, 1:]
     x = layers.layer_norm("ln_post", self.dtype)(x[:, 0])
     if project:

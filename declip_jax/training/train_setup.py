@@ -62,7 +62,7 @@ class Setup:
 
 
 def _refuse_cpu_deadlock(config: ml_collections.ConfigDict, mesh, shardings: state_lib.TrainState) -> None:
-  """Several CPU devices with FSDP-split parameters and scanned layers hang (XLA CPU runtime): refuse to start.
+  """Several CPU devices with FSDP-split parameters and the layers in a loop hang (XLA CPU runtime): refuse to start.
 
   XLA CPU executes independent operations of one program concurrently; a collective inside the scanned layers'
   while loop (the FSDP all-gather) then runs concurrently with, and on some devices before, one outside it (a
@@ -71,8 +71,11 @@ def _refuse_cpu_deadlock(config: ml_collections.ConfigDict, mesh, shardings: sta
   model.scan_layers=False, on meshes (1,8,1) and (2,4,1)). GPU and TPU order collectives identically on every device.
   """
   split = any(axis is not None for s in jax.tree.leaves(shardings.params) for axis in s.spec)
-  if split and config.model.scan_layers and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
+  towers = [config.model.text.layers] + ([config.model.image.layers] if config.model.image.arch == "vit" else [])
+  looped = config.model.scan_layers and 0 < config.model.scan_unroll < max(towers)
+  if split and looped and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
     raise config_lib.ConfigError(
         "On several CPU devices, FSDP-split parameters (mesh.fsdp > 1 and tensors of at least mesh.fsdp_min_size "
-        "elements) with model.scan_layers=True can deadlock in XLA's CPU runtime; set model.scan_layers=False "
-        "(or raise mesh.fsdp_min_size) for CPU runs.")
+        "elements) with the layers in a loop (model.scan_layers=True and model.scan_unroll from 1 to below the "
+        "layers) can deadlock in XLA's CPU runtime; set model.scan_layers=False or model.scan_unroll=0 (or raise "
+        "mesh.fsdp_min_size) for CPU runs.")

@@ -15,9 +15,7 @@ overrides and names: reused from docs/studies/data_efficiency/runs/). The masked
   CLIP: 1,500 / (0.9 x 0.758 + 0.1) = 1,918 steps; DeCLIP: 1,500 / (0.9 x 0.771 + 0.1) = 1,890 steps.
 """
 
-import ml_collections
-
-from configs.studies import data_efficiency
+from configs.studies import data_efficiency, methods
 
 MASK = (("model.image.mask_ratio", 0.5), ("model.image.unmasked_final_fraction", 0.1))
 CLIP_EQUAL_COMPUTE_STEPS = 1918
@@ -40,9 +38,6 @@ METHODS = {
 
 
 def get_config():
-  base = data_efficiency.get_config()
-  s = ml_collections.ConfigDict()
-  s.base, s.overrides, s.noise, s.seeds, s.plot = base.base, base.overrides, base.noise, base.seeds, base.plot
+  s = methods.get_config()  # Its base, overrides, noise, seeds, panels and sizes (500 and 2,000).
   s.methods = tuple(METHODS.items())  # In the table's and the plot's order.
-  s.num_train = (500, 2000)
   return s

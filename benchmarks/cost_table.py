@@ -8,7 +8,8 @@ it). The bound is FLOPs / the H100 SXM's dense bf16 peak (989 TFLOP/s): no real 
 planning figure: MFU = model FLOPs / (time x peak), and 40% is what well-tuned transformer training reaches on
 H100s, not something measured here. Gradient accumulation is left out (it adds the towers' forward, see the
 executed column of aot/flops.py); masking rows assume every step masked (FLIP's unmasked tuning phase adds its
-share of unmasked steps). These are estimates until a device measures one.
+share of unmasked steps), and low-resolution or short-caption rows every step at that size (CLIPA's fine-tuning
+at full size adds its share). These are estimates until a device measures one.
 """
 
 import argparse
@@ -23,8 +24,12 @@ from declip_jax.aot import flops  # noqa: E402
 METHODS = (("CLIP", "clip_vit_b32"), ("SLIP", "slip_vit_b32"), ("FILIP", "filip_vit_b32"),
            ("DeCLIP", "declip_vit_b32"), ("DeFILIP", "defilip_vit_b32"), ("SigLIP", "siglip_vit_b32"),
            ("DeSigLIP", "desiglip_vit_b32"))
-CHEAPER = (("patch mask 0.5", {"mask_ratio": 0.5}), ("patch mask 0.75", {"mask_ratio": 0.75}),
-           ("128 px", {"image_size": 128}), ("128 px + patch mask 0.5", {"image_size": 128, "mask_ratio": 0.5}))
+MASK_50, MASK_75, PX_128 = {"image.mask_ratio": 0.5}, {"image.mask_ratio": 0.75}, {"image.image_size": 128}
+TOKENS_32 = {"text.context_length": 32}  # Captions cut to 32 tokens (CLIPA's truncation), from the recipe's 77.
+CHEAPER = (("patch mask 0.5", MASK_50), ("patch mask 0.75", MASK_75), ("128 px", PX_128),
+           ("128 px + patch mask 0.5", {**PX_128, **MASK_50}), ("32-token captions", TOKENS_32),
+           ("patch mask 0.5 + 32-token captions", {**MASK_50, **TOKENS_32}),
+           ("128 px + patch mask 0.5 + 32-token captions", {**PX_128, **MASK_50, **TOKENS_32}))
 H100_BF16_TFLOPS = flops.PEAK_BF16_TFLOPS["H100 SXM"]
 
 
@@ -50,7 +55,8 @@ def main():
       for label, changes in CHEAPER:
         changed = config.copy_and_resolve_references()
         for key, value in changes.items():
-          changed.model.image[key] = value
+          tower, leaf = key.split(".")
+          changed.model[tower][leaf] = value
         rows.append((label, changed))
     for label, c in rows:
       gflop = per_image_gflop(c)

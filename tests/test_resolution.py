@@ -29,10 +29,12 @@ def test_positions_resize_keeps_cls_and_smooth_grids():
 
 
 def test_a_run_pretrained_at_low_resolution_is_fine_tuned_at_full_size(tmp_path):
-  """Two steps at 16 px (4 x 4 patches), then its weights into a 32 px model (8 x 8): every variable carried
-  over, the position grid resized, and the new run trains from that step-0 checkpoint."""
+  """Two steps at 16 px (4 x 4 patches) on captions cut to 8 tokens, then its weights into a 32 px model (8 x 8)
+  with 16 tokens: every variable carried over, the position grid resized, the text positions' first 8 rows kept
+  and the rest as initialised, and the new run trains from that step-0 checkpoint."""
   low = tiny_config()
   low.train.num_steps, low.evals = 2, {}
+  low.model.text.context_length = 8
   train.run(low, str(tmp_path / "low"))
   full = tiny_config()
   full.model.image.image_size = 32
@@ -47,8 +49,10 @@ def test_a_run_pretrained_at_low_resolution_is_fine_tuned_at_full_size(tmp_path)
   after = np.asarray(imported.variables["params"]["image_tower"]["positional_embedding"])
   assert before.shape[0] == 17 and after.shape[0] == 65
   np.testing.assert_allclose(after, position_resize.resize_vit_positions(before, 64), rtol=1e-6)
-  np.testing.assert_array_equal(np.asarray(imported.variables["params"]["text_tower"]["positional_embedding"]),
-                                np.asarray(source.variables["params"]["text_tower"]["positional_embedding"]))
+  text_after = np.asarray(imported.variables["params"]["text_tower"]["positional_embedding"])
+  assert text_after.shape[0] == 16
+  np.testing.assert_array_equal(text_after[:8], source.variables["params"]["text_tower"]["positional_embedding"])
+  np.testing.assert_array_equal(text_after[8:], setup.init_state().params["text_tower"]["positional_embedding"][8:])
   out = train.run(full, str(tmp_path / "full"))
   assert out["step"] == 1
   other = tiny_config()
@@ -58,7 +62,8 @@ def test_a_run_pretrained_at_low_resolution_is_fine_tuned_at_full_size(tmp_path)
 
 
 def test_open_clip_weights_at_another_resolution_import_with_resized_positions():
-  """An open_clip state dict of a 16 px model (4 x 4 patches) loads into a 32 px model (8 x 8)."""
+  """An open_clip state dict of a 16 px model (4 x 4 patches, 16 tokens) loads into a 32 px model (8 x 8) with
+  captions cut to 8 tokens: the grid resized, the first 8 text positions kept."""
   from declip_jax.models import declip  # pylint: disable=g-import-not-at-top
   from declip_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from declip_jax import presets  # pylint: disable=g-import-not-at-top
@@ -71,6 +76,7 @@ def test_open_clip_weights_at_another_resolution_import_with_resized_positions()
   low = presets.use_clip_baseline(tiny_config())
   high = presets.use_clip_baseline(tiny_config())
   high.model.image.image_size = 32
+  high.model.text.context_length = 8
   low_variables = jax.tree.map(np.asarray, variables(low))
   state_dict = open_clip_weights.to_torch_state_dict(low_variables, low)
   imported = open_clip_weights.from_torch_state_dict(state_dict, high, jax.tree.map(np.asarray, variables(high)))
@@ -79,3 +85,15 @@ def test_open_clip_weights_at_another_resolution_import_with_resized_positions()
   np.testing.assert_allclose(
       positions, position_resize.resize_vit_positions(low_variables["params"]["image_tower"]["positional_embedding"],
                                                        64), rtol=1e-6)
+  np.testing.assert_array_equal(imported["params"]["text_tower"]["positional_embedding"],
+                                low_variables["params"]["text_tower"]["positional_embedding"][:8])
+
+
+def test_text_positions_carry_to_another_caption_length():
+  positions, init = np.arange(12.0).reshape(4, 3), -np.ones((6, 3))
+  longer = position_resize.carry_positions("text", positions, init)
+  np.testing.assert_array_equal(longer, np.concatenate([positions, init[4:]]))
+  np.testing.assert_array_equal(position_resize.carry_positions("text", positions, init[:2]), positions[:2])
+  abstract = jax.ShapeDtypeStruct((6, 3), np.float32)  # No initial values: unchanged, reported as a mismatch.
+  assert position_resize.carry_positions("text", positions, abstract).shape == (4, 3)
+  assert position_resize.carry_positions("text", positions, np.zeros((6, 5))).shape == (4, 3)

@@ -59,8 +59,9 @@ def import_weights(config, weights_path: str, workdir: str, weights_format: str 
 
 def from_run(source_workdir: str, variables) -> tuple[dict, int]:
   """The parameters and BatchNorm statistics of another run's newest checkpoint, for a model whose variables
-  are `variables`: the same shapes, except a ViT's position embeddings, resized to this model's patch grid
-  (a run pretrained at a lower resolution, fine-tuned at full size: CLIPA). Variables the source run has not
+  are `variables`: the same shapes, except the position embeddings, carried to this model's patch grid and
+  caption length (a run pretrained at a lower resolution or on shorter captions, fine-tuned at full size: CLIPA;
+  `position_resize.carry_positions`). Variables the source run has not
   (heads of another method) are None: they keep their initialisation. Returns (them, how many were taken).
 
   Raises:
@@ -80,11 +81,8 @@ def from_run(source_workdir: str, variables) -> tuple[dict, int]:
     if node is None:
       return None
     name = "/".join(str(k.key) for k in path)
-    if name.endswith("image_tower/positional_embedding") and node.shape[1:] == target.shape[1:]:
-      try:
-        node = position_resize.resize_vit_positions(node, target.shape[0] - 1)
-      except ValueError:
-        pass
+    if name.endswith("_tower/positional_embedding"):
+      node = position_resize.carry_positions(name.split("/")[-2].removesuffix("_tower"), node, target)
     if tuple(node.shape) != tuple(target.shape):
       mismatched.append(f"{name}: {tuple(node.shape)} vs {tuple(target.shape)}")
       return None

@@ -194,11 +194,9 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_colle
     value = to_flax(value) if to_flax else value
     flax_path = _flax_path(path, layer, scan)
     expected = tuple(_get(abstract_variables, flax_path).shape)
-    if torch_name == "visual.positional_embedding" and value.shape != expected and value.shape[1:] == expected[1:]:
-      try:  # Weights trained at another resolution: the patch grid's positions resized (CLIPA).
-        value = position_resize.resize_vit_positions(value, expected[0] - 1)
-      except ValueError:
-        pass  # Reported below as a shape mismatch.
+    if torch_name in ("visual.positional_embedding", "positional_embedding"):  # Another resolution or length.
+      value = position_resize.carry_positions("image" if torch_name.startswith("visual.") else "text", value,
+                                              _get(abstract_variables, flax_path))
     if layer is not None and scan:
       expected = expected[1:]
     if value.shape != expected:

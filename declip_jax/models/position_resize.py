@@ -1,4 +1,5 @@
-"""A ViT's position embeddings at another image size (CLIPA's low-resolution pretraining, docs/design.md §18)."""
+"""Position embeddings carried to another image size or caption length (CLIPA's low-resolution, short-caption
+pretraining, docs/design.md §18)."""
 
 import math
 
@@ -24,3 +25,27 @@ def resize_vit_positions(positions: np.ndarray, patches: int) -> np.ndarray:
   grid = positions[1:].astype(np.float32).reshape(g_old, g_old, width)
   resized = jax.image.resize(grid, (g_new, g_new, width), method="bicubic", antialias=g_new < g_old)
   return np.concatenate([positions[:1], np.asarray(resized, positions.dtype).reshape(patches, width)], axis=0)
+
+
+def carry_positions(tower: str, positions: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """Another model's position embeddings for this model's, whose initial values are `target`.
+
+  tower "image": [1 + g^2, W] -> target's [1 + g'^2, W], the patch grid resized (`resize_vit_positions`).
+  tower "text": [L, W] -> target's [L', W]: the first min(L, L') rows kept (a token's position means the same at
+  any caption length); rows past L keep their initial values from `target` (a model pretrained on captions cut
+  to L tokens, fine-tuned at full length, as CLIPA). Positions of another width, or of a grid that is not square,
+  come back unchanged (as do shorter text positions when `target` is a ShapeDtypeStruct): the caller reports the
+  shape mismatch.
+  """
+  positions = np.asarray(positions)
+  if positions.shape[1:] != tuple(target.shape[1:]) or positions.shape[0] == target.shape[0]:
+    return positions
+  if tower == "image":
+    try:
+      return resize_vit_positions(positions, target.shape[0] - 1)
+    except ValueError:
+      return positions
+  kept = positions[:target.shape[0]]
+  if kept.shape[0] < target.shape[0] and isinstance(target, jax.ShapeDtypeStruct):
+    return positions  # No initial values to extend with.
+  return np.concatenate([kept, np.asarray(target[kept.shape[0]:], positions.dtype)], axis=0)

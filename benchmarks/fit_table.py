@@ -4,6 +4,7 @@ without the hardware (TPU: libtpu, `pip install "jax[tpu]==<the pinned jax>"`; G
 
   python benchmarks/fit_table.py --family=tpu [--out=tpu_fit.json] [--only=B/32]
   python benchmarks/fit_table.py --family=gpu [--out=docs/benchmarks/gpu_fit.json] [--only=B/32] [--gpus=h100,a100-40]
+  python benchmarks/fit_table.py --family=gpu --only='^DeCLIP ViT-B/32 4096'   (the recipe's whole batch, GPU)
 
 For every (config, global batch, slice or GPU host) case below, `declip_jax.aot.ladder.fit` walks its ladder (bf16,
 remat, FSDP, smaller per-device batch; cheapest first) until the step fits the memory per device (TPU: libtpu's
@@ -15,6 +16,7 @@ JAX version and the commit (a long run keeps what it finished; a rerun skips the
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -31,7 +33,8 @@ from declip_jax.study import records as study_records  # noqa: E402
 _FAMILY = flags.DEFINE_enum("family", "tpu", ["tpu", "gpu"], "TPU slices (libtpu) or GPU hosts (XLA's GPU "
                             "compiler).")
 _OUT = flags.DEFINE_string("out", "", "JSON file the results are written to (default <family>_fit.json).")
-_ONLY = flags.DEFINE_string("only", "", "Run only the cases whose model name contains this.")
+_ONLY = flags.DEFINE_string("only", "", "Run only the cases where this regular expression matches '<model> "
+                            "<global batch> <target>' (e.g. 'B/32', '^CLIP ViT-B/32 1024 gpu:h100:').")
 _GPUS = flags.DEFINE_list("gpus", ["h100", "h200", "a100-40", "a100-80"], "GPU kinds (--family=gpu).")
 
 # (model, config module, global batch, [(chip, topology), ...]): 32-device slices for the recipe's 4,096
@@ -51,6 +54,9 @@ GPU_MODELS = [("DeCLIP ViT-B/32", "declip_vit_b32"), ("CLIP ViT-B/32", "clip_vit
               ("DeCLIP RN50", "declip_rn50"), ("CLIP RN50", "clip_rn50"), ("SLIP ViT-B/32", "slip_vit_b32"),
               ("FILIP ViT-B/32", "filip_vit_b32"), ("DeFILIP ViT-B/32", "defilip_vit_b32")]
 GPUS_PER_HOST, PER_GPU = 8, 128
+# The recipe's whole global batch on fewer GPUs: where it fits, and with what.
+GPU_RECIPE_BATCH_CASES = [("DeCLIP ViT-B/32", "declip_vit_b32", 4096, "gpu:a100-40:8"),
+                          ("DeCLIP ViT-B/32", "declip_vit_b32", 4096, "gpu:h100:1")]
 
 
 def _load(module: str, batch: int):
@@ -78,7 +84,7 @@ def _cases() -> list[tuple[str, str, int, str]]:
     return [(model, module, batch, f"tpu:{chip}:{topology}") for model, module, batch, slices in TPU_CASES
             for chip, topology in slices]
   return [(model, module, GPUS_PER_HOST * PER_GPU, f"gpu:{gpu}:{GPUS_PER_HOST}") for model, module in GPU_MODELS
-          for gpu in _GPUS.value]
+          for gpu in _GPUS.value] + GPU_RECIPE_BATCH_CASES
 
 
 def _memory(target: str, devices) -> tuple[float, str]:
@@ -92,20 +98,22 @@ def main(_):
   import jax  # pylint: disable=g-import-not-at-top
   out = _OUT.value or f"{_FAMILY.value}_fit.json"
   results = json.loads(open(out).read()) if os.path.exists(out) else []
-  done = {(r["model"], r["batch"], r["target"], r.get("jax")) for r in results}
+  # Rows compiled before model.scan_unroll (the layers in a loop: 1) are redone when the configs no longer loop.
+  done = {(r["model"], r["batch"], r["target"], r.get("jax"), r.get("scan_unroll", 1)) for r in results}
   host, commit = host_info.describe(), study_records.commit_of()
   print(f"host: {host}; commit {commit}")
   print("| model | global batch | target (devices) | memory/device GiB | as configured needs GiB | cheapest settings "
         "that fit | planned peak GiB | roofline images/s per device (estimate) | compiles tried | s |")
   print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
   for model, module, batch, target in _cases():
-    if _ONLY.value not in model or (model, batch, target, jax.__version__) in done:
+    config = _load(module, batch)
+    if (not re.search(_ONLY.value, f"{model} {batch} {target}")
+        or (model, batch, target, jax.__version__, config.model.scan_unroll) in done):
       continue
     start = time.time()
     devices = (gpu_target.devices(*gpu_target.parse(target)) if target.startswith("gpu:")
                else ladder.tpu_devices(target))
     available, name = _memory(target, devices)
-    config = _load(module, batch)
     attempts = ladder.fit(config, devices, available)
     fitting = next((a for a in attempts if a.fits), None)
     estimate = None
@@ -118,8 +126,10 @@ def main(_):
            "fits_with": fitting.overrides if fitting else None, "peak_gib": fitting.needed_gib if fitting else None,
            "roofline": estimate, "attempts": [{"label": a.label, "fits": a.fits, "needed_gib": a.needed_gib,
                                                "what": a.what, "error": a.error} for a in attempts],
-           "seconds": time.time() - start, "jax": jax.__version__, "host": host, "commit": commit}
-    results.append(row)
+           "seconds": time.time() - start, "jax": jax.__version__, "scan_unroll": config.model.scan_unroll,
+           "host": host, "commit": commit}
+    results = [r for r in results if (r["model"], r["batch"], r["target"], r.get("jax")) !=
+               (model, batch, target, jax.__version__)] + [row]  # A redone row replaces the old one.
     with open(out, "w") as f:
       json.dump(results, f, indent=1)
     need = f"{first.needed_gib:.1f}" + ("" if first.what == "planned peak" else "+") if first.needed_gib else "?"

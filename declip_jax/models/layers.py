@@ -88,6 +88,12 @@ class ResidualAttentionBlock(nn.Module):
     return x + h, None
 
 
+def in_a_loop(scan: bool, scan_unroll: int, layers: int) -> bool:
+  """Whether a stack of `layers` blocks runs in a loop: scanned, `scan_unroll` blocks per iteration, from 1 to
+  fewer than `layers` (0 or `layers`: unrolled, no loop)."""
+  return scan and 0 < scan_unroll < layers
+
+
 class Transformer(nn.Module):
   """A stack of `layers` residual attention blocks.
 
@@ -114,7 +120,7 @@ class Transformer(nn.Module):
     if self.remat != "none":
       # Outside a loop XLA would merge the recomputation with the forward pass (undoing the remat) unless kept
       # apart; inside one the loop keeps them apart.
-      looped = self.scan and unroll < self.layers
+      looped = in_a_loop(self.scan, self.scan_unroll, self.layers)
       block = nn.remat(block, prevent_cse=not looped, policy=remat_policy(self.remat))
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.layers,

@@ -10,7 +10,7 @@ import ml_collections
 from declip_jax import config as config_lib, parallel, token_ids as token_ids_lib
 from declip_jax.training import optim, state as state_lib
 from declip_jax.training import train_step
-from declip_jax.models import declip
+from declip_jax.models import declip, layers
 
 
 class Setup:
@@ -72,7 +72,7 @@ def _refuse_cpu_deadlock(config: ml_collections.ConfigDict, mesh, shardings: sta
   """
   split = any(axis is not None for s in jax.tree.leaves(shardings.params) for axis in s.spec)
   towers = [config.model.text.layers] + ([config.model.image.layers] if config.model.image.arch == "vit" else [])
-  looped = config.model.scan_layers and 0 < config.model.scan_unroll < max(towers)
+  looped = any(layers.in_a_loop(config.model.scan_layers, config.model.scan_unroll, n) for n in towers)
   if split and looped and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
     raise config_lib.ConfigError(
         "On several CPU devices, FSDP-split parameters (mesh.fsdp > 1 and tensors of at least mesh.fsdp_min_size "

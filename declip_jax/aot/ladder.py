@@ -299,9 +299,10 @@ def roofline(config, cost: Optional[dict], target, num_devices: int) -> Optional
   device (`flops.train_step`'s executed matmuls, accumulation's second tower forward included; XLA's count when
   larger) over the matrix units' dense peak at
   model.dtype (float32: TF32) and the compiled program's bytes accessed per device over the memory bandwidth.
-  Both counts are of what must happen at least (XLA counts a scanned layer's bytes once), so a step takes at
-  least this long and a GPU trains at most (per-device batch / it) images per second. An estimate, not a
-  measurement; None without a cost analysis."""
+  Both counts are of what must happen at least (XLA counts a loop's body once: a scanned layer's bytes, and with
+  train.accum_steps > 1 the towers' bytes of one micro-batch), so a step takes at least this long and a GPU
+  trains at most (per-device batch / it) images per second; with loops the bound is looser, and bounds of steps
+  with and without a loop do not compare. An estimate, not a measurement; None without a cost analysis."""
   from declip_jax.aot import flops  # pylint: disable=g-import-not-at-top
   if cost is None or config.model.dtype not in target.matrix_flops:
     return None
@@ -315,7 +316,9 @@ def roofline(config, cost: Optional[dict], target, num_devices: int) -> Optional
   return {"model_tflop": model_flops / 1e12, "executed_tflop": executed / 1e12, "peak_tflops": flop_s / 1e12, "compute_ms": 1e3 * compute,
           "gbytes": cost.get("bytes accessed", 0.0) / 1e9, "bandwidth_tbs": target.memory_bandwidth / 1e12,
           "memory_ms": 1e3 * memory, "step_ms": 1e3 * step, "images_per_s": per_device / step,
-          "bound": "compute" if compute >= memory else "memory"}
+          "bound": "compute" if compute >= memory else "memory",
+          # Accumulation runs the towers in a loop over micro-batches, whose body XLA's bytes count once.
+          "bytes_of_one_micro_batch": config.train.accum_steps > 1}
 
 
 def describe_roofline(estimate: dict, dtype: str) -> str:
@@ -324,8 +327,9 @@ def describe_roofline(estimate: dict, dtype: str) -> str:
           if executed > estimate["model_tflop"] else "")
   return (f"Roofline estimate (per GPU, the settings that fit): model {estimate['model_tflop']:.2f} TFLOP{runs} / "
           f"{estimate['peak_tflops']:.0f} TFLOP/s ({'TF32' if dtype == 'float32' else dtype} matrix peak) = "
-          f"{estimate['compute_ms']:.1f} ms; {estimate['gbytes']:.1f} GB accessed (XLA's count, scanned layers "
-          f"once) / {estimate['bandwidth_tbs']:.2f} TB/s = {estimate['memory_ms']:.1f} ms; a step takes at least "
+          f"{estimate['compute_ms']:.1f} ms; {estimate['gbytes']:.1f} GB accessed (XLA's count, a loop's body once"
+          f"{': the towers of one micro-batch' if estimate.get('bytes_of_one_micro_batch') else ''}) / "
+          f"{estimate['bandwidth_tbs']:.2f} TB/s = {estimate['memory_ms']:.1f} ms; a step takes at least "
           f"{estimate['step_ms']:.1f} ms ({estimate['bound']}-bound): at most {estimate['images_per_s']:,.0f} "
           "images/s per GPU.")
 

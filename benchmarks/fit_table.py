@@ -5,6 +5,7 @@ without the hardware (TPU: libtpu, `pip install "jax[tpu]==<the pinned jax>"`; G
   python benchmarks/fit_table.py --family=tpu [--out=tpu_fit.json] [--only=B/32]
   python benchmarks/fit_table.py --family=gpu [--out=docs/benchmarks/gpu_fit.json] [--only=B/32] [--gpus=h100,a100-40]
   python benchmarks/fit_table.py --family=gpu --only='^DeCLIP ViT-B/32 4096'   (the recipe's whole batch, GPU)
+  python benchmarks/fit_table.py --family=gpu --out=docs/benchmarks/gpu_fit.json --table   (print, compile nothing)
 
 For every (config, global batch, slice or GPU host) case below, `declip_jax.aot.ladder.fit` walks its ladder (bf16,
 remat, FSDP, smaller per-device batch; cheapest first) until the step fits the memory per device (TPU: libtpu's
@@ -35,6 +36,7 @@ _FAMILY = flags.DEFINE_enum("family", "tpu", ["tpu", "gpu"], "TPU slices (libtpu
 _OUT = flags.DEFINE_string("out", "", "JSON file the results are written to (default <family>_fit.json).")
 _ONLY = flags.DEFINE_string("only", "", "Run only the cases where this regular expression matches '<model> "
                             "<global batch> <target>' (e.g. 'B/32', '^CLIP ViT-B/32 1024 gpu:h100:').")
+_TABLE = flags.DEFINE_bool("table", False, "Print the table of every result in --out, compiling nothing.")
 _GPUS = flags.DEFINE_list("gpus", ["h100", "h200", "a100-40", "a100-80"], "GPU kinds (--family=gpu).")
 
 # (model, config module, global batch, [(chip, topology), ...]): 32-device slices for the recipe's 4,096
@@ -101,10 +103,15 @@ def main(_):
   # Rows compiled before model.scan_unroll (the layers in a loop: 1) are redone when the configs no longer loop.
   done = {(r["model"], r["batch"], r["target"], r.get("jax"), r.get("scan_unroll", 1)) for r in results}
   host, commit = host_info.describe(), study_records.commit_of()
-  print(f"host: {host}; commit {commit}")
+  if not _TABLE.value:
+    print(f"host: {host}; commit {commit}")
   print("| model | global batch | target (devices) | memory/device GiB | as configured needs GiB | cheapest settings "
         "that fit | planned peak GiB | roofline images/s per device (estimate) | compiles tried | s |")
   print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+  if _TABLE.value:
+    for row in results:
+      print(markdown_row(row, jax.__version__))
+    return
   for model, module, batch, target in _cases():
     config = _load(module, batch)
     if (not re.search(_ONLY.value, f"{model} {batch} {target}")
@@ -132,11 +139,24 @@ def main(_):
                (model, batch, target, jax.__version__)] + [row]  # A redone row replaces the old one.
     with open(out, "w") as f:
       json.dump(results, f, indent=1)
-    need = f"{first.needed_gib:.1f}" + ("" if first.what == "planned peak" else "+") if first.needed_gib else "?"
-    roof = f"{estimate['images_per_s']:,.0f} ({estimate['bound']})" if estimate else "-"
-    print(f"| {model} | {batch:,} | {name} ({len(devices)}) | {available:.2f} | {need} | "
-          + (f"{_short(fitting.overrides)} | {fitting.needed_gib:.1f}" if fitting else "none of the ladder | -")
-          + f" | {roof} | {len(attempts)} | {row['seconds']:.0f} |", flush=True)
+    print(markdown_row(row, jax.__version__), flush=True)
+
+
+def markdown_row(row: dict, jax_version: str) -> str:
+  """One row of the printed table from a result of --out. "(loop)" marks rows compiled before model.scan_unroll,
+  with the layers in a loop (as ViT-L/14's config still has them), "(jax X)" rows of another JAX version, and an
+  accumulating step's roofline is its towers' bytes of one micro-batch (XLA counts a loop's body once)."""
+  need = row["as_configured_gib"]
+  need = f"{need:.1f}" + ("" if row["as_configured_what"] == "planned peak" else "+") if need else "?"
+  roof = row["roofline"]
+  one_micro_batch = (row["fits_with"] or {}).get("train.accum_steps", 1) > 1
+  roof = (f"{roof['images_per_s']:,.0f} ({roof['bound']}{'; bytes of one micro-batch' if one_micro_batch else ''})"
+          if roof else "-")
+  fits = (f"{_short(row['fits_with'])} | {row['peak_gib']:.1f}" if row["fits_with"] is not None
+          else "none of the ladder | -")
+  loop = (" (loop)" if "scan_unroll" not in row else "") + (f" (jax {row['jax']})" if row["jax"] != jax_version else "")
+  return (f"| {row['model']}{loop} | {row['batch']:,} | {row['name']} ({row['devices']}) | {row['memory_gib']:.2f} | "
+          f"{need} | {fits} | {roof} | {len(row['attempts'])} | {row['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -65,22 +65,11 @@ def _chosen(chosen: tuple) -> list:
   return [v for v in VARIANTS if not chosen or v[0].split(" (")[0] in chosen]
 
 
-def with_overrides(config, overrides: dict):
-  config = config.copy_and_resolve_references()
-  for path, value in overrides.items():
-    node = config
-    *parents, leaf = path.split(".")
-    for key in parents:
-      node = node[key]
-    node[leaf] = value
-  return config
-
-
 def measure(name: str, batch: int, rounds: int, chosen: tuple) -> list[dict]:
   base = model_config(name, batch)
   variants, states = [], {}
   for label, overrides in _chosen(chosen):
-    config = with_overrides(base, overrides)
+    config = ladder.apply_overrides(base, overrides)
     setup = train_setup.Setup(config)
     size = config.model.image.image_size
     if size not in states:
@@ -111,10 +100,10 @@ def compile_for_gpu(name: str, target: str, per_device_batch: int, dtype: str, c
   """Each variant's step compiled for `target` (gpu:<name>:<gpus>): planned peak GiB and roofline per GPU."""
   gpu_name, hosts, gpus = gpu_target.parse(target)
   gpu, devices = gpu_target.load(gpu_name), gpu_target.devices(gpu_name, hosts, gpus)
-  base = with_overrides(model_config(name, per_device_batch * len(devices), small=False), {"model.dtype": dtype})
+  base = ladder.apply_overrides(model_config(name, per_device_batch * len(devices), small=False), {"model.dtype": dtype})
   variants = []
   for label, overrides in _chosen(chosen):
-    config = with_overrides(base, overrides)
+    config = ladder.apply_overrides(base, overrides)
     start = time.perf_counter()
     attempt = ladder.try_compile(config, devices, label, overrides, gpu.usable_gib())
     counted = flops.train_step(config)

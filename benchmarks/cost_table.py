@@ -19,13 +19,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from declip_jax.aot import flops  # noqa: E402
+from declip_jax.aot import flops, ladder  # noqa: E402
 
 METHODS = (("CLIP", "clip_vit_b32"), ("SLIP", "slip_vit_b32"), ("FILIP", "filip_vit_b32"),
            ("DeCLIP", "declip_vit_b32"), ("DeFILIP", "defilip_vit_b32"), ("SigLIP", "siglip_vit_b32"),
            ("DeSigLIP", "desiglip_vit_b32"))
-MASK_50, MASK_75, PX_128 = {"image.mask_ratio": 0.5}, {"image.mask_ratio": 0.75}, {"image.image_size": 128}
-TOKENS_32 = {"text.context_length": 32}  # Captions cut to 32 tokens (CLIPA's truncation), from the recipe's 77.
+MASK_50, MASK_75 = {"model.image.mask_ratio": 0.5}, {"model.image.mask_ratio": 0.75}
+PX_128, TOKENS_32 = {"model.image.image_size": 128}, {"model.text.context_length": 32}  # Captions cut to 32 tokens (CLIPA's truncation), from the recipe's 77.
 CHEAPER = (("patch mask 0.5", MASK_50), ("patch mask 0.75", MASK_75), ("128 px", PX_128),
            ("128 px + patch mask 0.5", {**PX_128, **MASK_50}), ("32-token captions", TOKENS_32),
            ("patch mask 0.5 + 32-token captions", {**MASK_50, **TOKENS_32}),
@@ -52,12 +52,7 @@ def main():
     config = importlib.import_module(f"configs.{module}").get_config()
     rows = [("full (224 px, unmasked)", config)]
     if method in ("CLIP", "DeCLIP"):
-      for label, changes in CHEAPER:
-        changed = config.copy_and_resolve_references()
-        for key, value in changes.items():
-          tower, leaf = key.split(".")
-          changed.model[tower][leaf] = value
-        rows.append((label, changed))
+      rows += [(label, ladder.apply_overrides(config, changes)) for label, changes in CHEAPER]
     for label, c in rows:
       gflop = per_image_gflop(c)
       clip = clip or gflop

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-
 from tests.conftest import REPO
 
 TINY = "tests/tiny_config.py"

@@ -193,10 +193,10 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_colle
     value = state_dict[torch_name].astype(np.float32)
     value = to_flax(value) if to_flax else value
     flax_path = _flax_path(path, layer, scan)
-    expected = tuple(_get(abstract_variables, flax_path).shape)
+    target = _get(abstract_variables, flax_path)
+    expected = tuple(target.shape)
     if torch_name in ("visual.positional_embedding", "positional_embedding"):  # Another resolution or length.
-      value = position_resize.carry_positions("image" if torch_name.startswith("visual.") else "text", value,
-                                              _get(abstract_variables, flax_path))
+      value = position_resize.carry_positions("image" if torch_name.startswith("visual.") else "text", value, target)
     if layer is not None and scan:
       expected = expected[1:]
     if value.shape != expected:

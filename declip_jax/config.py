@@ -79,6 +79,11 @@ def _checkpoint_section() -> ml_collections.ConfigDict:
   checkpoint.lock = True
   checkpoint.lock_heartbeat_seconds = 30.0
   checkpoint.lock_stale_seconds = 300.0
+  # The time a platform allows between a stop notice (SIGTERM) and the kill: 30 s on GCE spot/preemptible VMs and
+  # Kubernetes' default terminationGracePeriodSeconds. A stop finishes the step in flight, writes the checkpoint of
+  # the step reached and exits; the run times its first checkpoint write and warns when a stop would take longer
+  # than this (docs/reliability.md, "Preemption"). 0: no check.
+  checkpoint.preemption_grace_seconds = 30.0
   return checkpoint
 
 
@@ -435,6 +440,8 @@ def _validate_schedule(c: ml_collections.ConfigDict) -> None:
   b = c.train.batch_size
   _require(b > 0, f"train.batch_size must be positive, got {b}.")
   _require(c.train.num_steps > 0, f"train.num_steps must be positive, got {c.train.num_steps}.")
+  grace = c.checkpoint.preemption_grace_seconds
+  _require(grace >= 0, f"checkpoint.preemption_grace_seconds must be >= 0 (0: no check), got {grace}.")
   for key in ("train.log_every_steps", "checkpoint.every_steps", "eval.every_steps", "checkpoint.keep",
               "checkpoint.lock_heartbeat_seconds", "checkpoint.lock_stale_seconds"):
     section, name = key.split(".")

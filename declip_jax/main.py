@@ -49,6 +49,25 @@ def _print_results(results: dict) -> None:
     print(f"[{name}] step {r['step']} on {r['dataset']}: {metrics}")
 
 
+def stop_line(out: dict) -> str:
+  """The last line of a stopped run (`train.run`'s dict): the step reached and the newest checkpoint on disk,
+  which is what the same command resumes from; "saved" only when that is the step reached."""
+  step, newest, where = out["step"], out["checkpoint_step"], out["checkpoint_dir"]
+  head = f"Stopped by {out['stopped_by']} at step {step}"
+  if out["trained_steps"] == 0:
+    if newest is None:
+      return f"{head}, before training: nothing was trained and there is no checkpoint; rerun the same command."
+    return f"{head}, before training further: the newest checkpoint is step {newest} in {where}; rerun the same " \
+           "command to resume."
+  if newest == step:
+    took = "" if out["stop_seconds"] is None else f", {out['stop_seconds']:.1f} s after the request"
+    return f"{head}: checkpoint {step} saved in {where}{took}; rerun the same command to resume."
+  if newest is None:
+    return f"{head}, but no checkpoint was written: rerunning the same command starts again from step 0."
+  return (f"{head}, but step {step}'s checkpoint was not written: the newest is step {newest} in {where}; rerun the "
+          "same command to resume from there.")
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
@@ -69,8 +88,7 @@ def main(argv):
       with _workdir_lock(config, workdir, several_processes):
         out = train.run(config, workdir)
       if out["stopped_by"]:
-        print(f"Stopped by {out['stopped_by']} at step {out['step']}: checkpoint saved in "
-              f"{epath.Path(workdir) / 'checkpoints'}; rerun the same command to resume.")
+        print(stop_line(out))
         return
       for step, reason in out["rollbacks"]:
         print(f"rolled back: {reason}")

@@ -5,8 +5,10 @@ is one; `evaluate(config, workdir)` restores the newest checkpoint and writes `e
 """
 
 import json
+import os
 import signal
 import threading
+import time
 from typing import Any, Optional
 
 import jax
@@ -19,7 +21,7 @@ from etils import epath
 from declip_jax import config as config_lib, parallel
 from declip_jax.training import checkpointing, nn_queue, recovery, state as state_lib, train_setup, train_step
 from declip_jax.data import pipeline, sources
-from declip_jax.evaluation import runner
+from declip_jax.evaluation import encoding, runner
 
 
 class Setup(train_setup.Setup):
@@ -33,24 +35,49 @@ class Setup(train_setup.Setup):
 
 class StopRequests:
   """Context manager recording SIGTERM (preemption notice) and SIGINT, so that the loop can finish its step,
-  save a checkpoint and return instead of dying mid-step. Handlers are installed only in the main thread of a
-  single-process run and restored on exit. With several processes a local signal would stop one host at a step
-  the others do not know; there JAX's preemption service (SIGTERM, started by `jax.distributed.initialize`)
-  and `Checkpointer.reached_preemption` make every process stop at the same step instead."""
+  save a checkpoint and return instead of dying mid-step (docs/reliability.md, "Preemption").
+
+  Handlers are installed only in the main thread and restored on exit. In a single-process run both signals are
+  recorded here. With several processes a local signal would stop one host at a step the others do not know:
+  there JAX's preemption service catches SIGTERM (started by `jax.distributed.initialize`) and
+  `Checkpointer.reached_preemption` makes every process stop at the same step; SIGINT is handed to it as a
+  SIGTERM, so that Ctrl-C stops a multi-process run the same way.
+
+  Attributes:
+    received: the first request's name ("SIGTERM", "SIGINT", "preemption notice"), None before one came.
+    received_at: its `time.monotonic()`.
+  """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.received: Optional[str] = None
+    self.received_at: Optional[float] = None
     self._previous = {}
 
+  def request(self, reason: str) -> None:
+    """Records a stop request (what a signal handler calls); a later one only says that the stop is under way."""
+    if self.received is None:
+      self.received, self.received_at = reason, time.monotonic()
+      logging.warning("%s received: stopping after this step with a checkpoint.", reason)
+    else:
+      logging.warning("%s received while stopping (%s): the checkpoint is being written; a SIGKILL now abandons "
+                      "it and keeps the newest complete one.", reason, self.received)
+
   def _handle(self, signum, _frame):
-    self.received = signal.Signals(signum).name
-    logging.warning("%s received: stopping after this step with a checkpoint.", self.received)
+    self.request(signal.Signals(signum).name)
+
+  @staticmethod
+  def _forward_to_preemption_service(_signum, _frame):
+    os.kill(os.getpid(), signal.SIGTERM)
 
   def __enter__(self) -> "StopRequests":
-    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+    if threading.current_thread() is not threading.main_thread():
+      return self
+    if jax.process_count() == 1:
       self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    else:
+      self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward_to_preemption_service)}
     return self
 
   def __exit__(self, *exc):
@@ -77,13 +104,18 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains to train.num_steps, or until SIGTERM/SIGINT (then checkpoints the step reached and returns).
+  """Trains to train.num_steps, or until a stop request: SIGTERM, SIGINT or (several processes) a preemption
+  notice, read once per step; the step reached is then checkpointed and the run returns. Evaluations due at that
+  step are left to the rerun, which runs them first.
 
   Loss spikes and non-finite streaks roll back to an older checkpoint (`train.recovery`).
 
   Returns:
     {"eval": the last eval results, "loss_summary": per loss term first-10% mean and final value,
-     "step": the step reached, "stopped_by": the signal's name or None, "rollbacks": [(step, cause), ...]}.
+     "step": the step reached, "stopped_by": the request's name or None, "rollbacks": [(step, cause), ...],
+     "checkpoint_step": the newest committed checkpoint's step on disk at the end (None: none),
+     "checkpoint_dir": where, "trained_steps": steps trained by this call, "stop_seconds": from the request to
+     the end, its checkpoint committed (None without a request)}.
 
   Raises:
     recovery.TrainingAbortedError: more than train.recovery.max_rollbacks rollbacks were needed.
@@ -117,6 +149,38 @@ def _warn_if_the_queue_outgrows_the_data(config: ml_collections.ConfigDict) -> N
                     int(0.1 * views * pairs), views, pairs)
 
 
+def _read_eval_results(workdir: epath.Path) -> dict:
+  """The run's eval_results.json ({} when there is none or it cannot be parsed)."""
+  try:
+    return json.loads((workdir / "eval_results.json").read_text())
+  except (OSError, ValueError):
+    return {}
+
+
+class _StepTimer:
+  """Wall seconds per training step: the mean time between the loop's dispatches, leaving out the first one
+  (compilation) and those that held a checkpoint wait or an evaluation. The loop waits for the device at its
+  logging steps, so in steady state this is the time of a step."""
+
+  def __init__(self):
+    self._last: Optional[float] = None
+    self._total, self._count = 0.0, 0
+
+  def tick(self) -> None:
+    now = time.monotonic()
+    if self._last is not None:
+      self._total += now - self._last
+      self._count += 1
+    self._last = now
+
+  def skip_next(self) -> None:
+    """The next interval holds other work (a save, an evaluation): do not count it."""
+    self._last = None
+
+  def seconds_per_step(self) -> Optional[float]:
+    return self._total / self._count if self._count else None
+
+
 class _Trainer:
   """The loop's state between steps: the train state, its checkpoints, the batches and the logs."""
 
@@ -147,8 +211,16 @@ class _Trainer:
     self.masked_steps = train_step.masked_steps(config)
     self._unmasked_step_fn = None
     self.state_is_finite = jax.jit(lambda s: recovery.all_finite((s.params, s.opt_state, s.batch_stats, s.nn_queue)))
-    self.evaluations = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh)
-    self.eval_results: dict = {}
+    # Compiled now, not at the first save: that may be a stop's, with a deadline (docs/reliability.md, "Preemption").
+    self.state_is_finite(self.state)
+    self.ckpt.prepare(self.state)
+    self.evaluations = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh,
+                                         should_stop=lambda: stop.received is not None)
+    self.eval_results = _read_eval_results(workdir) if restored is not None else {}
+    self.unfinished_evals = [name for name in meta.get("evals_due", [])  # Stopped (or killed) before they ended.
+                             if self.eval_results.get(name, {}).get("step", -1) < self.start_step]
+    self.step_timer = _StepTimer()
+    self.save_seconds: Optional[float] = None
     self.rollbacks: list[tuple[int, str]] = []
     self.history: list[tuple[int, dict]] = []
     self.bad_records: Optional[np.ndarray] = None
@@ -183,8 +255,11 @@ class _Trainer:
     self.pending: list[dict] = []
     self.history = [(s, m) for s, m in self.history if s <= step]
 
-  def _meta(self, step: int) -> dict:
-    meta = {"step": step, "data_position": step * self.config.train.batch_size, "config": self.config.to_dict()}
+  def _meta(self, step: int, evals_due: list[str]) -> dict:
+    """The checkpoint's JSON record: step, data position, config, the evaluations due after this step (a rerun
+    runs those that did not finish), and with streamed data each process's iterator position."""
+    meta = {"step": step, "data_position": step * self.config.train.batch_size, "config": self.config.to_dict(),
+            "evals_due": list(evals_due)}
     if sources.is_streamed(self.config):  # Each process's iterator position (data drawn by position: the step).
       meta["data_state"] = parallel.gather_strings(self.batches.save())
     return meta
@@ -223,59 +298,120 @@ class _Trainer:
     self._restart_from(target, meta)
 
   def train(self) -> dict:
-    config, stop = self.config, self.stop
-    num_steps = config.train.num_steps
+    """Trains to train.num_steps or to a stop request; returns `run`'s dict."""
+    num_steps = self.config.train.num_steps
+    stopped_by = self.stop.received  # Asked during setup: nothing was trained, the newest checkpoint stands.
+    if stopped_by is None and self.start_step >= num_steps:  # Nothing left to train: evaluate what was restored.
+      stopped_by = self._evaluate_unless_stopped(self.step, None)
+    elif stopped_by is None and self.unfinished_evals:
+      logging.info("Step %d's evaluations %s did not finish before the run stopped: running them first.",
+                   self.step, self.unfinished_evals)
+      stopped_by = self._evaluate_unless_stopped(self.step, self.unfinished_evals)
+    if stopped_by is None:
+      logging.info("Training from step %d to %d.", self.step, num_steps)
     unchecked: Optional[tuple[int, dict]] = None  # The previous step, whose verdict is read while the next runs.
-    logging.info("Training from step %d to %d.", self.step, num_steps)
-    while self.step < num_steps:
+    while stopped_by is None and self.step < num_steps:
       step = self.step = self.step + 1
-      local_batch = next(self.batches)
-      if "bad_records" in local_batch:
-        self.bad_records = local_batch.pop("bad_records")[-1]
-      batch = parallel.host_to_global(local_batch, self.setup.mesh)
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        self.state, metrics = self._step_fn(step)(self.state, batch)
-      self.pending.append(metrics)
-      if stop.received is None and self.ckpt.reached_preemption(step):
-        stop.received = "preemption notice"
-      last = step == num_steps or stop.received is not None
-      log = step % config.train.log_every_steps == 0 or last
-      save = step % config.checkpoint.every_steps == 0 or last
-      evals_due = self.evaluations.due(step, last) if stop.received is None else []
-      evaluate = bool(evals_due)
-      checks = [unchecked] + ([(step, metrics)] if log or save or evaluate else [])
-      unchecked = None if log or save or evaluate else (step, metrics)
+      metrics = self._dispatch_step(step)
+      stopped_by = self._read_stop_request(step)  # The step's one reading: it decides both the save and the stop.
+      last = step == num_steps or stopped_by is not None
+      log = step % self.config.train.log_every_steps == 0 or last
+      save = step % self.config.checkpoint.every_steps == 0 or last
+      evals_due = self.evaluations.due(step, step == num_steps)  # A stop leaves them to the rerun (the meta).
+      checks = [unchecked] + ([(step, metrics)] if log or save or evals_due else [])
+      unchecked = None if log or save or evals_due else (step, metrics)
       failure = next(((s, m, c) for s, m in filter(None, checks) if (c := int(m["rollback_cause"]))), None)
       if failure is None and save and not bool(self.state_is_finite(self.state)):
         failure = (step, metrics, recovery.NONFINITE_PARAMS)
-      if failure is not None:
+      if failure is not None:  # After a stop request the rollback's target is the newest checkpoint: stop there.
         unchecked = None
         self.roll_back(failure[2], failure[0], failure[1])
         continue
       self.report(step)
       if log:
-        summary = _mean_metrics(self.pending)
-        self.pending = []
-        self.history.append((step, summary))
-        self.writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        if self.bad_records is not None:
-          totals = parallel.sum_over_processes(self.bad_records)
-          self.writer.write_scalars(step, pipeline.bad_record_scalars(totals))
+        self._write_train_scalars(step)
       if save:
-        self.ckpt.save(step, self.state, self._meta(step))
-      if stop.received is not None:
-        break
-      if evaluate:
-        with self.report.timed("eval"):
-          self._evaluate(step, evals_due)
-    if stop.received is None and self.start_step >= num_steps:  # Nothing left to train: evaluate what was restored.
-      self._evaluate(self.step, None)
-    self.close()
-    if stop.received:
-      logging.warning("Stopped by %s at step %d; checkpoint saved in %s.", stop.received, self.step,
-                      self.ckpt.directory)
+        self._save(step, evals_due)
+      if evals_due and stopped_by is None:
+        stopped_by = self._evaluate_unless_stopped(step, evals_due)
+    checkpoint_step = self.close()
+    if stopped_by is not None:
+      logging.warning("Stopped by %s at step %d; the newest checkpoint is %s.", stopped_by, self.step,
+                      "none" if checkpoint_step is None else f"step {checkpoint_step} in {self.ckpt.directory}")
     return {"eval": self.eval_results, "loss_summary": loss_summary(self.history), "step": self.step,
-            "stopped_by": stop.received, "rollbacks": self.rollbacks}
+            "stopped_by": stopped_by, "rollbacks": self.rollbacks, "checkpoint_step": checkpoint_step,
+            "checkpoint_dir": str(self.ckpt.directory), "trained_steps": self.step - self.start_step,
+            "stop_seconds": self._stop_seconds()}
+
+  def _dispatch_step(self, step: int) -> dict:
+    """Starts the update of `step` on the next batch (asynchronously); returns its metrics (device arrays)."""
+    local_batch = next(self.batches)
+    if "bad_records" in local_batch:
+      self.bad_records = local_batch.pop("bad_records")[-1]
+    batch = parallel.host_to_global(local_batch, self.setup.mesh)
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      self.state, metrics = self._step_fn(step)(self.state, batch)
+    self.pending.append(metrics)
+    self.step_timer.tick()
+    return metrics
+
+  def _read_stop_request(self, step: int) -> Optional[str]:
+    """A signal recorded by StopRequests, or (several processes) JAX's preemption sync point, reached at the same
+    step on every process; None when neither. Called once per step, after the step is dispatched."""
+    if self.stop.received is None and self.ckpt.reached_preemption(step):
+      self.stop.request("preemption notice")
+    return self.stop.received
+
+  def _write_train_scalars(self, step: int) -> None:
+    summary = _mean_metrics(self.pending)
+    self.pending = []
+    self.history.append((step, summary))
+    self.writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+    if self.bad_records is not None:
+      totals = parallel.sum_over_processes(self.bad_records)
+      self.writer.write_scalars(step, pipeline.bad_record_scalars(totals))
+
+  def _save(self, step: int, evals_due: list[str]) -> None:
+    """Starts the checkpoint of `step` (a no-op when it exists). The run's first save is waited for: its time
+    tells what a stop would take (`_warn_if_a_stop_outlasts_the_grace`)."""
+    started = time.monotonic()
+    if not self.ckpt.save(step, self.state, self._meta(step, evals_due)) or self.save_seconds is not None:
+      return
+    self.ckpt.wait()
+    self.save_seconds = time.monotonic() - started
+    self.step_timer.skip_next()
+    self._warn_if_a_stop_outlasts_the_grace()
+
+  def _warn_if_a_stop_outlasts_the_grace(self) -> None:
+    """A stop takes the rest of the step in flight, at most one more step, and a checkpoint write: warns once when
+    that is more than checkpoint.preemption_grace_seconds, the time a platform allows between notice and kill."""
+    grace = self.config.checkpoint.preemption_grace_seconds
+    step_seconds = self.step_timer.seconds_per_step()
+    if not grace or step_seconds is None:
+      return
+    estimate = 2 * step_seconds + self.save_seconds
+    if estimate > grace:
+      logging.warning("A stop (SIGTERM, Ctrl-C, a preemption notice) would take about %.1f s here (up to two steps "
+                      "of %.1f s and a checkpoint write of %.1f s), more than checkpoint.preemption_grace_seconds="
+                      "%g: a preemption would lose the steps since the last periodic checkpoint. Write checkpoints "
+                      "to faster storage, or checkpoint more often (checkpoint.every_steps).", estimate, step_seconds,
+                      self.save_seconds, grace)
+
+  def _stop_seconds(self) -> Optional[float]:
+    """Seconds from the first stop request to now (its checkpoint committed); None without a request."""
+    return None if self.stop.received_at is None else time.monotonic() - self.stop.received_at
+
+  def _evaluate_unless_stopped(self, step: int, names: Optional[list[str]]) -> Optional[str]:
+    """Runs the named evaluations (None: all) unless a stop request comes first: then they are left (the step's
+    checkpoint, which lists them, makes the rerun run them) and the request is returned; else None."""
+    self.step_timer.skip_next()
+    try:
+      with self.report.timed("eval"):
+        self._evaluate(step, names)
+    except encoding.EvaluationInterrupted:
+      self._save(step, names if names is not None else list(self.evaluations.specs))
+      return self.stop.received
+    return None
 
   def _evaluate(self, step: int, names: Optional[list[str]]) -> None:
     """Runs the named evaluations (None: all), logs them and rewrites eval_results.json with the newest result
@@ -285,10 +421,15 @@ class _Trainer:
     self.writer.write_scalars(step, _eval_scalars(results))
     _write_json(self.workdir / "eval_results.json", self.eval_results)
 
-  def close(self) -> None:
+  def close(self) -> Optional[int]:
+    """Flushes the logs, waits for pending checkpoint writes and returns the newest committed checkpoint's step
+    (None: none). Raises CheckpointWriteError when a write failed."""
     self.writer.flush()
-    self.ckpt.wait()
-    self.ckpt.close()
+    try:
+      self.ckpt.wait()
+      return self.ckpt.newest_on_disk()
+    finally:
+      self.ckpt.close()
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, stop: StopRequests) -> dict:

@@ -1,6 +1,6 @@
 """Batched, mesh-sharded encoding of evaluation inputs with a model's towers, on any number of processes."""
 
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +9,11 @@ from jax.sharding import Mesh
 
 from declip_jax import parallel
 from declip_jax.models.declip import DeCLIP
+
+
+class EvaluationInterrupted(Exception):
+  """A stop request came while encoding (`Encoder.should_stop`): the evaluation was abandoned between batches."""
+
 
 def _text_tokens(module: DeCLIP, tokens: jax.Array) -> jax.Array:
   return module.encode_text_tokens(tokens)[0]
@@ -38,10 +43,13 @@ class Encoder:
   and the padding dropped, so every call compiles once per input shape.
   """
 
-  def __init__(self, model: DeCLIP, mesh: Mesh, batch_size: int):
-    """batch_size: global rows per call, rounded up to a multiple of the mesh's batch shards."""
+  def __init__(self, model: DeCLIP, mesh: Mesh, batch_size: int, should_stop: Optional[Callable[[], bool]] = None):
+    """batch_size: global rows per call, rounded up to a multiple of the mesh's batch shards. should_stop: asked
+    before each batch; True abandons the encoding with EvaluationInterrupted (it must answer the same on every
+    process: the training loop's stop requests do)."""
     shards = parallel.num_batch_shards(mesh)
     self.mesh = mesh
+    self.should_stop = should_stop or (lambda: False)
     self.global_batch = -(-batch_size // shards) * shards
     self.local_batch = self.global_batch // jax.process_count()
 
@@ -71,6 +79,8 @@ class Encoder:
     local: Iterator = iter(batches)
     multi = jax.process_count() > 1
     while True:
+      if self.should_stop():
+        raise EvaluationInterrupted()
       chunk: Optional[tuple[np.ndarray, ...]] = next(local, None)
       if chunk is None and not multi:
         break

@@ -1,6 +1,6 @@
 """Runs the named evaluations of `config.evals` for a set of parameters."""
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import ml_collections
@@ -31,11 +31,12 @@ class Evaluations:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model: DeCLIP, tokenizer: pipeline.Tokenizer,
-               mesh: Mesh):
+               mesh: Mesh, should_stop: Optional[Callable[[], bool]] = None):
+    """should_stop: asked between batches; True abandons the evaluation (encoding.EvaluationInterrupted)."""
     self.config = config
     self.tokenizer = tokenizer
     self.specs = {name: spec for name, spec in sorted(config.evals.items()) if spec.enabled}
-    self.encoder = encoding.Encoder(model, mesh, config.eval.batch_size)
+    self.encoder = encoding.Encoder(model, mesh, config.eval.batch_size, should_stop)
 
   def due(self, step: int, last: bool = False) -> list[str]:
     """The evaluations to run after `step`: those whose period divides it, or all at the last step."""

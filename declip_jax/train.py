@@ -217,9 +217,11 @@ class _Trainer:
     self.evaluations = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh,
                                          should_stop=lambda: stop.received is not None)
     self.eval_results = _read_eval_results(workdir) if restored is not None else {}
-    self.unfinished_evals = [name for name in meta.get("evals_due", [])  # Stopped (or killed) before they ended.
-                             if self.eval_results.get(name, {}).get("step", -1) < self.start_step]
+    # The evaluations due at the step reached, not (all) run: a stop (or a kill) came before they ended.
+    self.step_evals = [name for name in meta.get("evals_due", [])
+                       if self.eval_results.get(name, {}).get("step", -1) < self.start_step]
     self.step_timer = _StepTimer()
+    self.evals_abandoned = False
     self.save_seconds: Optional[float] = None
     self.rollbacks: list[tuple[int, str]] = []
     self.history: list[tuple[int, dict]] = []
@@ -254,12 +256,13 @@ class _Trainer:
                                                   every_steps=config.train.log_every_steps)
     self.pending: list[dict] = []
     self.history = [(s, m) for s, m in self.history if s <= step]
+    self.steps_since_restore = 0
 
-  def _meta(self, step: int, evals_due: list[str]) -> dict:
+  def _meta(self, step: int) -> dict:
     """The checkpoint's JSON record: step, data position, config, the evaluations due after this step (a rerun
     runs those that did not finish), and with streamed data each process's iterator position."""
     meta = {"step": step, "data_position": step * self.config.train.batch_size, "config": self.config.to_dict(),
-            "evals_due": list(evals_due)}
+            "evals_due": list(self.step_evals)}
     if sources.is_streamed(self.config):  # Each process's iterator position (data drawn by position: the step).
       meta["data_state"] = parallel.gather_strings(self.batches.save())
     return meta
@@ -300,40 +303,42 @@ class _Trainer:
   def train(self) -> dict:
     """Trains to train.num_steps or to a stop request; returns `run`'s dict."""
     num_steps = self.config.train.num_steps
-    stopped_by = self.stop.received  # Asked during setup: nothing was trained, the newest checkpoint stands.
-    if stopped_by is None and self.start_step >= num_steps:  # Nothing left to train: evaluate what was restored.
-      stopped_by = self._evaluate_unless_stopped(self.step, None)
-    elif stopped_by is None and self.unfinished_evals:
+    if self.start_step >= num_steps:  # Nothing left to train: evaluate what was restored.
+      self._evaluate_unless_stopped(self.step, None)
+    elif self.step_evals:
       logging.info("Step %d's evaluations %s did not finish before the run stopped: running them first.",
-                   self.step, self.unfinished_evals)
-      stopped_by = self._evaluate_unless_stopped(self.step, self.unfinished_evals)
-    if stopped_by is None:
+                   self.step, self.step_evals)
+      self._evaluate_unless_stopped(self.step, self.step_evals)
+    else:
       logging.info("Training from step %d to %d.", self.step, num_steps)
     unchecked: Optional[tuple[int, dict]] = None  # The previous step, whose verdict is read while the next runs.
-    while stopped_by is None and self.step < num_steps:
+    while True:
+      if self.step >= num_steps:  # Done; stopped only if a request abandoned the last evaluations.
+        stopped_by = self.stop.received if self.evals_abandoned else None
+        break
+      stopped_by = self._read_stop_request(self.step)  # The one reading per step: it decides the save and the stop.
+      if stopped_by is not None:
+        break
       step = self.step = self.step + 1
       metrics = self._dispatch_step(step)
-      stopped_by = self._read_stop_request(step)  # The step's one reading: it decides both the save and the stop.
-      last = step == num_steps or stopped_by is not None
+      last = step == num_steps
       log = step % self.config.train.log_every_steps == 0 or last
       save = step % self.config.checkpoint.every_steps == 0 or last
-      evals_due = self.evaluations.due(step, step == num_steps)  # A stop leaves them to the rerun (the meta).
-      checks = [unchecked] + ([(step, metrics)] if log or save or evals_due else [])
-      unchecked = None if log or save or evals_due else (step, metrics)
-      failure = next(((s, m, c) for s, m in filter(None, checks) if (c := int(m["rollback_cause"]))), None)
-      if failure is None and save and not bool(self.state_is_finite(self.state)):
-        failure = (step, metrics, recovery.NONFINITE_PARAMS)
-      if failure is not None:  # After a stop request the rollback's target is the newest checkpoint: stop there.
+      self.step_evals = self.evaluations.due(step, last)
+      checks = [unchecked] + ([(step, metrics)] if log or save or self.step_evals else [])
+      unchecked = None if log or save or self.step_evals else (step, metrics)
+      if self._rolled_back(checks, save):
         unchecked = None
-        self.roll_back(failure[2], failure[0], failure[1])
         continue
       self.report(step)
       if log:
         self._write_train_scalars(step)
       if save:
-        self._save(step, evals_due)
-      if evals_due and stopped_by is None:
-        stopped_by = self._evaluate_unless_stopped(step, evals_due)
+        self._save(step)
+      if self.step_evals:
+        self._evaluate_unless_stopped(step, self.step_evals)
+    if stopped_by is not None and self.steps_since_restore and not self._rolled_back([unchecked], True):
+      self._save(self.step)  # The step reached (a no-op when its periodic checkpoint exists).
     checkpoint_step = self.close()
     if stopped_by is not None:
       logging.warning("Stopped by %s at step %d; the newest checkpoint is %s.", stopped_by, self.step,
@@ -342,6 +347,17 @@ class _Trainer:
             "stopped_by": stopped_by, "rollbacks": self.rollbacks, "checkpoint_step": checkpoint_step,
             "checkpoint_dir": str(self.ckpt.directory), "trained_steps": self.step - self.start_step,
             "stop_seconds": self._stop_seconds()}
+
+  def _rolled_back(self, checks: list[Optional[tuple[int, dict]]], saving: bool) -> bool:
+    """Reads the rollback verdicts of the (step, metrics) in `checks` and, before a save, whether the state is
+    finite; on a failure rolls back (`roll_back`) and returns True."""
+    failure = next(((s, m, c) for s, m in filter(None, checks) if (c := int(m["rollback_cause"]))), None)
+    if failure is None and saving and not bool(self.state_is_finite(self.state)):
+      failure = (self.step, None, recovery.NONFINITE_PARAMS)
+    if failure is None:
+      return False
+    self.roll_back(failure[2], failure[0], failure[1])
+    return True
 
   def _dispatch_step(self, step: int) -> dict:
     """Starts the update of `step` on the next batch (asynchronously); returns its metrics (device arrays)."""
@@ -352,12 +368,14 @@ class _Trainer:
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       self.state, metrics = self._step_fn(step)(self.state, batch)
     self.pending.append(metrics)
+    self.steps_since_restore += 1
     self.step_timer.tick()
     return metrics
 
   def _read_stop_request(self, step: int) -> Optional[str]:
     """A signal recorded by StopRequests, or (several processes) JAX's preemption sync point, reached at the same
-    step on every process; None when neither. Called once per step, after the step is dispatched."""
+    step on every process; None when neither. Called once per step, before the next one is dispatched: `step`
+    is the state's step, the step reached if the run stops here."""
     if self.stop.received is None and self.ckpt.reached_preemption(step):
       self.stop.request("preemption notice")
     return self.stop.received
@@ -371,11 +389,11 @@ class _Trainer:
       totals = parallel.sum_over_processes(self.bad_records)
       self.writer.write_scalars(step, pipeline.bad_record_scalars(totals))
 
-  def _save(self, step: int, evals_due: list[str]) -> None:
+  def _save(self, step: int) -> None:
     """Starts the checkpoint of `step` (a no-op when it exists). The run's first save is waited for: its time
     tells what a stop would take (`_warn_if_a_stop_outlasts_the_grace`)."""
     started = time.monotonic()
-    if not self.ckpt.save(step, self.state, self._meta(step, evals_due)) or self.save_seconds is not None:
+    if not self.ckpt.save(step, self.state, self._meta(step)) or self.save_seconds is not None:
       return
     self.ckpt.wait()
     self.save_seconds = time.monotonic() - started
@@ -383,15 +401,15 @@ class _Trainer:
     self._warn_if_a_stop_outlasts_the_grace()
 
   def _warn_if_a_stop_outlasts_the_grace(self) -> None:
-    """A stop takes the rest of the step in flight, at most one more step, and a checkpoint write: warns once when
-    that is more than checkpoint.preemption_grace_seconds, the time a platform allows between notice and kill."""
+    """A stop takes the rest of the step in flight (at most a step) and a checkpoint write: warns once when that
+    is more than checkpoint.preemption_grace_seconds, the time a platform allows between notice and kill."""
     grace = self.config.checkpoint.preemption_grace_seconds
     step_seconds = self.step_timer.seconds_per_step()
     if not grace or step_seconds is None:
       return
-    estimate = 2 * step_seconds + self.save_seconds
+    estimate = step_seconds + self.save_seconds
     if estimate > grace:
-      logging.warning("A stop (SIGTERM, Ctrl-C, a preemption notice) would take about %.1f s here (up to two steps "
+      logging.warning("A stop (SIGTERM, Ctrl-C, a preemption notice) would take about %.1f s here (up to a step "
                       "of %.1f s and a checkpoint write of %.1f s), more than checkpoint.preemption_grace_seconds="
                       "%g: a preemption would lose the steps since the last periodic checkpoint. Write checkpoints "
                       "to faster storage, or checkpoint more often (checkpoint.every_steps).", estimate, step_seconds,
@@ -401,17 +419,16 @@ class _Trainer:
     """Seconds from the first stop request to now (its checkpoint committed); None without a request."""
     return None if self.stop.received_at is None else time.monotonic() - self.stop.received_at
 
-  def _evaluate_unless_stopped(self, step: int, names: Optional[list[str]]) -> Optional[str]:
-    """Runs the named evaluations (None: all) unless a stop request comes first: then they are left (the step's
-    checkpoint, which lists them, makes the rerun run them) and the request is returned; else None."""
+  def _evaluate_unless_stopped(self, step: int, names: Optional[list[str]]) -> None:
+    """Runs the named evaluations (None: all) unless a stop request comes first: then they are abandoned between
+    batches, and the step's checkpoint, which lists them, makes the rerun run them first."""
     self.step_timer.skip_next()
     try:
       with self.report.timed("eval"):
         self._evaluate(step, names)
     except encoding.EvaluationInterrupted:
-      self._save(step, names if names is not None else list(self.evaluations.specs))
-      return self.stop.received
-    return None
+      self.evals_abandoned = True
+      logging.warning("Step %d's evaluations abandoned for the stop; the rerun runs them first.", step)
 
   def _evaluate(self, step: int, names: Optional[list[str]]) -> None:
     """Runs the named evaluations (None: all), logs them and rewrites eval_results.json with the newest result

@@ -120,16 +120,17 @@ class _Requests:
     return train.run(stop_config(), str(workdir))
 
 
-# (phase -> the steps at which a request is raised, the step the run stops at), one run each, in one workdir. A
-# request before the step's one reading stops at that step; one after it at the next step, or at the same step
-# when an evaluation is due (abandoned: the rerun runs it first). The first run is asked during setup (nothing
-# trained, nothing written); the last gets a second request while the stop's checkpoint is being written.
+# (phase -> the steps at which a request is raised, the step the run stops at), one run each, in one workdir. The
+# request is read once per step, before the next step is dispatched, so a run stops at the step it is in; an
+# evaluation in progress is abandoned, and the rerun runs the step's evaluations first. The first run is asked
+# during setup (nothing trained, nothing written); the last gets a second request while the stop's checkpoint is
+# being written.
 CHAIN = [
     ({"during setup": [0]}, 0),
     ({"before the step": [2]}, 2),
     ({"after dispatch": [4]}, 4),
-    ({"during the report": [5]}, 6),  # Step 6 has an evaluation due: the stop saves it as left to do.
-    ({"during the log write": [8]}, 9),
+    ({"during the report": [6]}, 6),  # Step 6's evaluation is due: left to the rerun, which runs it first.
+    ({"during the log write": [8]}, 8),
     ({"during an evaluation": [12]}, 12),
     ({"before the step": [13], "during the save": [13]}, 13),
 ]

@@ -89,14 +89,21 @@ def measure(config: str, overrides: list[str], delay: float) -> dict:
     match = re.match(r"Stopped by \S+ at step (\d+): checkpoint (\d+) saved in \S+, ([\d.]+) s after", last)
     steps = [t for t, l in lines if "train/loss=" in l and t < sent]
     step_s = statistics.median(b - a for a, b in zip(steps[1:], steps[2:])) if len(steps) > 3 else float("nan")
+    # The run's own figures when it warns that a stop outlasts the grace (its first save: here the stop's).
+    warned = next((m for _, l in lines if (m := re.search(r"up to a step of ([\d.]+) s and a checkpoint write of "
+                                                         r"([\d.]+) s", l))), None)
     step = int(match.group(1)) if match else None
     return {"exit": proc.returncode, "step": step, "saved": bool(match) and match.group(1) == match.group(2),
             "mb": _bytes_under(workdir / "checkpoints" / str(step)) / 2**20 if step else float("nan"),
             "step_s": step_s, "to_checkpoint": (committed_at - sent) if committed_at else float("nan"),
             "to_exit": exited_at - sent, "reported": float(match.group(3)) if match else float("nan"),
-            "last": last}
+            "write_s": float(warned.group(2)) if warned else float("nan"), "last": last}
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _seconds(value: float) -> str:
+  return "-" if value != value else f"{value:.1f} s"  # NaN: not reported.
 
 
 def main():
@@ -113,12 +120,13 @@ def main():
   print(f"host: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
         f"local disk; {time.strftime('%Y-%m-%d')}")
   print("| case | config | signal after the first step | step reached | stop's own checkpoint written | checkpoint "
-        "size | step time | signal to checkpoint committed | signal to exit | the run's own line | exit |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+        "size | step time | signal to checkpoint committed | signal to exit | the run's own line | write (its "
+        "warning) | exit |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for name, config, delay, r in rows:
     print(f"| {name} | `{config}` | {delay:g} s | {r['step']} | {'yes' if r['saved'] else 'no'} | {r['mb']:,.1f} MB | "
           f"{r['step_s']:.2f} s | {r['to_checkpoint']:.2f} s | {r['to_exit']:.2f} s | {r['reported']:.1f} s | "
-          f"{r['exit']} |")
+          f"{_seconds(r['write_s'])} | {r['exit']} |")
 
 
 if __name__ == "__main__":

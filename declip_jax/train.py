@@ -82,7 +82,9 @@ class StopRequests:
 
   def __exit__(self, *exc):
     for s, handler in self._previous.items():
-      signal.signal(s, handler)
+      # After a stop the process only exits (about a second of teardown): a second Ctrl-C or SIGTERM then changes
+      # nothing, instead of interrupting the exit with a traceback or a kill.
+      signal.signal(s, signal.SIG_IGN if self.received is not None else handler)
 
 
 def _write_json(path: epath.Path, payload: Any) -> None:

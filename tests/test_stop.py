@@ -159,7 +159,8 @@ def test_a_request_at_any_phase_of_a_step_saves_that_step_and_resumes_to_the_str
 
 
 SIGNAL_STEPS = 120  # Enough that each delay below lands in training (about 45 steps/s here after compiling).
-# (signal, seconds after the run logs its first train metrics, how many: the second while the stop is saving).
+# (signal, seconds after the run logs its first train metrics, how many: a second one 1 s later, while the stop
+# saves or the process exits).
 SIGNALS = [(signal.SIGTERM, 0.05, 1), (signal.SIGINT, 0.4, 1), (signal.SIGTERM, 0.8, 2)]
 
 
@@ -178,7 +179,7 @@ def straight_long(tmp_path_factory):
 
 
 def _signal_when_training(watched, signum, delay, count, signalled=None) -> list[str]:
-  """Sends `signum` `count` times (0.05 s apart) to `signalled` (default: `watched`) `delay` s after `watched`
+  """Sends `signum` `count` times (1 s apart) to `signalled` (default: `watched`) `delay` s after `watched`
   logs its first train metrics; waits for `watched` to end and returns the lines it wrote to stderr."""
   lines, started = [], threading.Event()
 
@@ -193,9 +194,10 @@ def _signal_when_training(watched, signum, delay, count, signalled=None) -> list
   reader.start()
   assert started.wait(timeout=600)
   time.sleep(delay)
-  for _ in range(count):
+  for i in range(count):
+    if i:
+      time.sleep(1.0)
     (signalled or watched).send_signal(signum)
-    time.sleep(0.05)
   watched.wait(timeout=600)
   reader.join(timeout=60)
   return lines

@@ -100,7 +100,8 @@ def compile_for_gpu(name: str, target: str, per_device_batch: int, dtype: str, c
   """Each variant's step compiled for `target` (gpu:<name>:<gpus>): planned peak GiB and roofline per GPU."""
   gpu_name, hosts, gpus = gpu_target.parse(target)
   gpu, devices = gpu_target.load(gpu_name), gpu_target.devices(gpu_name, hosts, gpus)
-  base = ladder.apply_overrides(model_config(name, per_device_batch * len(devices), small=False), {"model.dtype": dtype})
+  base = ladder.apply_overrides(model_config(name, per_device_batch * len(devices), small=False),
+                                {"model.dtype": dtype})
   variants = []
   for label, overrides in _chosen(chosen):
     config = ladder.apply_overrides(base, overrides)

@@ -25,7 +25,8 @@ METHODS = (("CLIP", "clip_vit_b32"), ("SLIP", "slip_vit_b32"), ("FILIP", "filip_
            ("DeCLIP", "declip_vit_b32"), ("DeFILIP", "defilip_vit_b32"), ("SigLIP", "siglip_vit_b32"),
            ("DeSigLIP", "desiglip_vit_b32"))
 MASK_50, MASK_75 = {"model.image.mask_ratio": 0.5}, {"model.image.mask_ratio": 0.75}
-PX_128, TOKENS_32 = {"model.image.image_size": 128}, {"model.text.context_length": 32}  # Captions cut to 32 tokens (CLIPA's truncation), from the recipe's 77.
+# Captions cut to 32 tokens (CLIPA's truncation), from the recipe's 77.
+PX_128, TOKENS_32 = {"model.image.image_size": 128}, {"model.text.context_length": 32}
 CHEAPER = (("patch mask 0.5", MASK_50), ("patch mask 0.75", MASK_75), ("128 px", PX_128),
            ("128 px + patch mask 0.5", {**PX_128, **MASK_50}), ("32-token captions", TOKENS_32),
            ("patch mask 0.5 + 32-token captions", {**MASK_50, **TOKENS_32}),

@@ -74,8 +74,8 @@ def main(_):
   from declip_jax import host_info  # pylint: disable=g-import-not-at-top
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   print(f"host: {host_info.describe()}")
-  print(f"| XLA CPU variant | XLA_FLAGS | f32 {_SIZE.value}^2 matmul GFLOP/s | CLIP ViT-B/32 step, batch {_BATCH.value} "
-        "| CPU/wall | loss after 1+N steps |")
+  print(f"| XLA CPU variant | XLA_FLAGS | f32 {_SIZE.value}^2 matmul GFLOP/s | CLIP ViT-B/32 step, batch "
+        f"{_BATCH.value} | CPU/wall | loss after 1+N steps |")
   print("|---|---|---|---|---|---|", flush=True)
   for name, xla_flags in VARIANTS.items():
     env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + xla_flags).strip(),

@@ -352,7 +352,8 @@ def markdown(r: dict) -> str:
     lines += [f"## Speed (bf16 compute, 224 px, one device; bf16 matmul measured here: "
               f"{r['matmul_bf16_tflops']:.0f} TFLOP/s, chip peak: {_fmt(r['peak_bf16_tflops'], '.0f', 'unknown')})",
               "", "| model | per-device batch | remat | step ms | images/s | model TFLOP/s | MFU vs peak | "
-              "MFU vs matmul | planned peak GiB | compile s | attempts |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "MFU vs matmul | planned peak GiB | compile s | attempts |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["speed"]:
       if "step_s" in row:
         lines.append(f"| {row['model']} | {row['batch']} | {row['remat']} | {row['step_s'] * 1e3:.1f} | "

@@ -97,14 +97,13 @@ def digest(workdir: str, num_steps: int) -> str:
   import hashlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from declip_jax import train  # pylint: disable=g-import-not-at-top
-  from declip_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from declip_jax.training import checkpointing, train_setup  # pylint: disable=g-import-not-at-top
   from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   config.train.num_steps = num_steps
   ckpt = checkpointing.Checkpointer(workdir, keep=3, async_save=False)
   try:
-    state, _ = ckpt.restore(num_steps, train.Setup(config).abstract_state)
+    state, _ = ckpt.restore(num_steps, train_setup.Setup(config).abstract_state)
   finally:
     ckpt.close()
   h = hashlib.sha256()

@@ -1,6 +1,6 @@
-"""The fit tables of docs/accelerators.md: which settings make each recipe's train step fit each TPU slice or GPU host, compiled
-without the hardware (TPU: libtpu, `pip install "jax[tpu]==<the pinned jax>"`; GPU: XLA's GPU compiler,
-`pip install -r requirements-gpu-aot.txt`).
+"""The fit tables of docs/accelerators.md: which settings make each recipe's train step fit each TPU slice or GPU
+host, compiled without the hardware (TPU: libtpu, `pip install "jax[tpu]==<the pinned jax>"`; GPU: XLA's GPU
+compiler, `pip install -r requirements-gpu-aot.txt`).
 
   python benchmarks/fit_table.py --family=tpu [--out=tpu_fit.json] [--only=B/32]
   python benchmarks/fit_table.py --family=gpu [--out=docs/benchmarks/gpu_fit.json] [--only=B/32] [--gpus=h100,a100-40]
@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax.aot import gpu_target, ladder  # noqa: E402
-from declip_jax.study import records as study_records  # noqa: E402
+from declip_jax.aot import gpu_target, ladder, targets  # noqa: E402
+from declip_jax.study import run_records  # noqa: E402
 
 _FAMILY = flags.DEFINE_enum("family", "tpu", ["tpu", "gpu"], "TPU slices (libtpu) or GPU hosts (XLA's GPU "
                             "compiler).")
@@ -102,7 +102,7 @@ def main(_):
   results = json.loads(open(out).read()) if os.path.exists(out) else []
   # Rows compiled before model.scan_unroll (the layers in a loop: 1) are redone when the configs no longer loop.
   done = {(r["model"], r["batch"], r["target"], r.get("jax"), r.get("scan_unroll", 1)) for r in results}
-  host, commit = host_info.describe(), study_records.commit_of()
+  host, commit = host_info.describe(), run_records.commit_of()
   if not _TABLE.value:
     print(f"host: {host}; commit {commit}")
   print("| model | global batch | target (devices) | memory/device GiB | as configured needs GiB | cheapest settings "
@@ -119,7 +119,7 @@ def main(_):
       continue
     start = time.time()
     devices = (gpu_target.devices(*gpu_target.parse(target)) if target.startswith("gpu:")
-               else ladder.tpu_devices(target))
+               else targets.tpu_devices(target))
     available, name = _memory(target, devices)
     attempts = ladder.fit(config, devices, available)
     fitting = next((a for a in attempts if a.fits), None)

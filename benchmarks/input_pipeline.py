@@ -42,7 +42,7 @@ from PIL import Image  # pylint: disable=g-import-not-at-top
 
 from declip_jax import host_info  # pylint: disable=g-import-not-at-top
 from declip_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-from declip_jax.data import pipeline, records, write_tfrecords  # pylint: disable=g-import-not-at-top
+from declip_jax.data import pipeline, record_stream, tokenizers, write_tfrecords  # pylint: disable=g-import-not-at-top
 
 OPEN_CLIP_A100_IMAGES_PER_S = 850
 DECODE_IMAGE = tf.raw_ops.DecodeImage
@@ -188,7 +188,7 @@ def build_iterator(row: str, files: dict, vocab: str, merges: str, threads: int,
   c.data.vocab_path = vocab if tokenizer_name == "word" else merges
   c.data.shuffle_window = 256
   c.train.batch_size = batch_size
-  tokenizer = pipeline.build_tokenizer(c)
+  tokenizer = tokenizers.build(c)
   python_time = PythonTime()
   if tokenizer_name == "clip_bpe_python":
     numpy_tokenize = python_time.wrap(lambda t: tokenizer.tokenize_numpy(list(t)))
@@ -203,7 +203,7 @@ def build_iterator(row: str, files: dict, vocab: str, merges: str, threads: int,
   threading_options = tf.data.Options()
   threading_options.threading.private_threadpool_size = threads
   threading_options.threading.max_intra_op_parallelism = 1
-  with records.python_decode_wrapped(lambda decode: python_time.wrap(decode, excluding=DECODE_IMAGE)):
+  with record_stream.python_decode_wrapped(lambda decode: python_time.wrap(decode, excluding=DECODE_IMAGE)):
     iterator = iter(pipeline.train_dataset(c, tokenizer).with_options(threading_options))
   for _ in range(2):
     next(iterator)

@@ -24,8 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from declip_jax.aot import ladder  # noqa: E402
-from declip_jax.study import records  # noqa: E402
+from declip_jax.aot import ladder, targets  # noqa: E402
+from declip_jax.study import run_records  # noqa: E402
 
 _BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
           "s8": 1, "u8": 1, "pred": 1}
@@ -83,7 +83,7 @@ def main():
   parser.add_argument("--variants", default="loop,unrolled,unscanned")
   parser.add_argument("--json_out", default="")
   args = parser.parse_args()
-  config = records.load_config(args.config)
+  config = run_records.load_config(args.config)
   for item in args.set:
     key, value = item.split("=", 1)
     try:
@@ -91,7 +91,7 @@ def main():
     except (ValueError, SyntaxError):
       pass  # A string, e.g. bfloat16.
     config = ladder.apply_overrides(config, {key: value})
-  devices, described = ladder._devices(args.target, args.devices)  # pylint: disable=protected-access
+  devices, described = targets.devices(args.target, args.devices)  # pylint: disable=protected-access
   config.train.batch_size = args.per_device_batch * len(devices)
   print(f"{args.config} {' '.join(args.set)} at {args.per_device_batch} per device on {described}")
   print("| blocks | compile s | planned peak GiB | temporaries GiB | constant fills GB | bytes accessed GB "

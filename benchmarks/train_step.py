@@ -49,10 +49,9 @@ def first_batch(config, data: str):
   if data == "synthetic":
     setup = train_setup.Setup(config)
     return setup, synthetic.batch(config, setup.token_ids)
-  from declip_jax import train  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  from declip_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  setup = train.Setup(config)
-  return setup, next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
+  from declip_jax.data import pipeline, tokenizers  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  setup = train_setup.Setup(config)
+  return setup, next(pipeline.numpy_batches(pipeline.train_dataset(config, tokenizers.build(config))))
 
 
 def time_config(config, data: str = "pipeline", steps: int = 20, profile_dir=None) -> dict:
@@ -119,7 +118,8 @@ def main(_):
           f"{r['peak_bytes'] / 2**30:.2f} | {r['cpu_per_wall']:.2f} |", flush=True)
   if _COMPARE.value:
     d, c = results["DeCLIP"], results["CLIP"]
-    print(f"DeCLIP/CLIP: time {d['step_s'] / c['step_s']:.2f}x, model FLOPs {d['model_flops'] / c['model_flops']:.2f}x, "
+    print(f"DeCLIP/CLIP: time {d['step_s'] / c['step_s']:.2f}x, "
+          f"model FLOPs {d['model_flops'] / c['model_flops']:.2f}x, "
           f"executed FLOPs {d['executed_flops'] / c['executed_flops']:.2f}x")
 
 

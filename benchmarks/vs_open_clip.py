@@ -32,8 +32,9 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax import presets, parallel, train  # noqa: E402
-from declip_jax.data import pipeline  # noqa: E402
+from declip_jax import presets, parallel  # noqa: E402
+from declip_jax.training import train_setup  # noqa: E402
+from declip_jax.data import pipeline, tokenizers  # noqa: E402
 from declip_jax.interop import open_clip_weights  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A CLIP config (its DeCLIP terms are turned off).",
@@ -96,13 +97,13 @@ def main(_):
   config = presets.use_clip_baseline(_CONFIG.value)
   config.data.source, config.data.tokenizer = "builtin", "word"  # Any data: the step is what is timed.
   if _ONLY_COMPILED.value:
-    host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, pipeline.build_tokenizer(config))))
+    host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, tokenizers.build(config))))
     _compiled_alone(config, torch.from_numpy(host_batch["img1"]).permute(0, 3, 1, 2).contiguous(),
                     torch.from_numpy(host_batch["text_mlm"]).long())
     return
   compiled = _time_compiled_in_own_process() if _TORCH_COMPILE.value else None  # Before this process grows.
-  setup = train.Setup(config)
-  host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
+  setup = train_setup.Setup(config)
+  host_batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, tokenizers.build(config))))
   batch = parallel.host_to_global(host_batch, setup.mesh)
   jax_step = setup.jit_train_step(config)
   state = setup.init_state()
@@ -134,7 +135,8 @@ def main(_):
     median["open_clip compiled"], cpu["open_clip compiled"] = compiled["median_s"], compiled["cpu_ratio"]
     print(f"open_clip under torch.compile: compile + first steps {compiled['compile_s']:.0f} s (own process)")
   b = config.train.batch_size
-  device = f"{jax.device_count()} {jax.default_backend()} device(s), torch {torch.__version__} with {torch.get_num_threads()} threads"
+  device = (f"{jax.device_count()} {jax.default_backend()} device(s), torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads")
   print(f"host: {host_info.describe()}")
   print(f"same CLIP step, batch {b}, {config.model.dtype}, {device}")
   names = list(median)

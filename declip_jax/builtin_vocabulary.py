@@ -1,6 +1,6 @@
 """The built-in dataset's words (docs/design.md §11): its attributes, caption templates, synonyms and zero-shot
 prompts, and the vocabulary they make. Plain Python below both the data package (which renders the images and
-captions: data/builtin.py) and the core (the model's vocabulary size: token_ids.py; prompt sets: templates.py).
+captions: data/shapes.py) and the core (the model's vocabulary size: token_ids.py; prompt sets: templates.py).
 """
 
 import re

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from declip_jax import config as config_lib, parallel
 from declip_jax.training import checkpointing, optim, state as state_lib
 from declip_jax import templates as template_sets
-from declip_jax.data import pipeline
+from declip_jax.data import pipeline, tokenizers
 from declip_jax.evaluation import datasets, encoding, zero_shot
 from declip_jax.models import declip
 
@@ -70,7 +70,7 @@ class LoadedModel:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], step: int,
-               tokenizer: pipeline.Tokenizer, module: declip.DeCLIP, mesh: Mesh, batch_size: int = 256):
+               tokenizer: tokenizers.Tokenizer, module: declip.DeCLIP, mesh: Mesh, batch_size: int = 256):
     self.config, self.variables, self.step = config, variables, step
     self.params = variables["params"]
     self.tokenizer, self.module, self.mesh = tokenizer, module, mesh
@@ -135,7 +135,7 @@ def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> Loaded
   directory = _checkpoint_dir(epath.Path(path), step)
   meta = json.loads((directory / "meta" / "metadata").read_text())
   config = config_from_saved(meta["config"])
-  tokenizer = pipeline.build_tokenizer(config)
+  tokenizer = tokenizers.build(config)
   module = declip.build_model(config, tokenizer.eot_id)
   abstract_state = jax.eval_shape(functools.partial(
       state_lib.create_train_state, config, module, optim.build_optimizer(config),

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from declip_jax.config import ConfigError
+from declip_jax.config.config_error import ConfigError
 
 AXIS_NAMES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")

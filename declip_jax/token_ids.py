@@ -99,7 +99,7 @@ def sentencepiece_ids(processor) -> TokenIds:
 
 
 def from_config(config: ml_collections.ConfigDict) -> TokenIds:
-  """The ids of the tokenizer `data.tokenizer` names, as `pipeline.build_tokenizer(config)` would build it.
+  """The ids of the tokenizer `data.tokenizer` names, as `tokenizers.build(config)` would build it.
 
   clip_bpe with `data.bpe_num_merges` > 0 needs no file; with 0 (all merges) it counts those in
   `data.vocab_path`. sentencepiece reads its model (the sentencepiece library, not TensorFlow); word reads

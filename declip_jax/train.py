@@ -18,19 +18,20 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from declip_jax import config as config_lib, parallel
+from declip_jax import atomic_files, config as config_lib, parallel
 from declip_jax.training import checkpointing, nn_queue, recovery, state as state_lib, train_setup, train_step
-from declip_jax.data import pipeline, sources
-from declip_jax.evaluation import encoding, runner
+from declip_jax.data import pipeline, sources, tokenizers
+from declip_jax.evaluation import encoding, evaluations
 
 
-class Setup(train_setup.Setup):
-  """`train_setup.Setup` plus `tokenizer`, the one the input pipeline and the evaluations use (TensorFlow)."""
-
-  def _token_ids(self, config: ml_collections.ConfigDict):
-    pipeline.hide_accelerators_from_tensorflow()
-    self.tokenizer = pipeline.build_tokenizer(config)
-    return self.tokenizer.token_ids
+def setup_with_tokenizer(config: ml_collections.ConfigDict) -> tuple[train_setup.Setup, tokenizers.Tokenizer]:
+  """Checks the config's data and evaluation sections and reads the start of their data (a wrong dataset costs
+  seconds), then sets up the training core (mesh, model, optimizer, abstract state; it checks its own sections)
+  and builds the tokenizer of the input pipeline and the evaluations (TensorFlow, kept off the accelerators)."""
+  pipeline.hide_accelerators_from_tensorflow()
+  config_lib.validate_inputs(config)
+  evaluations.check_data(config)
+  return train_setup.Setup(config), tokenizers.build(config)
 
 
 class StopRequests:
@@ -91,9 +92,7 @@ def _write_json(path: epath.Path, payload: Any) -> None:
   """Process 0 writes `payload` to `path` atomically: a temp file beside it, then a rename, so that a kill or a
   full disk mid-write leaves the previous file whole."""
   if jax.process_index() == 0:
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic_files.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def _eval_scalars(results: dict) -> dict[str, float]:
@@ -188,9 +187,9 @@ class _Trainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path, stop: StopRequests):
     self.config, self.workdir, self.stop = config, workdir, stop
-    runner.check_data(config)
+    self.setup, self.tokenizer = setup_with_tokenizer(config)
+    setup = self.setup
     _warn_if_the_queue_outgrows_the_data(config)
-    self.setup = setup = Setup(config)
     self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
     logging.info("Mesh %s on %d devices (%s).", dict(setup.mesh.shape), setup.mesh.size, jax.default_backend())
     self.ckpt = checkpointing.Checkpointer(str(workdir), config.checkpoint.keep, config.checkpoint.async_save)
@@ -216,7 +215,7 @@ class _Trainer:
     # Compiled now, not at the first save: that may be a stop's, with a deadline (docs/reliability.md, "Preemption").
     self.state_is_finite(self.state)
     self.ckpt.prepare(self.state)
-    self.evaluations = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh,
+    self.evaluations = evaluations.Evaluations(config, setup.model, self.tokenizer, setup.mesh,
                                          should_stop=lambda: stop.received is not None)
     self.eval_results = _read_eval_results(workdir) if restored is not None else {}
     # The evaluations due at the step reached, not (all) run: a stop (or a kill) came before they ended.
@@ -249,7 +248,7 @@ class _Trainer:
     self.step = step
     config = self.config
     data_states = meta.get("data_state")
-    dataset = pipeline.train_dataset(config, self.setup.tokenizer, 0 if data_states else step,
+    dataset = pipeline.train_dataset(config, self.tokenizer, 0 if data_states else step,
                                      jax.process_index(), jax.process_count())
     self.batches = pipeline.TrainBatches(dataset)
     if data_states:
@@ -469,8 +468,7 @@ def loss_summary(history: list[tuple[int, dict]]) -> dict[str, dict[str, float]]
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Restores the newest checkpoint in workdir, runs every evaluation, writes workdir/eval_results.json."""
-  runner.check_data(config)
-  setup = Setup(config)
+  setup, tokenizer = setup_with_tokenizer(config)
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.keep, async_save=False)
   try:
     restored = ckpt.restore_newest_readable(setup.abstract_state)
@@ -479,7 +477,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass the --workdir of a run.")
   latest, state, _ = restored
-  results = runner.Evaluations(config, setup.model, setup.tokenizer, setup.mesh).run(
+  results = evaluations.Evaluations(config, setup.model, tokenizer, setup.mesh).run(
       state_lib.model_variables(state), latest)
   _write_json(epath.Path(workdir) / "eval_results.json", results)
   return results

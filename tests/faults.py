@@ -9,7 +9,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from declip_jax import train
+from declip_jax.training import train_setup
 
 SPIKE = 1000.0  # Added to the MLM logit of the padding id: the TSS loss jumps by about this x its weight.
 
@@ -36,7 +36,7 @@ def install(plan: dict[tuple[int, int], str]) -> Callable[[], None]:
 
   Returns a function that removes the injection.
   """
-  original = train.Setup.jit_train_step
+  original = train_setup.Setup.jit_train_step
 
   def jit_train_step(self, config):
     step_fn = original(self, config)
@@ -49,5 +49,5 @@ def install(plan: dict[tuple[int, int], str]) -> Callable[[], None]:
 
     return faulty_step
 
-  train.Setup.jit_train_step = jit_train_step
-  return lambda: setattr(train.Setup, "jit_train_step", original)
+  train_setup.Setup.jit_train_step = jit_train_step
+  return lambda: setattr(train_setup.Setup, "jit_train_step", original)

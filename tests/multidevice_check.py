@@ -1,8 +1,9 @@
 """Run in a fresh process with 8 virtual CPU devices (see test_multidevice.py).
 
 Trains a few steps of the tiny DeCLIP config on 1 device and on several meshes of 8 devices from the same
-initial state and (synthetic: no TensorFlow, so the newest-JAX CI environment runs it too) batches, and prints the largest difference (relative above 1, absolute below) of losses, parameters, BatchNorm
-statistics and NN queue contents against the single-device run, one line per mesh.
+initial state and (synthetic: no TensorFlow, so the newest-JAX CI environment runs it too) batches, and prints the
+largest difference (relative above 1, absolute below) of losses, parameters, BatchNorm statistics and NN queue
+contents against the single-device run, one line per mesh.
 
 AdamW's epsilon is raised to 1e-3 here. Some parameters have an exactly-zero true gradient (the key part of the
 attention input bias: softmax ignores a constant added to every key's logit), so their computed gradient is

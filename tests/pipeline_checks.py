@@ -3,7 +3,7 @@
 import numpy as np
 
 from declip_jax.data import pipeline
-from declip_jax.data.records import BAD_RECORD_COUNTERS
+from declip_jax.data.record_stream import BAD_RECORD_COUNTERS
 
 
 def assert_resumes_batch_for_batch(config, tokenizer, consumed: int, compared: int, process_index: int = 0,

@@ -5,12 +5,13 @@ import pytest
 import tensorflow as tf
 
 from declip_jax import builtin_vocabulary
-from declip_jax.data import builtin, image_views, pipeline, text_views, tokenizers
+from declip_jax.data import shapes, image_views, pipeline, text_views, tokenizers
+from declip_jax.data.tokenizers import word
 
 
 @pytest.fixture
 def tokenizer():
-  return tokenizers.WordTokenizer(["a", "red", "circle", "on", "the", "left"], context_length=6)
+  return word.WordTokenizer(["a", "red", "circle", "on", "the", "left"], context_length=6)
 
 
 def test_word_tokenizer_layout_and_truncation(tokenizer):
@@ -91,7 +92,7 @@ def test_crop_window_scale_and_ratio_match_torchvision():
 
 
 def test_train_view_is_deterministic_and_random_per_seed(config):
-  image = tf.constant(builtin.generate(1, 32, 0, "train").images[0])
+  image = tf.constant(shapes.generate(1, 32, 0, "train").images[0])
   aug = config.data.augment
   a = image_views.train_view(image, tf.constant([1, 2], tf.int64), 16, aug).numpy()
   b = image_views.train_view(image, tf.constant([1, 2], tf.int64), 16, aug).numpy()
@@ -123,7 +124,7 @@ def test_eval_view_resizes_and_centre_crops():
 
 
 def _take(config, start_step, n, process_index=0, process_count=1):
-  tok = pipeline.build_tokenizer(config)
+  tok = tokenizers.build(config)
   ds = pipeline.train_dataset(config, tok, start_step, process_index, process_count)
   return [b for _, b in zip(range(n), pipeline.numpy_batches(ds))]
 
@@ -162,15 +163,16 @@ def test_every_example_appears_once_per_epoch():
 
 
 def test_builtin_dataset_is_deterministic_and_has_vocabulary_coverage():
-  a, b = builtin.generate(50, 16, 3, "train"), builtin.generate(50, 16, 3, "train")
+  a, b = shapes.generate(50, 16, 3, "train"), shapes.generate(50, 16, 3, "train")
   np.testing.assert_array_equal(a.images, b.images)
-  test = builtin.generate(50, 16, 3, "test")
+  test = shapes.generate(50, 16, 3, "test")
   assert not np.array_equal(a.images, test.images)
-  tok = tokenizers.WordTokenizer(builtin_vocabulary.vocabulary(), 24)
-  ids = tok.tokenize_numpy(list(a.captions) + [t.format(s) for a, ts in builtin_vocabulary.ZERO_SHOT_TEMPLATES.items() for t in ts
-                                                 for s in builtin.ATTRIBUTES[a]])
+  tok = word.WordTokenizer(builtin_vocabulary.vocabulary(), 24)
+  prompts = [t.format(s) for a, ts in builtin_vocabulary.ZERO_SHOT_TEMPLATES.items() for t in ts
+             for s in shapes.ATTRIBUTES[a]]
+  ids = tok.tokenize_numpy(list(a.captions) + prompts)
   assert not np.any(ids == tok.unk_id)
-  assert set(a.labels.tolist()) <= set(range(len(builtin.SHAPES)))
+  assert set(a.labels.tolist()) <= set(range(len(shapes.SHAPES)))
 
 
 def test_wordnet_synonyms_from_an_installed_corpus(monkeypatch):

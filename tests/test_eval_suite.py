@@ -18,10 +18,11 @@ from PIL import Image
 
 import declip_jax
 from declip_jax import builtin_vocabulary, config as config_lib, train
-from declip_jax.data import pipeline
+from declip_jax.data import tokenizers
 from declip_jax.data.errors import DataSourceError
-from declip_jax.evaluation import datasets, linear_probe, retrieval, runner, zero_shot
+from declip_jax.evaluation import datasets, evaluations, linear_probe, retrieval, zero_shot
 from declip_jax.models import declip
+from declip_jax.training import train_setup
 from tests.conftest import REPO, virtual_devices_flags
 from tests.tiny_config import tiny_config
 
@@ -115,12 +116,12 @@ def test_each_evaluation_has_its_own_period(trained_run):
   config.eval.every_steps = 4
   config.evals.zero_shot_shape.every_steps = 3
   loaded = declip_jax.load(str(trained_run))
-  evals = runner.Evaluations(config, loaded.module, loaded.tokenizer, loaded.mesh)
+  evals = evaluations.Evaluations(config, loaded.module, loaded.tokenizer, loaded.mesh)
   assert evals.due(3) == ["zero_shot_shape"]
   assert evals.due(4) == ["retrieval", "zero_shot_colour"]
   assert evals.due(5) == [] and len(evals.due(5, last=True)) == 3
   config.evals.retrieval.enabled = False
-  assert "retrieval" not in runner.Evaluations(config, loaded.module, loaded.tokenizer, loaded.mesh).specs
+  assert "retrieval" not in evaluations.Evaluations(config, loaded.module, loaded.tokenizer, loaded.mesh).specs
 
 
 def test_zero_shot_on_tfds_matches_a_direct_computation(trained_run, tfds_dir):
@@ -129,7 +130,7 @@ def test_zero_shot_on_tfds_matches_a_direct_computation(trained_run, tfds_dir):
   config.eval.batch_size = 4  # 11 images: three batches, the last one padded.
   config.evals = {"labels": config_lib.eval_spec("zero_shot", "tfds:declip_test_labels/test",
                                                  tfds_data_dir=str(tfds_dir), templates="builtin_colour")}
-  evals = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh)
+  evals = evaluations.Evaluations(config, module, loaded.tokenizer, loaded.mesh)
   result = evals.run(variables, 7)["labels"]
   assert result["dataset"] == "tfds:declip_test_labels/test" and result["split"] == "test"
   assert result["template_set"] == "builtin_colour" and result["num_classes"] == 3 and result["num_examples"] == 11
@@ -179,8 +180,8 @@ def test_linear_probe_on_tfrecord_needs_no_class_names(trained_run, tmp_path):
   config = tiny_config()
   config.evals = {"probe": config_lib.eval_spec("linear_probe", f"tfrecord:{tmp_path}/test.tfrecord",
                                                 train_dataset=f"tfrecord:{tmp_path}/train.tfrecord")}
-  runner.check_data(config)
-  result = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)["probe"]
+  evaluations.check_data(config)
+  result = evaluations.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)["probe"]
   assert result["num_examples"] == 6 and result["num_train_examples"] == 12
   assert 0 <= result["metrics"]["linear_probe_top1"] <= 1
 
@@ -203,8 +204,8 @@ def test_retrieval_on_webdataset_shards_matches_the_tfrecord_one(trained_run, tm
   config = tiny_config()
   config.evals = {"wds": config_lib.eval_spec("retrieval", f"webdataset:{tmp_path}/*.tar"),
                   "tfr": config_lib.eval_spec("retrieval", f"tfrecord:{tmp_path}/*.tfrecord")}
-  runner.check_data(config)
-  results = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)
+  evaluations.check_data(config)
+  results = evaluations.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)
   assert results["wds"]["num_examples"] == 4 and results["wds"]["num_captions"] == 4
   assert results["wds"]["metrics"] == results["tfr"]["metrics"]
 
@@ -215,7 +216,7 @@ def test_multi_caption_retrieval_from_tfrecord_skips_bad_records(trained_run, tm
   config = tiny_config()
   config.eval.batch_size = 2
   config.evals = {"ret": config_lib.eval_spec("retrieval", f"tfrecord:{tmp_path}/*.tfrecord")}
-  result = runner.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)["ret"]
+  result = evaluations.Evaluations(config, module, loaded.tokenizer, loaded.mesh).run(variables, 1)["ret"]
   kept = [0, 1, 3, 4]
   texts = [c for i in kept for c in captions[i] if c]
   owner = np.asarray([k for k, i in enumerate(kept) for c in captions[i] if c])
@@ -270,13 +271,13 @@ def test_missing_or_misnamed_evaluation_data_is_named(tmp_path, tfds_dir):
 def test_load_restores_params_and_encodes_like_the_evaluation(trained_run):
   loaded = declip_jax.load(str(trained_run))
   assert loaded.step == 6
-  setup = train.Setup(tiny_config())
+  setup = train_setup.Setup(tiny_config())
   state = setup.init_state()
   assert jax.tree.structure(loaded.params) == jax.tree.structure(state.params)
   assert jax.tree.structure(loaded.variables["batch_stats"]) == jax.tree.structure(state.batch_stats)
   # encode_text == the model applied to the tokenizer's ids; preprocess == the evaluation's transform.
   texts = ["a red circle", "a blue square on the left"]
-  tokens = pipeline.build_tokenizer(loaded.config).tokenize_numpy(texts)
+  tokens = tokenizers.build(loaded.config).tokenize_numpy(texts)
   direct = loaded.module.apply({"params": loaded.params}, tokens, method=declip.DeCLIP.encode_text)
   np.testing.assert_allclose(loaded.encode_text(texts), direct, rtol=1e-6, atol=1e-6)
   image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)

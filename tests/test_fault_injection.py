@@ -21,8 +21,8 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import logs, train
-from declip_jax.training import checkpointing
+from declip_jax import logs
+from declip_jax.training import checkpointing, train_setup
 from tests import fault_worker
 from tests.conftest import REPO
 
@@ -47,7 +47,7 @@ def _finish(workdir, *flags):
 
 
 def _final_state(workdir):
-  setup = train.Setup(fault_worker.worker_config())
+  setup = train_setup.Setup(fault_worker.worker_config())
   ckpt = checkpointing.Checkpointer(str(workdir), keep=3, async_save=False)
   try:
     state, _ = ckpt.restore(fault_worker.NUM_STEPS, setup.abstract_state)

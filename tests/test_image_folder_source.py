@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from declip_jax import config as config_lib
-from declip_jax.data import errors, pipeline, records, sources
+from declip_jax.data import errors, record_stream, sources, tokenizers
 from declip_jax.evaluation import datasets
 from tests import pipeline_checks
 from tests.test_tfrecord_source import COLOURS, FORMATS, _image_bytes
@@ -60,7 +60,7 @@ def folder_config(root, source: str = "image_folder"):
 
 def _examples(config, process_index=0, process_count=1):
   stream = sources.get("image_folder").stream(config.data.image_folder.captions, config.data, config.train.seed)
-  return stream, records.examples(stream.files, stream.parse, stream.read, config.data, config.train.seed,
+  return stream, record_stream.examples(stream.files, stream.parse, stream.read, config.data, config.train.seed,
                                           process_index, process_count, stream.read_file)
 
 
@@ -70,11 +70,11 @@ def test_bad_rows_are_skipped_and_counted_exactly(photos):
   config_lib.validate(config)
   stream, examples = _examples(config)
   assert len(stream.files) == 6  # 43 rows in units of 8.
-  raw = records.raw_records(stream.files, stream.read, config.train.seed, config.data.shuffle_window, 0, 1,
+  raw = record_stream.raw_records(stream.files, stream.read, config.train.seed, config.data.shuffle_window, 0, 1,
                                     stream.read_file)
   names = ((row["path"].decode().rsplit("/", 1)[-1], {}) for row in raw.as_numpy_iterator())
   expected_names, expected_counts = pipeline_checks.expected_bad_record_counts(names, BAD, 100)
-  final = dict(zip(records.BAD_RECORD_COUNTERS, expected_counts[-1]))
+  final = dict(zip(record_stream.BAD_RECORD_COUNTERS, expected_counts[-1]))
   assert final["skipped_sample_without_image"] >= 2 and final["skipped_undecodable_image"] >= 2
   got = list(examples.take(100).as_numpy_iterator())
   np.testing.assert_array_equal([e["bad_records"] for e in got], expected_counts)
@@ -95,14 +95,14 @@ def test_one_epoch_holds_every_usable_row_once_and_processes_read_disjoint_units
 
 def test_train_batches_resume_batch_for_batch_alone_and_in_a_mixture(photos):
   config = folder_config(photos)
-  batches = pipeline_checks.assert_resumes_batch_for_batch(config, pipeline.build_tokenizer(config), 4, 2)
+  batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizers.build(config), 4, 2)
   assert batches[0]["img1"].shape == (16, 16, 16, 3)
   config.data.source = "mixture"
   config.data.mixture = (f"2:image_folder:{photos}/captions.csv", f"1:image_folder:{photos}/captions.csv")
   config_lib.validate(config)
   assert [(w, s.kind) for w, s, _ in sources.training_entries(config)] == [(2.0, "image_folder"),
                                                                            (1.0, "image_folder")]
-  pipeline_checks.assert_resumes_batch_for_batch(config, pipeline.build_tokenizer(config), 3, 2)
+  pipeline_checks.assert_resumes_batch_for_batch(config, tokenizers.build(config), 3, 2)
 
 
 def test_evaluation_data_from_a_caption_file(photos):

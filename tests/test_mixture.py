@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from declip_jax import config as config_lib
-from declip_jax.data import mixture, pipeline, records, sources
+from declip_jax.data import mixture, record_stream, sources, tokenizers
 from tests import pipeline_checks
-from tests.test_tfds_source import data_dir, tfds_config  # pylint: disable=unused-import
-from tests.test_tfrecord_source import shards  # pylint: disable=unused-import
+from tests.test_tfds_source import data_dir, tfds_config  # noqa: F401  pylint: disable=unused-import
+from tests.test_tfrecord_source import shards  # noqa: F401  pylint: disable=unused-import
 
 
 def mixture_config(shards, data_dir):  # pylint: disable=redefined-outer-name
@@ -24,9 +24,9 @@ def mixture_config(shards, data_dir):  # pylint: disable=redefined-outer-name
 def test_mixture_proportions_counts_and_resume(shards, data_dir):  # pylint: disable=redefined-outer-name
   config = mixture_config(shards, data_dir)
   config_lib.validate(config)
-  tokenizer = pipeline.build_tokenizer(config)
+  tokenizer = tokenizers.build(config)
   batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=6, compared=2)
-  counts = np.stack([b["bad_records"] for b in batches]).reshape(-1, len(records.BAD_RECORD_COUNTERS))
+  counts = np.stack([b["bad_records"] for b in batches]).reshape(-1, len(record_stream.BAD_RECORD_COUNTERS))
   assert (np.diff(counts, axis=0) >= 0).all()  # Summed over sources, still cumulative.
   streams = []
   for _, source, location in sources.training_entries(config):
@@ -37,7 +37,7 @@ def test_mixture_proportions_counts_and_resume(shards, data_dir):  # pylint: dis
 
 def test_mixture_choices_follow_the_weights():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  counters = len(records.BAD_RECORD_COUNTERS)
+  counters = len(record_stream.BAD_RECORD_COUNTERS)
   a = tf.data.Dataset.range(10**9).map(lambda i: {"image": tf.zeros([1, 1, 3], tf.uint8), "caption": "a",
                                                    "bad_records": tf.zeros([counters], tf.int64)})
   b = a.map(lambda e: {**e, "caption": "b"})

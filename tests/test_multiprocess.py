@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from declip_jax import distributed, train
-from declip_jax.training import checkpointing
+from declip_jax import distributed
+from declip_jax.training import checkpointing, train_setup
 from tests.conftest import REPO, virtual_devices_flags
 from tests.tiny_config import tiny_config
 
@@ -50,7 +50,7 @@ def _losses(stdout: str) -> dict[str, str]:
 
 def _final_state(workdir):
   config = tiny_config()
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   ckpt = checkpointing.Checkpointer(str(workdir), keep=3, async_save=False)
   try:
     state, _ = ckpt.restore(3, setup.abstract_state)
@@ -131,7 +131,7 @@ def test_two_processes_resume_tfrecord_streams_exactly(tmp_path):
   outs = _launch_pair(tmp_path / "resumed", *data, "--config.train.num_steps=4")
   assert "Resumed from the checkpoint at step 2" in outs[0][1] and "Resumed from the checkpoint at step 2" in outs[1][1]
   config = tiny_config()
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   states = []
   for name in ("straight", "resumed"):
     ckpt = checkpointing.Checkpointer(str(tmp_path / name), keep=3, async_save=False)

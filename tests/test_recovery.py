@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from declip_jax import train
-from declip_jax.training import checkpointing, recovery
+from declip_jax.training import checkpointing, recovery, train_setup
 from tests import faults
 from tests.tiny_config import tiny_config
 
@@ -94,7 +94,7 @@ def test_rollbacks_restore_everything_but_the_health_record(tmp_path, monkeypatc
   assert reasons[0].startswith("non-finite parameters") and reasons[1].startswith("loss spike at step 18")
   assert [step for step, _ in after_rollback] == [4, 12]
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=10, async_save=False)
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   for (target, state), rollbacks in zip(after_rollback, (1, 2)):
     saved = _host(ckpt.restore(target, setup.abstract_state)[0])
     jax.tree.map(np.testing.assert_array_equal, state.replace(health=saved.health), saved)

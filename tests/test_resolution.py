@@ -8,6 +8,7 @@ import pytest
 from declip_jax import train
 from declip_jax.interop import convert, open_clip_weights
 from declip_jax.models import position_resize
+from declip_jax.training import train_setup
 from tests.tiny_config import tiny_config
 
 
@@ -40,7 +41,7 @@ def test_a_run_pretrained_at_low_resolution_is_fine_tuned_at_full_size(tmp_path)
   full.model.image.image_size = 32
   full.train.num_steps, full.evals = 1, {}
   count = convert.import_weights(full, str(tmp_path / "low"), str(tmp_path / "full"), "declip_jax")
-  setup = train.Setup(full)
+  setup = train_setup.Setup(full)
   assert count == len(jax.tree.leaves(setup.init_state().params)) + len(jax.tree.leaves(setup.init_state().batch_stats))
   from declip_jax import loading  # pylint: disable=g-import-not-at-top
   source, imported = loading.load(str(tmp_path / "low")), loading.load(str(tmp_path / "full"))

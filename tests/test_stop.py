@@ -9,7 +9,6 @@ with real signals at several delays in `python -m declip_jax.main`.
 
 import json
 import os
-import pathlib
 import re
 import signal
 import socket
@@ -26,7 +25,7 @@ from clu import periodic_actions
 from declip_jax import logs, main, train
 from declip_jax.data import pipeline
 from declip_jax.evaluation import encoding
-from declip_jax.training import checkpointing
+from declip_jax.training import checkpointing, train_setup
 from tests.conftest import REPO, virtual_devices_flags
 from tests.stop_config import get_config as stop_config
 
@@ -35,7 +34,7 @@ NUM_STEPS = 16
 
 def _final_state(workdir):
   """The newest checkpoint's state, as host arrays."""
-  setup = train.Setup(stop_config())
+  setup = train_setup.Setup(stop_config())
   ckpt = checkpointing.Checkpointer(str(workdir), keep=3, async_save=False)
   try:
     state, _ = ckpt.restore(ckpt.latest_step(), setup.abstract_state)

@@ -14,7 +14,7 @@ import ml_collections
 import pytest
 from etils import epath
 
-from declip_jax.study import grid, records as study_records, report
+from declip_jax.study import grid, report, run_records
 from tests.conftest import REPO
 
 
@@ -35,10 +35,10 @@ def test_grid_names_commands_and_completion(tmp_path):
   s = tiny_study()
   runs = grid.runs_of(s)
   assert [r.name for r in runs][:3] == ["clip-n96-noisy-s0", "clip-n96-noisy-s1", "clip-n200-noisy-s0"]
-  assert len(runs) == 8 and study_records.num_steps(s) == 2
-  assert all(study_records.num_steps(s, run) == 2 for run in runs)
+  assert len(runs) == 8 and run_records.num_steps(s) == 2
+  assert all(run_records.num_steps(s, run) == 2 for run in runs)
   longer = grid.runs_of(tiny_study(methods=ml_collections.ConfigDict({"clip": (("train.num_steps", 3),)})))
-  assert study_records.num_steps(s, longer[0]) == 3  # A method may train longer (equal compute).
+  assert run_records.num_steps(s, longer[0]) == 3  # A method may train longer (equal compute).
   assert [r.name for r in grid.seed_major(s, runs)][:5] == [
       "clip-n96-noisy-s0", "clip-n200-noisy-s0", "declip-n96-noisy-s0", "declip-n200-noisy-s0", "clip-n96-noisy-s1"]
   cmd = grid.command(s, runs[0], epath.Path(tmp_path))
@@ -65,7 +65,7 @@ def test_collect_and_plot(tmp_path):
   s = tiny_study()
   workdir = epath.Path(tmp_path)
   fake_finished_runs(s, workdir / "w", 6)
-  recorded, left = study_records.plan(study_records.Records(s, workdir / "records", "tiny"), workdir / "w")
+  recorded, left = run_records.plan(run_records.Records(s, workdir / "records", "tiny"), workdir / "w")
   assert len(recorded) == 6 and len(left) == 2
   rows = report.collect(s, recorded, workdir / "results.csv")
   assert len(rows) == 6 and rows[0]["zero_shot_shape/zero_shot_top1"] == 0.0
@@ -147,7 +147,7 @@ def test_a_study_at_one_size_is_plotted_as_bars(tmp_path):
   s = tiny_study(num_train=(96,))
   workdir = epath.Path(tmp_path)
   fake_finished_runs(s, workdir / "w")
-  recorded, _ = study_records.plan(study_records.Records(s, workdir / "records", "tiny"), workdir / "w")
+  recorded, _ = run_records.plan(run_records.Records(s, workdir / "records", "tiny"), workdir / "w")
   rows = report.collect(s, recorded, workdir / "results.csv")
   report.plot(rows, dict(s.plot), workdir / "results.png")
   assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -166,12 +166,12 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   reported by key and its run is left to do; another study's record of the same run (name and config) counts."""
   s = tiny_study()
   root = epath.Path(tmp_path)
-  records = study_records.Records(s, root / "docs" / "tiny", "tiny")
+  records = run_records.Records(s, root / "docs" / "tiny", "tiny")
   fake_finished_runs(s, root / "w", 5)
-  recorded, left = study_records.plan(records, root / "w")
+  recorded, left = run_records.plan(records, root / "w")
   assert len(recorded) == 5
   assert [r.name for r in left] == ["declip-n200-noisy-s0", "declip-n96-noisy-s1", "declip-n200-noisy-s1"]
-  record = study_records.read(records.path(grid.runs_of(s)[0]))
+  record = run_records.read(records.path(grid.runs_of(s)[0]))
   assert record["run"] == "clip-n96-noisy-s0" and record["steps"] == 2 and record["seed"] == 0
   assert record["config"]["loss.weights.iss"] == 0.0 and record["config"]["data.builtin.num_train"] == 96
   assert record["config"]["data.augment.crop_scale"] == [0.5, 1.0] and record["wall_seconds"] is None
@@ -181,7 +181,7 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   assert "--config.data.augment.crop_scale=(0.5, 1.0)" in command
 
   (root / "w").rmtree()  # A fresh clone on another machine: the records alone.
-  again, left_again = study_records.plan(records, root / "w")
+  again, left_again = run_records.plan(records, root / "w")
   assert again.keys() == recorded.keys() and [r.name for r in left_again] == [r.name for r in left]
   rows = report.write_results(records, root / "w")  # What the runner rebuilds after each recorded run.
   assert [r["zero_shot_shape/zero_shot_top1"] for r in rows] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
@@ -191,13 +191,13 @@ def test_records_outlive_the_workdirs_and_a_changed_config_reruns(tmp_path):
   changed = tiny_study(methods=ml_collections.ConfigDict(
       {"clip": (("loss.weights.iss", 0.0), ("data.augment.crop_scale", (0.6, 1.0))), "declip": ()}))
   said = []
-  recorded, left = study_records.plan(study_records.Records(changed, root / "docs" / "tiny", "tiny"), root / "w",
+  recorded, left = run_records.plan(run_records.Records(changed, root / "docs" / "tiny", "tiny"), root / "w",
                                       say=said.append)
   assert {r.name for r in left} >= {"clip-n96-noisy-s0", "clip-n200-noisy-s1"} and len(recorded) == 1
   assert len(said) == 4 and "data.augment.crop_scale: [0.5, 1.0] -> [0.6, 1.0]" in said[0]
 
-  other = study_records.Records(s, root / "docs" / "other_study", "other_study")  # Shares the runs of the same name.
-  shared, _ = study_records.plan(other, root / "w")
+  other = run_records.Records(s, root / "docs" / "other_study", "other_study")  # Shares the runs of the same name.
+  shared, _ = run_records.plan(other, root / "w")
   assert set(shared) == {r.name for r in grid.runs_of(s)[:5]}
   assert not (root / "docs" / "other_study" / "runs").exists()  # Reused, not copied.
 
@@ -207,18 +207,18 @@ def test_config_differences_ignore_scheduling_and_new_keys():
               "gone.key": 0}
   current = {"a.b": 2, "checkpoint.every_steps": 500, "eval.every_steps": 1500, "evals.x.every_steps": 9,
              "new.key": 1}
-  assert study_records.config_differences(recorded, current) == [
+  assert run_records.config_differences(recorded, current) == [
       "a.b: 1 -> 2", "gone.key: 0 -> (no longer a config key)"]
-  assert study_records.config_differences(current, {**current, "new.key": 5}) == ["new.key: 1 -> 5"]
+  assert run_records.config_differences(current, {**current, "new.key": 5}) == ["new.key: 1 -> 5"]
 
 
 def test_resolved_config_is_what_the_command_line_trains():
   overrides = {"data.augment.crop_scale": (0.6, 1.0), "optim.lr": 1, "train.num_steps": 7}
-  config = study_records.resolved_config("tests/tiny_config.py", overrides)
-  flat = study_records.flatten(config)
+  config = run_records.resolved_config("tests/tiny_config.py", overrides)
+  flat = run_records.flatten(config)
   assert flat["data.augment.crop_scale"] == [0.6, 1.0] and flat["optim.lr"] == 1.0 and flat["train.num_steps"] == 7
   with pytest.raises(KeyError, match="optim.nope"):
-    study_records.resolved_config("tests/tiny_config.py", {"optim.nope": 1})
+    run_records.resolved_config("tests/tiny_config.py", {"optim.nope": 1})
 
 
 def test_a_runs_time_is_split_into_startup_training_and_the_final_evaluation():
@@ -228,6 +228,6 @@ def test_a_runs_time_is_split_into_startup_training_and_the_final_evaluation():
       "I1202 12:30:20.500000 1 train.py:209] Training from step 0 to 2.",
       "I1202 12:30:31.000000 1 logging_writer.py:48] [2] train/loss=1.0",
       "I1202 12:30:35.000000 1 logging_writer.py:48] [2] eval/x/m=0.5"])
-  assert study_records.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5,
+  assert run_records.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5,
                                                                        "final_s": 9.0}
-  assert study_records.phases("no timestamps", started, started + 40, steps=2) is None
+  assert run_records.phases("no timestamps", started, started + 40, steps=2) is None

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from declip_jax import config as config_lib
-from declip_jax.data import pipeline, records
+from declip_jax.data import record_stream, tokenizers
 from declip_jax.data.sources import tfds as tfds_source
 from declip_jax.evaluation import datasets
 from tests import pipeline_checks
@@ -90,7 +90,7 @@ def test_each_visit_draws_one_of_the_captions(data_dir):
 
 def test_training_batches_resume_and_retrieval_uses_every_caption(data_dir):
   config = tfds_config(data_dir)
-  tokenizer = pipeline.build_tokenizer(config)
+  tokenizer = tokenizers.build(config)
   pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=1, compared=3)
   data = datasets.captioned_images(config.evals.retrieval, config, "retrieval")  # "heldout": data.tfds.eval_split.
   assert data.name == "tfds:declip_test_captions/val"
@@ -103,5 +103,5 @@ def test_training_batches_resume_and_retrieval_uses_every_caption(data_dir):
 def test_unknown_feature_path_is_named(data_dir):
   config = tfds_config(data_dir)
   config.data.tfds.caption_key = "caption"
-  with pytest.raises(records.DataSourceError, match="data.tfds.caption_key 'caption'"):
+  with pytest.raises(record_stream.DataSourceError, match="data.tfds.caption_key 'caption'"):
     tfds_source.split_files_and_parser(config.data.tfds, seed=0)

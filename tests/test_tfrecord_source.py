@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from declip_jax import config as config_lib
-from declip_jax.data import pipeline, records, write_tfrecords
+from declip_jax.data import pipeline, record_stream, tokenizers, write_tfrecords
 from declip_jax.data.sources import tfrecord as tfrecord_source
 from tests import pipeline_checks
 from tests.tiny_config import tiny_config
@@ -100,7 +100,7 @@ def tfrecord_config(files: str, vocab: str):
 
 
 def _examples(files, config, process_index=0, process_count=1):
-  return records.examples(files, tfrecord_source.example_parser(config.data.tfrecord), config.data.tfrecord,
+  return record_stream.examples(files, tfrecord_source.example_parser(config.data.tfrecord), config.data.tfrecord,
                                   config.data, config.train.seed, process_index, process_count)
 
 
@@ -114,9 +114,9 @@ BAD_KEYS = {"bad0": "skipped_undecodable_image", "bad1": "skipped_undecodable_im
 def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
   """Against a reference that walks the same raw record order and classifies each record by its key."""
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
-  files = records.list_files(config.data.tfrecord.files)
+  files = record_stream.list_files(config.data.tfrecord.files)
   n = 200  # About three epochs of the 63 usable records.
-  raw = records.raw_records(files, config.data.tfrecord, config.train.seed, config.data.shuffle_window, 0, 1)
+  raw = record_stream.raw_records(files, config.data.tfrecord, config.train.seed, config.data.shuffle_window, 0, 1)
   keys = ((tf.train.Example.FromString(r).features.feature["key"].bytes_list.value[0].decode(), {})
           for r in raw.as_numpy_iterator())
   expected_keys, expected_counts = pipeline_checks.expected_bad_record_counts(keys, BAD_KEYS, n)
@@ -138,7 +138,7 @@ def test_bad_records_are_skipped_or_repaired_and_counted_exactly(shards):
 
 def test_decoding_in_the_graph_gives_the_same_examples_and_still_stops_bombs(shards):
   config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
-  files = records.list_files(config.data.tfrecord.files)
+  files = record_stream.list_files(config.data.tfrecord.files)
   with_python = list(_examples(files, config).take(70).as_numpy_iterator())
   config.data.skip_undecodable_images = False
   in_graph = list(_examples(files, config).take(70).as_numpy_iterator())
@@ -147,17 +147,17 @@ def test_decoding_in_the_graph_gives_the_same_examples_and_still_stops_bombs(sha
     assert a["caption"] == b["caption"] and (a["bad_records"] == b["bad_records"]).all()
   rng = np.random.default_rng(0)
   for kind in ("png", "jpeg"):
-    _, status = records._decode_in_graph(tf.constant(decompression_bomb(kind, rng)), tf.constant(True),
+    _, status = record_stream._decode_in_graph(tf.constant(decompression_bomb(kind, rng)), tf.constant(True),
                                                  config.data.max_image_pixels)
-    assert int(status) == records.OVERSIZED
+    assert int(status) == record_stream.OVERSIZED
   with pytest.raises(tf.errors.InvalidArgumentError):
-    records._decode_in_graph(tf.constant(b"not an image"), tf.constant(True), config.data.max_image_pixels)
+    record_stream._decode_in_graph(tf.constant(b"not an image"), tf.constant(True), config.data.max_image_pixels)
 
 
 def test_one_epoch_holds_every_usable_record_once(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.data.shuffle_window, config.data.tfrecord.cycle_length = 1, 1
-  got = list(_examples(records.list_files(config.data.tfrecord.files), config).take(63).as_numpy_iterator())
+  got = list(_examples(record_stream.list_files(config.data.tfrecord.files), config).take(63).as_numpy_iterator())
   captions = sorted(e["caption"].decode() for e in got)
   assert [c for c in captions if c.startswith("a ")] == sorted(f"a {COLOURS[i % 4]} photo number {i}"
                                                                 for i in range(60))
@@ -166,8 +166,8 @@ def test_one_epoch_holds_every_usable_record_once(shards):
 
 def test_shuffle_permutes_whole_windows(shards):
   config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
-  files = records.list_files(config.data.tfrecord.files)
-  take = lambda window: [r for r in records.raw_records(files, config.data.tfrecord, 0, window, 0, 1)
+  files = record_stream.list_files(config.data.tfrecord.files)
+  take = lambda window: [r for r in record_stream.raw_records(files, config.data.tfrecord, 0, window, 0, 1)
                          .take(64).as_numpy_iterator()]
   plain, shuffled = take(1), take(16)
   assert plain != shuffled
@@ -178,7 +178,7 @@ def test_shuffle_permutes_whole_windows(shards):
 def test_processes_read_disjoint_files(shards):
   config = tfrecord_config(str(shards / "0000[012].tfrecord"), str(shards / "vocab.txt"))
   config.data.shuffle_window, config.data.tfrecord.cycle_length = 1, 1
-  files = records.list_files(config.data.tfrecord.files)
+  files = record_stream.list_files(config.data.tfrecord.files)
   per_process = [{e["caption"] for e in _examples(files, config, p, 3).take(20).as_numpy_iterator()}
                  for p in range(3)]
   assert all(len(s) == 20 for s in per_process)
@@ -188,7 +188,7 @@ def test_processes_read_disjoint_files(shards):
 
 def test_train_batches_resume_batch_for_batch(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
-  tokenizer = pipeline.build_tokenizer(config)
+  tokenizer = tokenizers.build(config)
   batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=5, compared=4)
   assert "bad_records" in batches[0]
   skipped = pipeline.TrainBatches(pipeline.train_dataset(config, tokenizer, start_step=5))
@@ -198,22 +198,22 @@ def test_train_batches_resume_batch_for_batch(shards):
 @pytest.mark.parametrize("process_index", [0, 1])
 def test_each_process_resumes_its_own_rows(shards, process_index):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
-  tokenizer = pipeline.build_tokenizer(config)
+  tokenizer = tokenizers.build(config)
   batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=3, compared=2,
                                                            process_index=process_index, process_count=2)
   assert batches[0]["img1"].shape[0] == config.train.batch_size // 2
 
 
 def test_no_matching_files_names_the_pattern(shards):
-  with pytest.raises(records.DataSourceError, match="nothing_here"):
-    records.list_files(str(shards / "nothing_here*.tfrecord"))
+  with pytest.raises(record_stream.DataSourceError, match="nothing_here"):
+    record_stream.list_files(str(shards / "nothing_here*.tfrecord"))
 
 
 def test_wrong_feature_names_are_explained(shards):
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.data.tfrecord.image_key = "image"
-  with pytest.raises(records.DataSourceError, match=r"'image'.*\['jpg', 'key', 'txt'\]"):
-    tfrecord_source.check_usable(records.list_files(config.data.tfrecord.files), config.data.tfrecord,
+  with pytest.raises(record_stream.DataSourceError, match=r"'image'.*\['jpg', 'key', 'txt'\]"):
+    tfrecord_source.check_usable(record_stream.list_files(config.data.tfrecord.files), config.data.tfrecord,
                                  config.data)
 
 
@@ -227,7 +227,7 @@ def test_training_on_shards_resumes_exactly_and_reports_bad_records(shards, tmp_
   """3 steps, stop, resume to 6 (from the iterator position saved with the checkpoint) == 6 steps straight."""
   import jax  # pylint: disable=g-import-not-at-top
   from declip_jax import train  # pylint: disable=g-import-not-at-top
-  from declip_jax.training import checkpointing
+  from declip_jax.training import checkpointing, train_setup
   config = tfrecord_config(str(shards / "*.tfrecord"), str(shards / "vocab.txt"))
   config.train.num_steps = 6
   config.data.tfrecord.eval_files = str(shards / "00000.tfrecord")
@@ -238,7 +238,7 @@ def test_training_on_shards_resumes_exactly_and_reports_bad_records(shards, tmp_
   resumed = train.run(config, str(tmp_path / "resumed"))
   assert straight["eval"] == resumed["eval"] and set(resumed["eval"]) == {"retrieval"}
   assert resumed["eval"]["retrieval"]["dataset"].startswith("tfrecord:")
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   states = []
   for name in ("straight", "resumed"):
     ckpt = checkpointing.Checkpointer(str(tmp_path / name), keep=3, async_save=False)
@@ -249,4 +249,4 @@ def test_training_on_shards_resumes_exactly_and_reports_bad_records(shards, tmp_
   jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
   events = list((tmp_path / "straight").glob("events.out.tfevents.*"))
   tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(events[0])) for v in e.summary.value}
-  assert {f"data/{name}" for name in records.BAD_RECORD_COUNTERS} <= tags
+  assert {f"data/{name}" for name in record_stream.BAD_RECORD_COUNTERS} <= tags

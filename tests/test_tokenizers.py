@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from declip_jax import token_ids
-from declip_jax.data import clip_bpe, clip_bpe_graph, pipeline, sentencepiece_tokenizer, text_views, tokenizers, \
-    train_sentencepiece, write_tfrecords
+from declip_jax.data import text_views, tokenizers, write_tfrecords
+from declip_jax.data.tokenizers import clip_bpe, clip_bpe_graph, framing, sentencepiece_model, train_sentencepiece
 from declip_jax.models import text as text_model
 from tests.tiny_config import tiny_config
 
@@ -112,7 +112,7 @@ def test_graph_bpe_merge_loop_matches_python_for_words_outside_the_table():
   tok = clip_bpe.ClipBpeTokenizer.from_file(openai_merges_file(), context_length=77)
   loop_only = clip_bpe_graph.GraphBpe(tok.merges, tok.symbol_ids, clip_bpe.byte_symbols(), words={})
   captions = [c for c in web_like_captions(600, seed=1) if tf.strings.regex_full_match(c, clip_bpe_graph.PLAIN_CAPTION)]
-  ids = tokenizers.frame(loop_only.encode(tf.constant(captions)), tok.sot_id, tok.eot_id, tok.pad_id, 77)
+  ids = framing.frame(loop_only.encode(tf.constant(captions)), tok.sot_id, tok.eot_id, tok.pad_id, 77)
   np.testing.assert_array_equal(ids.numpy(), tok.tokenize_numpy(captions))
 
 
@@ -139,7 +139,7 @@ def test_sentencepiece_trained_on_shards(tmp_path):
       writer.write(write_tfrecords.example(str(i), b"", caption))
   model = train_sentencepiece.train([str(tmp_path / "00000.tfrecord")], str(tmp_path / "sp"), vocab_size=40,
                                     max_captions=1000)
-  tok = sentencepiece_tokenizer.SentencePieceTokenizer.from_file(model, context_length=12)
+  tok = sentencepiece_model.SentencePieceTokenizer.from_file(model, context_length=12)
   assert (tok.pad_id, tok.unk_id, tok.sot_id, tok.eot_id, tok.mask_id) == (0, 1, 2, 3, 4)
   ids = tok.tokenize_numpy(["a red circle on a dark background", ""])
   assert ids.shape == (2, 12) and ids[0, 0] == 2 and 3 in ids[0] and list(ids[1, :3]) == [2, 3, 0]
@@ -149,7 +149,7 @@ def test_sentencepiece_trained_on_shards(tmp_path):
 def test_build_tokenizer_reads_the_configured_file(merges_file):
   config = tiny_config()
   config.data.tokenizer, config.data.vocab_path, config.data.bpe_num_merges = "clip_bpe", merges_file, 0
-  tok = pipeline.build_tokenizer(config)
+  tok = tokenizers.build(config)
   assert isinstance(tok, clip_bpe.ClipBpeTokenizer) and tok.layout == "declip" and tok.vocab_size == 519
 
 
@@ -170,7 +170,7 @@ def test_token_ids_from_the_config_equal_the_built_tokenizers(merges_file, tmp_p
     config = tiny_config()
     config.data.tokenizer, config.data.vocab_path = tokenizer, path
     config.data.token_layout, config.data.bpe_num_merges = layout, num_merges
-    built = pipeline.build_tokenizer(config)
+    built = tokenizers.build(config)
     ids = token_ids.from_config(config)
     assert ids == built.token_ids, (tokenizer, path, layout)
     assert (ids.vocab_size, ids.pad_id, ids.sot_id, ids.eot_id, ids.mask_id, ids.unk_id) == (

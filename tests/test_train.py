@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from declip_jax import parallel, train
-from declip_jax.training import checkpointing, train_step
-from declip_jax.data import pipeline
+from declip_jax.training import checkpointing, train_setup, train_step
+from declip_jax.data import pipeline, tokenizers
 from declip_jax.models import declip
 from tests.tiny_config import tiny_config, tiny_resnet_config
 
@@ -17,8 +17,8 @@ from tests.tiny_config import tiny_config, tiny_resnet_config
 @pytest.fixture(scope="module")
 def setup_and_batches():
   config = tiny_config()
-  setup = train.Setup(config)
-  batches = pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer))
+  setup = train_setup.Setup(config)
+  batches = pipeline.numpy_batches(pipeline.train_dataset(config, tokenizers.build(config)))
   return config, setup, [next(batches) for _ in range(3)]
 
 
@@ -72,8 +72,8 @@ def test_non_finite_loss_skips_the_update(setup_and_batches):
 
 def test_clip_baseline_step_runs_infonce_only():
   config = tiny_config(clip_baseline=True)
-  setup = train.Setup(config)
-  batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, setup.tokenizer)))
+  setup = train_setup.Setup(config)
+  batch = next(pipeline.numpy_batches(pipeline.train_dataset(config, tokenizers.build(config))))
   assert set(batch) == {"img1", "text_mlm"}
   state, metrics = setup.jit_train_step(config)(setup.init_state(), parallel.host_to_global(batch, setup.mesh))
   assert {k for k in metrics if k.startswith("loss_")} == {"loss_clip_mvs"}
@@ -92,7 +92,7 @@ def test_resumed_run_matches_uninterrupted_run_exactly(tmp_path):
   train.run(config, str(tmp_path / "resumed"))
   config.train.num_steps = 6
   resumed = train.run(config, str(tmp_path / "resumed"))
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   states = []
   for name in ("straight", "resumed"):
     ckpt = checkpointing.Checkpointer(str(tmp_path / name), keep=3, async_save=False)
@@ -155,7 +155,7 @@ def _tear(step_dir):
 def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
   config = tiny_config()
   train.run(config, str(tmp_path))
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3, async_save=False)
   good = _host(ckpt.restore(6, setup.abstract_state)[0])
   ckpt.close()

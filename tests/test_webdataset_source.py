@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from declip_jax import config as config_lib, logs
-from declip_jax.data import pipeline, records
+from declip_jax.data import record_stream, tokenizers
 from declip_jax.data.sources import webdataset as webdataset_source
 from tests import pipeline_checks
 from tests.conftest import REPO
@@ -113,8 +113,8 @@ def wds_config(root) -> config_lib.ml_collections.ConfigDict:
 
 
 def _examples(config, process_index=0, process_count=1):
-  files = records.list_files(config.data.webdataset.files)
-  return records.examples(files, webdataset_source.parse, config.data.webdataset, config.data,
+  files = record_stream.list_files(config.data.webdataset.files)
+  return record_stream.examples(files, webdataset_source.parse, config.data.webdataset, config.data,
                                   config.train.seed, process_index, process_count, webdataset_source.read_shard)
 
 
@@ -122,14 +122,14 @@ def test_bad_samples_are_skipped_or_repaired_and_counted_exactly(wds_shards):
   """Against a reference that walks the same raw sample order and classifies each sample by its key."""
   config = wds_config(wds_shards)
   config_lib.validate(config)
-  files = records.list_files(config.data.webdataset.files)
-  raw = records.raw_records(files, config.data.webdataset, config.train.seed, config.data.shuffle_window,
+  files = record_stream.list_files(config.data.webdataset.files)
+  raw = record_stream.raw_records(files, config.data.webdataset, config.train.seed, config.data.shuffle_window,
                                     0, 1, webdataset_source.read_shard)
   n = 200
   keys = ((None, {"truncated_shard": int(s["truncated_shard"])}) if s["end_of_shard"] else (s["key"].decode(), {})
           for s in raw.as_numpy_iterator())
   expected_keys, expected_counts = pipeline_checks.expected_bad_record_counts(keys, BAD_KEYS, n)
-  final = dict(zip(records.BAD_RECORD_COUNTERS, expected_counts[-1]))
+  final = dict(zip(record_stream.BAD_RECORD_COUNTERS, expected_counts[-1]))
   assert final["truncated_shard"] >= 2 and final["skipped_sample_without_caption"] >= 4
   got = list(_examples(config).take(n).as_numpy_iterator())
   np.testing.assert_array_equal([e["bad_records"] for e in got], expected_counts)
@@ -157,9 +157,9 @@ def test_one_epoch_holds_every_usable_sample_once_and_processes_read_disjoint_fi
 
 def test_train_batches_resume_batch_for_batch(wds_shards):
   config = wds_config(wds_shards)
-  tokenizer = pipeline.build_tokenizer(config)
+  tokenizer = tokenizers.build(config)
   batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizer, consumed=5, compared=3)
-  assert batches[-1]["bad_records"][0][records.BAD_RECORD_COUNTERS.index("truncated_shard")] >= 1
+  assert batches[-1]["bad_records"][0][record_stream.BAD_RECORD_COUNTERS.index("truncated_shard")] >= 1
 
 
 def test_webdataset_as_a_mixture_entry(wds_shards):
@@ -167,18 +167,18 @@ def test_webdataset_as_a_mixture_entry(wds_shards):
   config.data.source = "mixture"
   config.data.mixture = (f"1:webdataset:{wds_shards}/0000[01].tar", f"1:webdataset:{wds_shards}/00002.tar")
   config_lib.validate(config)
-  batches = pipeline_checks.assert_resumes_batch_for_batch(config, pipeline.build_tokenizer(config), 3, 2)
+  batches = pipeline_checks.assert_resumes_batch_for_batch(config, tokenizers.build(config), 3, 2)
   assert batches[0]["img1"].shape == (16, 16, 16, 3)
 
 
 def test_tars_without_images_or_captions_are_explained(tmp_path):
   write_tar(tmp_path / "a.tar", [(f"{i}.jpeg.json", b"{}") for i in range(3)] + [("x.cls", b"1")])
   config = wds_config(tmp_path)
-  with pytest.raises(records.DataSourceError, match=r"extensions \['cls', 'jpeg.json'\]"):
-    webdataset_source.check_usable(records.list_files(config.data.webdataset.files), config.data)
+  with pytest.raises(record_stream.DataSourceError, match=r"extensions \['cls', 'jpeg.json'\]"):
+    webdataset_source.check_usable(record_stream.list_files(config.data.webdataset.files), config.data)
   (tmp_path / "a.tar").write_bytes(b"<html>403 Forbidden</html>")
-  with pytest.raises(records.DataSourceError, match="hold no samples"):
-    webdataset_source.check_usable(records.list_files(config.data.webdataset.files), config.data)
+  with pytest.raises(record_stream.DataSourceError, match="hold no samples"):
+    webdataset_source.check_usable(record_stream.list_files(config.data.webdataset.files), config.data)
 
 
 def _main(workdir, *flags, wait=True):
@@ -213,9 +213,9 @@ def test_training_on_webdataset_is_killed_and_resumes_to_the_same_losses(wds_sha
   straight = logs.read_scalars(str(tmp_path / "straight"), ("train/", "data/"))
   resumed = logs.read_scalars(str(tmp_path / "killed"), ("train/", "data/"))
   for tag in [t for t in straight if t.startswith("train/loss")] + [f"data/{n}" for n in
-                                                                      records.BAD_RECORD_COUNTERS]:
+                                                                      record_stream.BAD_RECORD_COUNTERS]:
     want = dict(straight[tag])
     got = dict(resumed[tag])  # The killed run's steps past its checkpoint are logged again by the resumed one.
     assert {s: got[s] for s in want} == want, tag
-  counts = {n: dict(straight[f"data/{n}"])[12] for n in records.BAD_RECORD_COUNTERS}
+  counts = {n: dict(straight[f"data/{n}"])[12] for n in record_stream.BAD_RECORD_COUNTERS}
   assert counts["truncated_shard"] >= 1 and counts["skipped_sample_without_caption"] >= 2, counts

@@ -4,12 +4,12 @@ each; DeCLIP. 500 built-in pairs with the data-efficiency study's caption noise,
 Run:
   python -m declip_jax.study --study=configs/studies/ablation.py --parallel=1
 
-30 runs of configs/demo.py at the demo's 1,500 steps and batch 128 (384 passes over the 500 pairs), the
-data-efficiency study's schedule: its `clip` and `declip` rows are that study's 500-pair runs (the same overrides
-and run names: the runner reuses those six records from docs/studies/data_efficiency/runs/). 500 steps, tried
-first, was too short: DeCLIP's lead over CLIP comes after CLIP has memorised the pairs (docs/results.md). --parallel=1: on
-2 cores a second process gains about 10% (each one's threads want both cores) and a study cut short leaves two
-runs half done instead of one.
+30 runs of configs/demo.py at the demo's 1,500 steps and batch 128 (384 passes over the 500 pairs), the data-efficiency
+study's schedule: its `clip` and `declip` rows are that study's 500-pair runs (the same overrides and run names: the
+runner reuses those six records from docs/studies/data_efficiency/runs/). 500 steps, tried first, was too short:
+DeCLIP's lead over CLIP comes after CLIP has memorised the pairs (docs/results.md). --parallel=1: on 2 cores a second
+process gains about 10% (each one's threads want both cores) and a study cut short leaves two runs half done instead of
+one.
 
 How a term is added to or taken from the recipe (every weight is DeCLIP's: 0.4 on the CLIP term, 0.2 on each
 other term; AdamW makes the overall scale immaterial, so the CLIP row's single term at the baseline's 1.0 is the

@@ -1,6 +1,6 @@
-"""`python -m declip_jax.aot`: see declip_jax/aot/ladder.py."""
+"""`python -m declip_jax.aot`: see declip_jax/aot/cli.py."""
 
-from declip_jax.aot import ladder
+from declip_jax.aot import cli
 
 if __name__ == "__main__":
-  ladder.run()
+  cli.run()

@@ -13,6 +13,7 @@ second forward (`accumulation_recompute`). MFU divides `total` by time; a roofli
 import ml_collections
 
 from declip_jax import config as config_lib
+from declip_jax.models.patches import image_tokens
 
 # Dense bf16 peak, TFLOP/s per chip (vendor figures).
 PEAK_BF16_TFLOPS = {"TPU v4": 275.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "A100": 312.0, "H100 SXM": 989.0,
@@ -73,8 +74,7 @@ def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
     image_tower = resnet_forward(img.image_size, img.width, img.resnet_layers, m.embed_dim)
   else:
     parts["patch_embedding"] = image_views * b * 2.0 * patches * img.patch_size**2 * 3 * img.width
-    if img.mask_ratio > 0:  # FLIP: the transformer sees the kept patches (models/vit.kept_patches) and [CLS].
-      patches = max(1, round(patches * (1.0 - img.mask_ratio)))
+    patches = image_tokens(img)  # FLIP: the transformer sees the kept patches and [CLS].
     image_tower = transformer_forward(patches + 1, img.width, img.layers) + 2.0 * img.width * m.embed_dim
   parts["image_tower"] = 3 * image_views * b * image_tower
   text_tower = transformer_forward(txt.context_length, txt.width, txt.layers) + 2.0 * txt.width * m.embed_dim

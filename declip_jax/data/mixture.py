@@ -10,7 +10,7 @@ with a seed of (seed, j), so the mixture, like each stream, resumes from its che
 
 import tensorflow as tf
 
-from declip_jax.data import records
+from declip_jax.data import record_stream
 
 
 def mix(streams: list[tf.data.Dataset], weights: list[float], seed: int) -> tf.data.Dataset:
@@ -25,9 +25,9 @@ def mix(streams: list[tf.data.Dataset], weights: list[float], seed: int) -> tf.d
     return tf.minimum(tf.reduce_sum(tf.cast(cumulative <= u, tf.int64)), len(weights) - 1)
 
   tagged = [s.map(lambda e, i=i: {**e, "source": tf.constant(i, tf.int64)}) for i, s in enumerate(streams)]
-  choices = tf.data.Dataset.range(records.ENDLESS).map(choose)
+  choices = tf.data.Dataset.range(record_stream.ENDLESS).map(choose)
   mixed = tf.data.Dataset.choose_from_datasets(tagged, choices)
-  counters = len(records.BAD_RECORD_COUNTERS)
+  counters = len(record_stream.BAD_RECORD_COUNTERS)
 
   def total_counts(latest, e):
     latest = tf.tensor_scatter_nd_update(latest, [[e["source"]]], [e["bad_records"]])

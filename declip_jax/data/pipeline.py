@@ -18,9 +18,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from declip_jax import builtin_vocabulary
-from declip_jax.data import (clip_bpe, image_views, mixture, records, sentencepiece_tokenizer, sources, text_views,
-                             tokenizers)
+from declip_jax.data import image_views, mixture, record_stream, sources, text_views, tokenizers
 
 _ENDLESS = 2**62  # Positions never run out.
 
@@ -32,22 +30,6 @@ def hide_accelerators_from_tensorflow() -> None:
       tf.config.set_visible_devices([], kind)
     except (RuntimeError, ValueError):  # Already initialised, or no such device type.
       pass
-
-
-Tokenizer = tokenizers.WordTokenizer | clip_bpe.ClipBpeTokenizer | sentencepiece_tokenizer.SentencePieceTokenizer
-
-
-def build_tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
-  """The tokenizer `data.tokenizer` names, reading `data.vocab_path`, with `model.text.context_length`."""
-  length, data = config.model.text.context_length, config.data
-  if data.tokenizer == "clip_bpe":
-    return clip_bpe.ClipBpeTokenizer.from_file(data.vocab_path, length, data.token_layout,
-                                                data.bpe_num_merges or None)
-  if data.tokenizer == "sentencepiece":
-    return sentencepiece_tokenizer.SentencePieceTokenizer.from_file(data.vocab_path, length)
-  if data.vocab_path:
-    return tokenizers.WordTokenizer.from_file(data.vocab_path, length)
-  return tokenizers.WordTokenizer(builtin_vocabulary.vocabulary(), length)
 
 
 def _synonym_table(config: ml_collections.ConfigDict) -> Optional[tf.lookup.StaticHashTable]:
@@ -120,7 +102,7 @@ def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, proce
       logging.warning("%d files for %d processes reading %d at a time (cycle_length): processes read some of the "
                       "same files at the same time; use more, smaller shards.", len(stream.files), process_count,
                       stream.read.cycle_length)
-    streams.append(records.examples(stream.files, stream.parse, stream.read, data, seed, process_index,
+    streams.append(record_stream.examples(stream.files, stream.parse, stream.read, data, seed, process_index,
                                             process_count, stream.read_file))
   ds = streams[0] if len(streams) == 1 else mixture.mix(streams, [weight for weight, _, _ in entries], seed)
   skip = start_step * (config.train.batch_size // process_count)
@@ -132,10 +114,10 @@ def _streamed_examples(config: ml_collections.ConfigDict, start_step: int, proce
 def bad_record_scalars(totals) -> dict[str, int]:
   """`data/<counter>` -> count, from the `bad_records` counts of a batch (summed over processes): the metrics
   under which training reports the records it skipped or repaired."""
-  return {f"data/{name}": int(n) for name, n in zip(records.BAD_RECORD_COUNTERS, totals)}
+  return {f"data/{name}": int(n) for name, n in zip(record_stream.BAD_RECORD_COUNTERS, totals)}
 
 
-def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start_step: int = 0,
+def train_dataset(config: ml_collections.ConfigDict, tokenizer: tokenizers.Tokenizer, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Endless local batches of training examples.
 
@@ -144,7 +126,7 @@ def train_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, start
   (MLM-masked when loss.weights.tss > 0 or data.mask_captions), `mlm_labels` [b, L] (TSS only), `text_eda` [b, L]
   (EDA only),
   with b = train.batch_size / process_count; streamed sources add `bad_records` [b, K] int64 (cumulative
-  counts of records.BAD_RECORD_COUNTERS; `bad_record_scalars` names them).
+  counts of record_stream.BAD_RECORD_COUNTERS; `bad_record_scalars` names them).
   """
   data, aug = config.data, config.data.augment
   size = config.model.image.image_size

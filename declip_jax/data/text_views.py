@@ -1,4 +1,5 @@
-"""Text views in TF ops: EDA augmentation and MLM masking, stateless and seeded per example (docs/design.md §2, §6)."""
+"""Text views in TF ops: EDA augmentation and MLM masking, stateless and seeded per example (docs/design.md §2,
+§6)."""
 
 from typing import Optional
 

@@ -28,7 +28,7 @@ import ml_collections
 import tensorflow as tf
 from etils import epath
 
-from declip_jax.data import image_views, records, sources
+from declip_jax.data import image_views, record_stream, sources
 from declip_jax.data.errors import DataSourceError
 
 
@@ -112,8 +112,8 @@ def labelled_images(spec: ml_collections.ConfigDict, config: ml_collections.Conf
 
 
 def _cleaned(captions: tf.Tensor, max_chars: int) -> tf.Tensor:
-  """Every caption cleaned (records.clean_caption), empty ones dropped; fails when none is left."""
-  captions, _ = records.clean_caption(tf.reshape(captions, [-1]), max_chars)  # Elementwise.
+  """Every caption cleaned (record_stream.clean_caption), empty ones dropped; fails when none is left."""
+  captions, _ = record_stream.clean_caption(tf.reshape(captions, [-1]), max_chars)  # Elementwise.
   keep = tf.strings.length(captions) > 0
   with tf.control_dependencies([tf.debugging.assert_positive(tf.reduce_sum(tf.cast(keep, tf.int32)),
                                                              message="no caption")]):

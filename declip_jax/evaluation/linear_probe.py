@@ -6,8 +6,12 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+
+from declip_jax.data import sources
+from declip_jax.evaluation import datasets
 
 
 def _objective(params, x, y, l2):
@@ -84,3 +88,21 @@ def evaluate(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
   tx, sx = standardise(train_x, test_x)
   params = fit(tx, train_y, best_l2, num_classes, max_iterations)
   return {"linear_probe_top1": accuracy(params, sx, test_y), "linear_probe_validation_top1": best_val}, best_l2
+
+
+def run(evals, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
+  """The `linear_probe` evaluator (`evaluations.EVALUATORS`): runs evals.<name>, whose settings are `spec`, on the
+  model's `variables` through `evals` (an `evaluations.Evaluations`: the config, the tokenizer and the mesh-sharded
+  encoders); returns the result's fields (dataset, split, num_examples, metrics, ...)."""
+  p, count = jax.process_index(), jax.process_count()
+  test = datasets.labelled_images(spec, evals.config, name, process_index=p, process_count=count)
+  train = datasets.labelled_images(spec, evals.config, name, dataset=spec.train_dataset,
+                                   num_examples=spec.num_train_examples, process_index=p, process_count=count)
+  train_x, _, train_y = evals.encode_images(variables, train.dataset, "image_features", extra="label")
+  test_x, _, test_y = evals.encode_images(variables, test.dataset, "image_features", extra="label")
+  num_classes = len(test.class_names) or int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
+  metrics, l2 = evaluate(train_x, train_y, test_x, test_y, num_classes, spec.l2_grid,
+                                      spec.validation_fraction, seed=evals.config.train.seed,
+                                      max_iterations=spec.max_iterations)
+  return {"dataset": test.name, "split": sources.split_of(test.name), "train_dataset": train.name,
+          "num_examples": len(test_y), "num_train_examples": len(train_y), "l2": l2, "metrics": metrics}

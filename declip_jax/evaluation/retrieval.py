@@ -1,8 +1,14 @@
 """Image <-> text retrieval Recall@K; a hit when any true match is in the top K."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
+import jax
+import ml_collections
 import numpy as np
+from absl import logging
+
+from declip_jax.data import sources
+from declip_jax.evaluation import datasets
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -37,3 +43,32 @@ def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.n
     out[f"i2t_recall@{k}"] = float(np.mean(i2t < k))
     out[f"t2i_recall@{k}"] = float(np.mean(t2i < k))
   return out
+
+
+def run(evals, name: str, spec: ml_collections.ConfigDict, variables) -> Optional[dict]:
+  """The `retrieval` evaluator (`evaluations.EVALUATORS`): runs evals.<name>, whose settings are `spec`, on the
+  model's `variables` through `evals` (an `evaluations.Evaluations`: the config, the tokenizer and the mesh-sharded
+  encoders); returns the result's fields (dataset, split, num_examples, metrics, ...); None when there is no
+  held-out split to retrieve from."""
+  data = datasets.captioned_images(spec, evals.config, name, jax.process_index(), jax.process_count())
+  if data is None:
+    logging.info("evals.%s: the training data has no held-out split (%s); skipped.", name,
+                 ", ".join(sources.heldout_settings(evals.config)) or "none of its kind")
+    return None
+  captions, owners = [], []
+
+  def collect_captions(batch):
+    for index, row in zip(batch["index"], batch["captions"]):
+      texts = [c.decode() for c in row if c]
+      captions.extend(texts)
+      owners.extend([index] * len(texts))
+
+  image_emb, image_index, _ = evals.encode_images(variables, data.dataset, keys=("captions",),
+                                                  on_batch=collect_captions)
+  tokens = evals.tokenizer.tokenize_numpy(captions) if captions else np.zeros(
+      (0, evals.config.model.text.context_length), np.int32)
+  text_emb, text_owner, _ = evals.encoder.encode_tokens(variables, tokens, np.asarray(owners, np.int64),
+                                                       split_over_processes=False)
+  text_to_image = np.searchsorted(image_index, text_owner)
+  return {"dataset": data.name, "split": sources.split_of(data.name), "num_examples": len(image_index),
+          "num_captions": len(text_owner), "metrics": recall_at_k(image_emb, text_emb, text_to_image)}

@@ -2,7 +2,13 @@
 
 from typing import Callable, Sequence
 
+import jax
+import ml_collections
 import numpy as np
+
+from declip_jax import templates
+from declip_jax.data import sources
+from declip_jax.evaluation import datasets
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -69,3 +75,26 @@ def metrics_from_scores(scores: np.ndarray, labels: np.ndarray, top_k: Sequence[
   present = np.unique(labels)
   out["zero_shot_mean_per_class_recall"] = float(np.mean([np.mean(ranks[labels == c] == 0) for c in present]))
   return out
+
+
+def run(evals, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
+  """The `zero_shot` evaluator (`evaluations.EVALUATORS`): runs evals.<name>, whose settings are `spec`, on the
+  model's `variables` through `evals` (an `evaluations.Evaluations`: the config, the tokenizer and the mesh-sharded
+  encoders); returns the result's fields (dataset, split, num_examples, metrics, ...)."""
+  data = datasets.labelled_images(spec, evals.config, name, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  prompts = templates.get(spec.templates)
+  if spec.token_wise:  # FILIP's token-wise classifier (official).
+    classifier = token_wise_classifier(lambda texts: evals.encode_texts(variables, texts, "text_tokens"),
+                                                 data.class_names, prompts)
+    scores, _, labels = evals.encode_images(variables, data.dataset, "image_token_scores", extra="label",
+                                            context=(classifier,))
+    metrics = metrics_from_scores(scores, labels)
+  else:
+    weights = classifier_weights(lambda texts: evals.encode_texts(variables, texts), data.class_names,
+                                           prompts)
+    image_emb, _, labels = evals.encode_images(variables, data.dataset, extra="label")
+    metrics = classification_metrics(image_emb, weights, labels)
+  return {"dataset": data.name, "split": sources.split_of(data.name), "template_set": spec.templates,
+          **({"token_wise": True} if spec.token_wise else {}), "num_classes": len(data.class_names),
+          "num_examples": len(labels), "metrics": metrics}

@@ -16,8 +16,9 @@
 Import covers the image and text towers (a ResNet's BatchNorm statistics too) and the logit scale; from
 open_clip weights the heads DeCLIP adds (SimSiam, MLM) start from their initialisation, from the authors'
 checkpoints (`--format=declip_official`, interop/official_weights.py) the methods' heads are imported too. The NN
-queue always starts from its initialisation (the official checkpoints do not hold it). Export of a model trained with the `declip` token layout moves the
-SOT/EOT rows to OpenAI's ids (drops [MASK]), so that open_clip's stock tokenizer feeds it.
+queue always starts from its initialisation (the official checkpoints do not hold it). Export of a model trained
+with the `declip` token layout moves the SOT/EOT rows to OpenAI's ids (drops [MASK]), so that open_clip's stock
+tokenizer feeds it.
 """
 
 import sys
@@ -30,10 +31,9 @@ def import_weights(config, weights_path: str, workdir: str, weights_format: str 
   """Writes a step-0 checkpoint of `config` in `workdir` whose towers (and, from the authors' checkpoints, heads)
   hold the weights; returns how many arrays were imported (all of them but those the official model never uses,
   which are logged; otherwise WeightMismatchError)."""
-  from declip_jax import train  # pylint: disable=g-import-not-at-top
-  from declip_jax.training import state as state_lib
+  from declip_jax.training import state as state_lib, train_setup  # pylint: disable=g-import-not-at-top
   from declip_jax.interop import official_weights, open_clip_weights  # pylint: disable=g-import-not-at-top
-  setup = train.Setup(config)
+  setup = train_setup.Setup(config)
   state = setup.init_state()
   variables = state_lib.model_variables(state)
   if weights_format == "declip_jax":

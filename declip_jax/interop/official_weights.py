@@ -9,7 +9,7 @@ OpenAI's (`visual.*`; RN50 adds an unused `visual.fc`); the text tower sits unde
 
 | official | declip_jax |
 |---|---|
-| `projector.linear{1,2,3}` + `bn{1,2,3}`, `predictor.linear1` + `bn1`, `predictor.layer2` (DeCLIP, DeFILIP) | `simsiam` |
+| `projector.linear{1,2,3}`, `bn{1,2,3}`, `predictor.linear1`, `bn1`, `predictor.layer2` (DeCLIP, DeFILIP) | `simsiam` |
 | `text_label_predictor` (MLM head; FILIP has one that no loss reads) | `mlm_head` |
 | `predictor_sim.linear{1,2,3}` + `bn{1,2}` (SLIP; its `bn3` is built but never applied) | `simclr` |
 | `image_mapping`, `text_mapping`, `logit_scale_dense` (FILIP, DeFILIP) | `filip_*` |

@@ -87,7 +87,8 @@ class DeCLIP(nn.Module):
 
   def _per_view(self, fn, first: jax.Array, second: jax.Array):
     """fn on two views: one call on both (rows interleaved) when batch_views and the tower has no BatchNorm,
-    else one call each (each view gets its own BatchNorm statistics and running-statistics update, docs/design.md §2)."""
+    else one call each (each view gets its own BatchNorm statistics and running-statistics update,
+    docs/design.md §2)."""
     if self.batch_views and not self._resnet():
       return _two_views(fn, first, second)
     return fn(first), fn(second)

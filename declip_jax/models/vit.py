@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from declip_jax.models import layers
+from declip_jax.models.patches import kept_patches
 
 
 class VisionTransformer(nn.Module):
@@ -64,8 +65,3 @@ class VisionTransformer(nn.Module):
       proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.embed_dim))
       x = jnp.dot(x, proj.astype(x.dtype))
     return (x, patch_tokens) if tokens else x
-
-
-def kept_patches(patches: int, mask_ratio: float) -> int:
-  """How many of `patches` patch tokens an image keeps at `mask_ratio` (at least one)."""
-  return max(1, round(patches * (1.0 - mask_ratio)))

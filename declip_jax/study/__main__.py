@@ -1,6 +1,6 @@
-"""`python -m declip_jax.study`: see declip_jax/study/runner.py."""
+"""`python -m declip_jax.study`: see declip_jax/study/run_grid.py."""
 
-from declip_jax.study import runner
+from declip_jax.study import run_grid
 
 if __name__ == "__main__":
-  runner.run()
+  run_grid.run()

@@ -6,8 +6,8 @@ import csv
 import ml_collections
 from etils import epath
 
-from declip_jax.study import grid, records as records_lib
-from declip_jax.study.records import Records
+from declip_jax.study import grid, run_records
+from declip_jax.study.run_records import Records
 
 
 def collect(study: ml_collections.ConfigDict, recorded: dict[str, dict], path: epath.Path) -> list[dict]:
@@ -126,7 +126,7 @@ def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
 def write_results(records: Records, workdir: epath.Path, record_workdirs: bool = False) -> list[dict]:
   """Rebuilds the study's results.csv, results.md and results.png from its records (first recording complete
   workdirs without one when `record_workdirs`, as `plan`); returns the CSV's rows."""
-  recorded, _ = records_lib.plan(records, workdir, say=lambda _: None, record_workdirs=record_workdirs)
+  recorded, _ = run_records.plan(records, workdir, say=lambda _: None, record_workdirs=record_workdirs)
   rows = collect(records.study, recorded, records.folder / "results.csv")
   panels = dict(grid.pairs(records.study.plot))
   if rows:

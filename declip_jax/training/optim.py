@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-# Official exclusions, by parameter name (docs/design.md §8): norm scales and biases, dense/conv biases, the logit scale
-# (and SigLIP's logit bias, a scalar like it).
+# Official exclusions, by parameter name (docs/design.md §8): norm scales and biases, dense/conv biases, the logit
+# scale (and SigLIP's logit bias, a scalar like it).
 # The attention input-projection bias (`in_proj_bias`), class/positional/token embeddings and the ViT `proj`
 # do not match and so ARE decayed.
 NO_WEIGHT_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"^logit_scale$", r"^logit_scale_dense$", r"^logit_bias$")

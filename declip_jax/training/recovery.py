@@ -1,4 +1,5 @@
-"""Training health: non-finite streaks and loss spikes, detected in the train step (docs/design.md §8, official recovery).
+"""Training health: non-finite streaks and loss spikes, detected in the train step (docs/design.md §8, the
+official recovery).
 
 The train step keeps a `Health` record in the TrainState and reports a rollback cause; the loop
 (`declip_jax.train`) then restores a checkpoint at least `train.recovery.min_steps_back` steps old and multiplies

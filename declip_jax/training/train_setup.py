@@ -28,7 +28,7 @@ class Setup:
                compile_only: bool = False):
     """compile_only: the programs are compiled, never run (AOT memory checks on fake or topology devices)."""
     self.mesh = parallel.make_mesh(config.mesh.shape, devices)
-    config_lib.validate(config, parallel.num_batch_shards(self.mesh))
+    config_lib.validate_training(config, parallel.num_batch_shards(self.mesh))
     self.token_ids = self._token_ids(config)
     if self.token_ids.vocab_size > config.model.text.vocab_size:
       raise config_lib.ConfigError(
@@ -47,7 +47,8 @@ class Setup:
                                        abstract, self.shardings)
 
   def _token_ids(self, config: ml_collections.ConfigDict) -> token_ids_lib.TokenIds:
-    """The ids of the config's tokenizer, without building it (`train.Setup` builds it and takes its ids)."""
+    """The ids of the config's tokenizer, without building it (the input pipeline builds it:
+    `declip_jax.data.tokenizers.build`; both take their ids from `token_ids`)."""
     return token_ids_lib.from_config(config)
 
   def init_state(self) -> state_lib.TrainState:

@@ -60,98 +60,119 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   Metrics: `loss`, `loss_<term>` for every enabled term, `logit_scale` (the capped scale used), `grad_norm`,
   `learning_rate`, `nn_similarity` (mean cosine of a text to its queue neighbour; NNS only), `filip_logit_scale`
   (FILIP's token-wise scale), `logit_bias` (SigLIP's b; loss.contrastive "sigmoid"), `update_skipped`,
-  `recent_loss_mean`, `image_mask_ratio` (ViT: the share of patches this step drops), the collapse gauges `image_embedding_std`, `text_embedding_std` and (ISS only)
-  `iss_projection_std` / `simclr_projection_std` (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
+  `recent_loss_mean`, `image_mask_ratio` (ViT: the share of patches this step drops), the collapse gauges
+  `image_embedding_std`, `text_embedding_std` and (ISS only) `iss_projection_std` / `simclr_projection_std`
+  (`spread`), and `rollback_cause` (a `recovery` code, read by the loop; not averaged in logs).
   """
-  weights = config.loss.weights
-  schedule = optim.learning_rate_schedule(config.optim)
-  cap = config.model.logit_scale.cap
-  accum_steps = config.train.accum_steps
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
     params = optim.clamp_logit_scale(state.params, config)
     batch = {**batch, **patch_noise(config, batch, state.rng, state.step)}
-
-    def loss_of_outputs(params, outputs):
-      """The weighted loss of the model's outputs on `batch`, and what the update and the metrics read."""
-      scale = contrastive.capped_logit_scale(params["logit_scale"], cap)
-      images, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
-      aux = {"texts": [jax.lax.stop_gradient(t) for t in texts], "scale": scale,
-             "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
-      if weights.iss > 0:
-        aux["spread"]["iss_projection_std"] = spread(outputs["z1"])
-      if weights.simclr > 0:
-        aux["spread"]["simclr_projection_std"] = spread(outputs["s1"])
-      nn_texts = None
-      if weights.nns > 0:
-        found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size, mesh)
-                 for t in texts]
-        nn_texts = [n for n, _ in found]
-        aux["nn_similarity"] = jnp.mean(jnp.stack([s for _, s in found]))
-
-      def mlm_head(token_states):
-        return model.apply({"params": params}, token_states, method="mlm_logits")
-
-      filip_scale = jnp.exp(params["logit_scale_dense"]) if "logit_scale_dense" in params else None
-      terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh, mlm_head,
-                                     filip_scale, params.get("logit_bias"))
-      if "logit_bias" in params:
-        aux["logit_bias"] = params["logit_bias"]
-      if filip_scale is not None:
-        aux["filip_logit_scale"] = filip_scale
-      aux["terms"] = terms
-      return declip_loss.weighted_total(terms, config), aux
-
-    variables = {"params": params, "batch_stats": state.batch_stats}
-    if accum_steps == 1:
-      def loss_fn(params):
-        outputs, mutated = model.apply({**variables, "params": params}, batch, train=True, mutable=["batch_stats"])
-        loss, aux = loss_of_outputs(params, outputs)
-        return loss, {**aux, "batch_stats": mutated.get("batch_stats", {})}
-
-      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    else:
-      def loss_stage(params, features):
-        outputs, mutated = model.apply({**variables, "params": params}, features, batch, train=True,
-                                       method="heads", mutable=["batch_stats"])
-        loss, aux = loss_of_outputs(params, outputs)
-        return loss, {**aux, "batch_stats": mutated.get("batch_stats", {})}
-
-      loss, aux, grads = accumulation.value_and_grad(model, params, state.batch_stats, batch, loss_stage,
-                                                     accum_steps, mesh)
-    grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, params)
-    updates = jax.tree.map(lambda u: state.health.lr_scale * u, updates)
-    new_params = optim.clamp_logit_scale(optax.apply_updates(params, updates), config)
-    queue, ptr = state.nn_queue, state.nn_queue_ptr
-    if weights.nns > 0:
-      queue, ptr = nn_queue.enqueue(queue, ptr, aux["texts"][::-1])  # text_eda first, then text (official).
-
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    health, rollback_cause = recovery.observe(state.health, loss, finite, config.train.recovery)
-
-    def keep_if_finite(new, old):
-      return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep_if_finite(new_params, state.params),
-        batch_stats=keep_if_finite(aux["batch_stats"], state.batch_stats),
-        opt_state=keep_if_finite(opt_state, state.opt_state),
-        nn_queue=keep_if_finite(queue, state.nn_queue),
-        nn_queue_ptr=keep_if_finite(ptr, state.nn_queue_ptr),
-        health=health)
-    metrics = {"loss": loss, "logit_scale": aux["scale"], "grad_norm": grad_norm,
-               "learning_rate": state.health.lr_scale * schedule(state.step - state.health.nonfinite_steps),
-               "update_skipped": (~finite).astype(jnp.float32),
-               "recent_loss_mean": recovery.window_mean(state.health), "rollback_cause": rollback_cause}
-    metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
-    for name in ("nn_similarity", "filip_logit_scale", "logit_bias"):
-      if name in aux:
-        metrics[name] = aux[name]
-    metrics.update(aux["spread"])
-    if config.model.image.arch == "vit":
-      metrics["image_mask_ratio"] = jnp.float32(config.model.image.mask_ratio)
-    return new_state, metrics
+    loss, aux, grads = _loss_and_grads(config, model, mesh, state, params, batch)
+    new_state, grad_norm, finite, rollback_cause = _update(config, tx, state, params, grads, loss, aux)
+    return new_state, _metrics(config, state, loss, aux, grad_norm, finite, rollback_cause)
 
   return train_step
+
+
+def _loss_and_grads(config: ml_collections.ConfigDict, model, mesh: Optional[Mesh], state: TrainState, params,
+                    batch: dict[str, jax.Array]) -> tuple[jax.Array, dict, dict]:
+  """The weighted loss, its auxiliaries (`_loss_of_outputs`'s, with every module's updated BatchNorm statistics)
+  and the parameter gradient: the whole model in one pass, or with train.accum_steps > 1 the towers one
+  micro-batch at a time and the loss stage (heads and terms) once on their features (`accumulation`)."""
+  variables = {"params": params, "batch_stats": state.batch_stats}
+
+  def loss_stage(params, *features):
+    """The loss of the model on `batch`; given the towers' features, of the heads on them."""
+    outputs, mutated = model.apply({**variables, "params": params}, *features, batch, train=True,
+                                   method="heads" if features else None, mutable=["batch_stats"])
+    loss, aux = _loss_of_outputs(config, model, mesh, state, params, batch, outputs)
+    return loss, {**aux, "batch_stats": mutated.get("batch_stats", {})}
+
+  if config.train.accum_steps == 1:
+    (loss, aux), grads = jax.value_and_grad(loss_stage, has_aux=True)(params)
+    return loss, aux, grads
+  return accumulation.value_and_grad(model, params, state.batch_stats, batch, loss_stage, config.train.accum_steps,
+                                     mesh)
+
+
+def _loss_of_outputs(config: ml_collections.ConfigDict, model, mesh: Optional[Mesh], state: TrainState, params,
+                     batch: dict[str, jax.Array], outputs: dict) -> tuple[jax.Array, dict]:
+  """The weighted loss of the model's outputs on `batch`, and what the update and the metrics read: the text
+  embeddings to enqueue, the capped logit scale, the terms, the collapse gauges, and the NN similarity, FILIP
+  scale and SigLIP bias where those exist."""
+  weights = config.loss.weights
+  scale = contrastive.capped_logit_scale(params["logit_scale"], config.model.logit_scale.cap)
+  images, texts = declip_loss.normalized_views(outputs, config.loss.text_norm_eps)
+  aux = {"texts": [jax.lax.stop_gradient(t) for t in texts], "scale": scale,
+         "spread": {"image_embedding_std": spread(images[0]), "text_embedding_std": spread(texts[0])}}
+  if weights.iss > 0:
+    aux["spread"]["iss_projection_std"] = spread(outputs["z1"])
+  if weights.simclr > 0:
+    aux["spread"]["simclr_projection_std"] = spread(outputs["s1"])
+  nn_texts = None
+  if weights.nns > 0:  # Each text view's nearest neighbour in the queue as it was before this step.
+    found = [nn_queue.lookup(state.nn_queue, t, config.nns.search, config.nns.chunk_size, mesh) for t in texts]
+    nn_texts = [n for n, _ in found]
+    aux["nn_similarity"] = jnp.mean(jnp.stack([s for _, s in found]))
+
+  def mlm_head(token_states):
+    return model.apply({"params": params}, token_states, method="mlm_logits")
+
+  filip_scale = jnp.exp(params["logit_scale_dense"]) if "logit_scale_dense" in params else None
+  terms = declip_loss.loss_terms(outputs, batch.get("mlm_labels"), nn_texts, scale, config, mesh, mlm_head,
+                                 filip_scale, params.get("logit_bias"))
+  if "logit_bias" in params:
+    aux["logit_bias"] = params["logit_bias"]
+  if filip_scale is not None:
+    aux["filip_logit_scale"] = filip_scale
+  aux["terms"] = terms
+  return declip_loss.weighted_total(terms, config), aux
+
+
+def _update(config: ml_collections.ConfigDict, tx: optax.GradientTransformation, state: TrainState, params,
+            grads, loss: jax.Array, aux: dict) -> tuple[TrainState, jax.Array, jax.Array, jax.Array]:
+  """The next state: AdamW's update scaled by `health.lr_scale`, the logit scale clamped again, text_eda then
+  text_mlm enqueued, the loss recorded in `health`; where the loss or the gradient norm is not finite, nothing
+  but `step` and the `health` counters changes. Returns (state, gradient norm, finite, rollback cause)."""
+  grad_norm = optax.global_norm(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, params)
+  updates = jax.tree.map(lambda u: state.health.lr_scale * u, updates)
+  new_params = optim.clamp_logit_scale(optax.apply_updates(params, updates), config)
+  queue, ptr = state.nn_queue, state.nn_queue_ptr
+  if config.loss.weights.nns > 0:
+    queue, ptr = nn_queue.enqueue(queue, ptr, aux["texts"][::-1])  # text_eda first, then text (official).
+
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  health, rollback_cause = recovery.observe(state.health, loss, finite, config.train.recovery)
+
+  def keep_if_finite(new, old):
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep_if_finite(new_params, state.params),
+      batch_stats=keep_if_finite(aux["batch_stats"], state.batch_stats),
+      opt_state=keep_if_finite(opt_state, state.opt_state),
+      nn_queue=keep_if_finite(queue, state.nn_queue),
+      nn_queue_ptr=keep_if_finite(ptr, state.nn_queue_ptr),
+      health=health)
+  return new_state, grad_norm, finite, rollback_cause
+
+
+def _metrics(config: ml_collections.ConfigDict, state: TrainState, loss: jax.Array, aux: dict,
+             grad_norm: jax.Array, finite: jax.Array, rollback_cause: jax.Array) -> dict[str, jax.Array]:
+  """The step's metrics (`make_train_step` lists them), from the state before the step."""
+  schedule = optim.learning_rate_schedule(config.optim)
+  metrics = {"loss": loss, "logit_scale": aux["scale"], "grad_norm": grad_norm,
+             "learning_rate": state.health.lr_scale * schedule(state.step - state.health.nonfinite_steps),
+             "update_skipped": (~finite).astype(jnp.float32),
+             "recent_loss_mean": recovery.window_mean(state.health), "rollback_cause": rollback_cause}
+  metrics.update({f"loss_{name}": value for name, value in aux["terms"].items()})
+  for name in ("nn_similarity", "filip_logit_scale", "logit_bias"):
+    if name in aux:
+      metrics[name] = aux[name]
+  metrics.update(aux["spread"])
+  if config.model.image.arch == "vit":
+    metrics["image_mask_ratio"] = jnp.float32(config.model.image.mask_ratio)
+  return metrics

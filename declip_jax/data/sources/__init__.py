@@ -1,9 +1,10 @@
-"""The data sources by kind, and everything the pipeline, the evaluations and the config ask of them (docs/design.md §15).
+"""The data sources by kind, and everything the pipeline, the evaluations and the config ask of them
+(docs/design.md §15).
 
 A new kind of data is one module in this package (a `base.Source` subclass: its config keys, validation,
 training stream, held-out split, evaluation data and start checks) and one line in SOURCES; nothing outside
 `declip_jax/data/` switches on a kind. `data.source` names one kind, or "mixture": weighted entries of streamed
-kinds in `data.mixture` (data/mixture.py interleaves them). Imports no TensorFlow (config.py uses it).
+kinds in `data.mixture` (data/mixture.py interleaves them). Imports no TensorFlow (the config's data section uses it).
 """
 
 import dataclasses

@@ -5,7 +5,7 @@ A source module in this package declares, in one place, everything about its kin
 (`data.<kind>`) and their validation, how it is read for training (a checkpointable stream of records and their
 parser, or examples drawn by position), its held-out split for retrieval, how it gives labelled and captioned
 images to evaluations, and the start-up checks of its files and features. Source modules import no TensorFlow
-when imported (config.py reads their keys): their reading code imports it when it runs.
+when imported (the config's data section reads their keys): their reading code imports it when it runs.
 """
 
 import dataclasses
@@ -20,12 +20,12 @@ Require = Callable[[bool, str], None]  # config._require: raises ConfigError wit
 
 @dataclasses.dataclass(frozen=True)
 class Stream:
-  """A source's training records, for `records.examples`.
+  """A source's training records, for `record_stream.examples`.
 
   Attributes:
-    files: what `records.file_order` orders per epoch and splits between processes (file names, or any
+    files: what `record_stream.file_order` orders per epoch and splits between processes (file names, or any
       names `read_file` understands).
-    parse: (record index, record) -> (image bytes, caption bytes[, {flag: bool}]) (see records.examples).
+    parse: (record index, record) -> (image bytes, caption bytes[, {flag: bool}]) (see record_stream.examples).
     read: `cycle_length` (files read in turn) and, for TFRecord files, `read_buffer_bytes`.
     read_file: name -> dataset of its records; None: the names are TFRecord files.
   """

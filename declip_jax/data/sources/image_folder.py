@@ -25,9 +25,9 @@ from etils import epy
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
 
-with epy.lazy_imports():  # Imported when first used: config.py reads the keys without TensorFlow.
+with epy.lazy_imports():  # Imported when first used: the config reads the keys without TensorFlow.
   import tensorflow as tf
-  from declip_jax.data import records, write_tfrecords
+  from declip_jax.data import record_stream, write_tfrecords
 
 
 def _rows(path: str, image_column: str, value_column: str, key: str) -> list[tuple[str, str]]:
@@ -129,7 +129,7 @@ class ImageFolder(base.Source):
       raise DataSourceError(f"{key}.label_key {label_key!r}: the column of {location} must hold integer labels "
                             f"({e}).") from e
     return base.EvalRecords(tf.data.Dataset.from_tensor_slices((paths, labels)), lambda e: {
-        "image": records.decode_image(tf.io.read_file(e[0])), "label": tf.cast(e[1], tf.int32)})
+        "image": record_stream.decode_image(tf.io.read_file(e[0])), "label": tf.cast(e[1], tf.int32)})
 
   def captioned_images(self, location, spec, config, key, heldout=None):
     f = config.data.image_folder
@@ -139,7 +139,7 @@ class ImageFolder(base.Source):
       image_column, caption_column = spec.image_key or f.image_column, spec.caption_key or f.caption_column
     paths, captions = _present_rows(location, image_column, caption_column, f"{key}.dataset")
     return base.EvalRecords(tf.data.Dataset.from_tensor_slices((paths, captions)), lambda e: {
-        "image": records.decode_image(tf.io.read_file(e[0])), "captions": tf.reshape(e[1], [1])})
+        "image": record_stream.decode_image(tf.io.read_file(e[0])), "captions": tf.reshape(e[1], [1])})
 
 
 def _check_usable(location: str, paths: list[str], present: list[bool], captions: list[str], data,
@@ -147,7 +147,7 @@ def _check_usable(location: str, paths: list[str], present: list[bool], captions
   """Raises DataSourceError when none of the first `max_rows` rows has an existing, decodable image and a
   non-empty caption."""
   for path, ok, caption in list(zip(paths, present, captions))[:max_rows]:
-    if ok and records.is_usable(tf.io.gfile.GFile(path, "rb").read(), caption.encode(), data):
+    if ok and record_stream.is_usable(tf.io.gfile.GFile(path, "rb").read(), caption.encode(), data):
       return
   found = sum(present[:max_rows])
   raise DataSourceError(f"data.image_folder.captions: none of the first {min(max_rows, len(paths))} rows of "

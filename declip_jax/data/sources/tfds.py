@@ -1,6 +1,6 @@
 """Any prepared TFDS dataset: image-caption datasets (e.g. `coco_captions`) for training and retrieval, read as a
 stream of serialized records with the same file order, windowed shuffle, bad-record handling and resumable
-positions as TFRecord shards (data/records.py), and classification datasets for evaluations.
+positions as TFRecord shards (data/record_stream.py), and classification datasets for evaluations.
 
 The dataset must be prepared in `data.tfds.data_dir` (`tfds build` or `builder.download_and_prepare()`) in
 TFDS's tfrecord file format. Features are named by paths: `data.tfds.image_key` ("image"),
@@ -16,7 +16,7 @@ from etils import epy
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
 
-with epy.lazy_imports():  # Imported when first used: config.py reads the keys without TensorFlow.
+with epy.lazy_imports():  # Imported when first used: the config reads the keys without TensorFlow.
   import tensorflow as tf
   import tensorflow_datasets as tfds
 

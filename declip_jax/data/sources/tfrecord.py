@@ -1,5 +1,5 @@
 """TFRecord shards of tf.train.Examples (img2dataset's `--output_format tfrecord`), the recipe's data: the source,
-its record parser, and the start checks of its features. The reading itself is `data/records.py`'s."""
+its record parser, and the start checks of its features. The reading itself is `data/record_stream.py`'s."""
 
 from typing import Optional, Sequence
 
@@ -9,9 +9,9 @@ from etils import epy
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
 
-with epy.lazy_imports():  # Imported when first used: config.py reads the keys without TensorFlow.
+with epy.lazy_imports():  # Imported when first used: the config reads the keys without TensorFlow.
   import tensorflow as tf
-  from declip_jax.data import records
+  from declip_jax.data import record_stream
 
 
 class TFRecord(base.Source):
@@ -38,7 +38,7 @@ class TFRecord(base.Source):
     return data.tfrecord.files
 
   def stream(self, location, data, seed):
-    files = records.list_files(location)
+    files = record_stream.list_files(location)
     check_usable(files, data.tfrecord, data)
     return base.Stream(files, example_parser(data.tfrecord), data.tfrecord)
 
@@ -55,9 +55,9 @@ class TFRecord(base.Source):
 
     def decode(record):
       e = tf.io.parse_single_example(record, features)
-      return {"image": records.decode_image(e[image_key]), "label": tf.cast(e[label_key], tf.int32)}
+      return {"image": record_stream.decode_image(e[image_key]), "label": tf.cast(e[label_key], tf.int32)}
 
-    return base.EvalRecords(tf.data.TFRecordDataset(records.list_files(location)), decode)
+    return base.EvalRecords(tf.data.TFRecordDataset(record_stream.list_files(location)), decode)
 
   def captioned_images(self, location, spec, config, key, heldout=None):
     if heldout:
@@ -68,9 +68,9 @@ class TFRecord(base.Source):
 
     def decode(record):
       e = tf.io.parse_single_example(record, features)
-      return {"image": records.decode_image(e[image_key]), "captions": tf.sparse.to_dense(e[caption_key])}
+      return {"image": record_stream.decode_image(e[image_key]), "captions": tf.sparse.to_dense(e[caption_key])}
 
-    return base.EvalRecords(tf.data.TFRecordDataset(records.list_files(location)), decode)
+    return base.EvalRecords(tf.data.TFRecordDataset(record_stream.list_files(location)), decode)
 
   def check_evaluation(self, location, spec, config, key, heldout=None):
     if heldout:
@@ -100,7 +100,7 @@ def example_parser(cfg: ml_collections.ConfigDict):
 def check_first_record(location: str, features: dict[str, str], key: str) -> None:
   """The first record of tf.train.Example shards has the named features ({config key: feature name}), else one
   DataSourceError line naming the key."""
-  files = records.list_files(location, key)
+  files = record_stream.list_files(location, key)
   try:
     first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None)
   except tf.errors.OpError as e:
@@ -133,11 +133,11 @@ def check_usable(files: Sequence[str], cfg: ml_collections.ConfigDict, data: ml_
       feature = example.features.feature
       image = feature[cfg.image_key].bytes_list.value if cfg.image_key in feature else []
       caption = feature[cfg.caption_key].bytes_list.value if cfg.caption_key in feature else []
-      if image and caption and records.is_usable(image[0], caption[0], data):
+      if image and caption and record_stream.is_usable(image[0], caption[0], data):
         return
     if seen >= max_records:
       break
-  where = records.describe_files(files)
+  where = record_stream.describe_files(files)
   if not seen:
     raise DataSourceError(f"data.tfrecord.files: {where} hold no records.")
   raise DataSourceError(

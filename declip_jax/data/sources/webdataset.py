@@ -1,6 +1,6 @@
-"""webdataset tar shards as they are (the source, and its reader): the `.tar` files img2dataset writes with `--output_format webdataset` (and
-LAION, DataComp, CC12M come in): members `KEY.jpg` / `.jpeg` / `.png` / `.webp` (the image), `KEY.txt` (the
-caption), `KEY.json` and others (ignored), the members of one sample consecutive.
+"""webdataset tar shards as they are (the source, and its reader): the `.tar` files img2dataset writes with
+`--output_format webdataset` (and LAION, DataComp, CC12M come in): members `KEY.jpg` / `.jpeg` / `.png` / `.webp`
+(the image), `KEY.txt` (the caption), `KEY.json` and others (ignored), the members of one sample consecutive.
 
 Read in TF ops, no Python per sample: a shard is read whole (`tf.io.read_file`, local or gs://), its 512-byte
 headers walked in a `tf.while_loop` (ustar names with their prefix, GNU long names and pax `path` records,
@@ -25,9 +25,9 @@ from etils import epy
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
 
-with epy.lazy_imports():  # Imported when first used: config.py reads the keys without TensorFlow.
+with epy.lazy_imports():  # Imported when first used: the config reads the keys without TensorFlow.
   import tensorflow as tf
-  from declip_jax.data import records
+  from declip_jax.data import record_stream
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSION = "txt"
@@ -152,9 +152,9 @@ def read_shard(path: tf.Tensor) -> tf.data.Dataset:
 
 
 def parse(record_index: tf.Tensor, sample: dict[str, tf.Tensor]):
-  """records.examples' parse for `read_shard`'s elements: (image bytes, caption bytes, flags)."""
+  """record_stream.examples' parse for `read_shard`'s elements: (image bytes, caption bytes, flags)."""
   del record_index
-  return sample["image"], sample["caption"], {k: sample[k] for k in records.SOURCE_FLAGS}
+  return sample["image"], sample["caption"], {k: sample[k] for k in record_stream.SOURCE_FLAGS}
 
 
 def check_usable(files: Sequence[str], data: ml_collections.ConfigDict, max_samples: int = 1000) -> None:
@@ -172,11 +172,11 @@ def check_usable(files: Sequence[str], data: ml_collections.ConfigDict, max_samp
         continue
       seen += 1
       if (not sample["missing_image"] and not sample["missing_caption"]
-          and records.is_usable(sample["image"], sample["caption"], data)):
+          and record_stream.is_usable(sample["image"], sample["caption"], data)):
         return
     if seen >= max_samples:
       break
-  where = records.describe_files(files)
+  where = record_stream.describe_files(files)
   if not seen:
     raise DataSourceError(f"data.webdataset.files: {where} hold no samples (are they tar files?).")
   extensions = {name.decode(errors="replace").rsplit("/", 1)[-1].partition(".")[2].lower()
@@ -189,7 +189,7 @@ def check_usable(files: Sequence[str], data: ml_collections.ConfigDict, max_samp
 
 def _samples(location: str, key: str, member: str):
   """The samples of the shards, in file order, that have an image and the `member` ("caption" / "label")."""
-  files = records.list_files(location, key)
+  files = record_stream.list_files(location, key)
   ds = tf.data.Dataset.from_tensor_slices(files).interleave(read_shard, cycle_length=1)
   return ds.filter(lambda e: ~e["end_of_shard"] & ~e["missing_image"] & ~e[f"missing_{member}"])
 
@@ -216,7 +216,7 @@ class Webdataset(base.Source):
     return data.webdataset.files
 
   def stream(self, location, data, seed):
-    files = records.list_files(location, "data.webdataset.files")
+    files = record_stream.list_files(location, "data.webdataset.files")
     check_usable(files, data)
     return base.Stream(files, parse, data.webdataset, read_shard)
 
@@ -226,9 +226,9 @@ class Webdataset(base.Source):
 
   def labelled_images(self, location, spec, config, key):
     return base.EvalRecords(_samples(location, f"{key}.dataset", "label"), lambda e: {
-        "image": records.decode_image(e["image"]),
+        "image": record_stream.decode_image(e["image"]),
         "label": tf.strings.to_number(tf.strings.strip(e["label"]), tf.int32)})
 
   def captioned_images(self, location, spec, config, key, heldout=None):
     return base.EvalRecords(_samples(location, f"{key}.dataset", "caption"), lambda e: {
-        "image": records.decode_image(e["image"]), "captions": e["caption"]})
+        "image": record_stream.decode_image(e["image"]), "captions": e["caption"]})

@@ -1,4 +1,4 @@
-"""In-graph tokenizers (tensorflow_text).
+"""The demos' word tokenizer, in-graph (tensorflow_text).
 
 `WordTokenizer`: lower-cased words looked up in a vocabulary file/list. Id layout: 0 [PAD], 1 [UNK], the words,
 then [MASK], [SOT], [EOT] (the order of the official `declip` layout's special ids). Every sequence is
@@ -11,15 +11,7 @@ import tensorflow_text as tf_text
 from etils import epath
 
 from declip_jax import token_ids
-
-
-def frame(ids: tf.RaggedTensor, sot_id: int, eot_id: int, pad_id: int, length: int) -> tf.Tensor:
-  """Ragged [N, (tokens)] -> [N, length] int32: [SOT] tokens [EOT] [PAD]..., tokens cut so SOT and EOT survive."""
-  ids = tf.cast(ids[:, : length - 2], tf.int32)
-  n = ids.nrows()
-  ids = tf.concat([tf.fill([n, 1], sot_id), ids, tf.fill([n, 1], eot_id)], axis=1)
-  ids, _ = tf_text.pad_model_inputs(ids, max_seq_length=length, pad_value=pad_id)
-  return tf.cast(ids, tf.int32)
+from declip_jax.data.tokenizers.framing import frame
 
 
 class WordTokenizer(token_ids.WithTokenIds):

@@ -1,7 +1,7 @@
 """SentencePiece tokenization in-graph (tensorflow_text), with the special ids DeCLIP needs.
 
 Ids: the model's own pieces, then whatever of [PAD], [MASK], [SOT], [EOT] the model does not define (a model from
-`python -m declip_jax.data.train_sentencepiece` defines them all: pad 0, unk 1, SOT = bos 2, EOT = eos 3,
+`python -m declip_jax.data.tokenizers.train_sentencepiece` defines them all: pad 0, unk 1, SOT = bos 2, EOT = eos 3,
 [MASK] = "<mask>" 4). Sequences are [SOT] pieces [EOT] [PAD]..., truncated so SOT and EOT survive.
 """
 
@@ -14,13 +14,13 @@ import tensorflow_text as tf_text
 from etils import epath
 
 from declip_jax import token_ids
-from declip_jax.data import tokenizers
+from declip_jax.data.tokenizers.framing import frame
 
 MASK_PIECE = token_ids.SENTENCEPIECE_MASK_PIECE
 
 
 class SentencePieceTokenizer(token_ids.WithTokenIds):
-  """Same interface as `tokenizers.WordTokenizer`."""
+  """Same interface as `word.WordTokenizer`."""
 
   def __init__(self, model_proto: bytes, context_length: int):
     processor = spm.SentencePieceProcessor(model_proto=model_proto)
@@ -37,7 +37,7 @@ class SentencePieceTokenizer(token_ids.WithTokenIds):
     """texts: [N] or scalar string -> [N, L] or [L] int32."""
     texts = tf.convert_to_tensor(texts)
     scalar = texts.shape.rank == 0
-    ids = tokenizers.frame(self._tokenizer.tokenize(tf.reshape(texts, [-1])), self.sot_id, self.eot_id,
+    ids = frame(self._tokenizer.tokenize(tf.reshape(texts, [-1])), self.sot_id, self.eot_id,
                            self.pad_id, self.context_length)
     return ids[0] if scalar else ids
 

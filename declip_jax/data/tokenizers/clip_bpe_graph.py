@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from declip_jax.data import tokenizers
+from declip_jax.data.tokenizers.framing import frame
 
 PLAIN_CAPTION = r"[ -%'-~\t\n\r]*"  # Printable ASCII but "&", and tab/newline/CR.
 # CLIP's pattern (clip_bpe.PATTERN) on lower-cased plain captions: letters are [a-z], numbers [0-9].
@@ -112,7 +112,7 @@ def tokenize(texts: tf.Tensor, bpe: GraphBpe, python_tokenize: Callable[[np.ndar
   through `python_tokenize` ([n] bytes -> [n, L] int32) in a `tf.numpy_function`."""
   plain = tf.strings.regex_full_match(texts, PLAIN_CAPTION)
   plain_rows, other_rows = tf.where(plain)[:, 0], tf.where(~plain)[:, 0]
-  framed = tokenizers.frame(bpe.encode(tf.gather(texts, plain_rows)), sot_id, eot_id, pad_id, context_length)
+  framed = frame(bpe.encode(tf.gather(texts, plain_rows)), sot_id, eot_id, pad_id, context_length)
 
   def in_python():
     ids = tf.numpy_function(python_tokenize, [tf.gather(texts, other_rows)], tf.int32, stateful=False)

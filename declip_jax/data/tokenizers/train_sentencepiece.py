@@ -1,6 +1,6 @@
 """Trains a SentencePiece model on the captions of TFRecord shards, with DeCLIP's special pieces:
 
-  python -m declip_jax.data.train_sentencepiece --files='shards/*.tfrecord' --model_prefix=shards/sp \
+  python -m declip_jax.data.tokenizers.train_sentencepiece --files='shards/*.tfrecord' --model_prefix=shards/sp \
       --vocab_size=32000 [--max_captions=2000000] [--caption_key=txt]
 
 Writes `<model_prefix>.model` / `.vocab`; train with `--config.data.tokenizer=sentencepiece
@@ -15,7 +15,8 @@ import sentencepiece as spm
 import tensorflow as tf
 from absl import app, flags
 
-from declip_jax.data import records, sentencepiece_tokenizer
+from declip_jax.data import record_stream
+from declip_jax.data.tokenizers import sentencepiece_model
 
 _FILES = flags.DEFINE_string("files", None, "Glob(s) of TFRecord shards.")
 _MODEL_PREFIX = flags.DEFINE_string("model_prefix", None, "Output path without extension.")
@@ -28,7 +29,7 @@ _MODEL_TYPE = flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe"], "Se
 def captions(files: list[str], caption_key: str, limit: int):
   """Non-empty, cleaned captions of the shards, in file order."""
   features = {caption_key: tf.io.FixedLenFeature([], tf.string, default_value="")}
-  ds = tf.data.TFRecordDataset(files).map(lambda r: records.clean_caption(
+  ds = tf.data.TFRecordDataset(files).map(lambda r: record_stream.clean_caption(
       tf.io.parse_single_example(r, features)[caption_key], 1000)[0])
   for caption in ds.filter(lambda c: tf.strings.length(c) > 0).take(limit).as_numpy_iterator():
     yield caption.decode()
@@ -44,14 +45,14 @@ def train(files: list[str], model_prefix: str, vocab_size: int, max_captions: in
         f.write(caption.replace("\n", " ") + "\n")
     spm.SentencePieceTrainer.train(
         input=text, model_prefix=model_prefix, vocab_size=vocab_size, model_type=model_type, pad_id=0, unk_id=1,
-        bos_id=2, eos_id=3, user_defined_symbols=[sentencepiece_tokenizer.MASK_PIECE], character_coverage=1.0,
+        bos_id=2, eos_id=3, user_defined_symbols=[sentencepiece_model.MASK_PIECE], character_coverage=1.0,
         hard_vocab_limit=False, minloglevel=2)
   return model_prefix + ".model"
 
 
 def main(argv):
   del argv
-  path = train(records.list_files(_FILES.value), _MODEL_PREFIX.value, _VOCAB_SIZE.value,
+  path = train(record_stream.list_files(_FILES.value), _MODEL_PREFIX.value, _VOCAB_SIZE.value,
                _MAX_CAPTIONS.value, _CAPTION_KEY.value, _MODEL_TYPE.value)
   print(f"wrote {path}")
 

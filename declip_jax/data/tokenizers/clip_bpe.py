@@ -24,7 +24,7 @@ import regex
 import tensorflow as tf
 
 from declip_jax import token_ids
-from declip_jax.data import clip_bpe_graph
+from declip_jax.data.tokenizers import clip_bpe_graph
 
 try:
   import ftfy  # pylint: disable=g-import-not-at-top
@@ -68,7 +68,7 @@ def clean(text: str) -> str:
 
 
 class ClipBpeTokenizer(token_ids.WithTokenIds):
-  """CLIP BPE with a `declip` or `openai` id layout; same interface as `tokenizers.WordTokenizer`."""
+  """CLIP BPE with a `declip` or `openai` id layout; same interface as `word.WordTokenizer`."""
 
   def __init__(self, merges: Sequence[tuple[str, str]], context_length: int, layout: str = "declip"):
     self.token_ids = ids = token_ids.clip_bpe_ids(len(merges), layout)

@@ -21,6 +21,7 @@ from typing import Any, Optional
 import ml_collections
 from etils import epath
 
+from declip_jax import atomic_files
 from declip_jax.study import grid
 from declip_jax.study.grid import Run
 
@@ -97,12 +98,11 @@ def read(path: epath.Path) -> Optional[dict]:
 
 
 def write(path: epath.Path, record: dict) -> None:
+  """Writes `record` as JSON (short lists on one line), atomically."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.tmp"
   text = json.dumps(record, indent=1, sort_keys=True)
   text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)  # Lists inline.
-  tmp.write_text(text + "\n")
-  tmp.replace(path)
+  atomic_files.write_text(path, text + "\n")
 
 
 def commit_of(repo: str = ".") -> str:
@@ -202,7 +202,8 @@ def phases(log_text: str, started: float, ended: float, steps: int) -> Optional[
       marks["trained"] = when
   if set(marks) != {"training", "trained"}:
     return None
-  return {"startup_s": round(marks["training"] - started, 1), "training_s": round(marks["trained"] - marks["training"], 1),
+  return {"startup_s": round(marks["training"] - started, 1),
+          "training_s": round(marks["trained"] - marks["training"], 1),
           "final_s": round(ended - marks["trained"], 1)}
 
 

@@ -36,9 +36,9 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from declip_jax.study import grid, records as records_lib, report
+from declip_jax.study import grid, report, run_records
 from declip_jax.study.grid import Run
-from declip_jax.study.records import Records
+from declip_jax.study.run_records import Records
 from declip_jax.training import workdir_lock
 
 _STUDY = config_flags.DEFINE_config_file("study", None, "A study config (configs/studies/*.py).", lock_config=True)
@@ -47,8 +47,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs' workdirs go (sc
 _RECORDS = flags.DEFINE_string("records", None, "The study's committed folder: runs/<run>.json records and the "
                                "results; default docs/studies/<study file name>.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once (each a process).")
-_ONLY = flags.DEFINE_string("only", "", "Run only the runs whose name contains this (e.g. '-n500-noisy-s0'); the results "
-                            "still collect every recorded run.")
+_ONLY = flags.DEFINE_string("only", "", "Run only the runs whose name contains this (e.g. '-n500-noisy-s0'); the "
+                            "results still collect every recorded run.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs, whether each is recorded, and the commands of "
                              "those left; run nothing.")
 
@@ -64,7 +64,7 @@ def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str 
   """Runs every run without a matching record (whose name contains `only`; logs in <workdir>/<run>/study.log)
   and records each that completes; returns the runs that failed."""
   study = records.study
-  recorded, todo = records_lib.plan(records, workdir)
+  recorded, todo = run_records.plan(records, workdir)
   todo = [run for run in todo if only in run.name]
   total = len(recorded) + len(todo)
   done, failed, durations, started = len(recorded), [], [], time.time()
@@ -85,11 +85,12 @@ def run_all(records: Records, workdir: epath.Path, parallel: int = 1, only: str 
       run, code, start, end = future.result()
       seconds = end - start
       done += 1
-      steps = records_lib.num_steps(study, run)
+      steps = run_records.num_steps(study, run)
       if code == 0 and grid.is_complete(workdir / run.name, steps):
         durations.append(seconds)
         log = (workdir / run.name / "study.log").read_text()
-        records.record(run, workdir / run.name, seconds, grid.command(study, run, workdir), records_lib.phases(log, start, end, steps))
+        records.record(run, workdir / run.name, seconds, grid.command(study, run, workdir),
+                       run_records.phases(log, start, end, steps))
         report.write_results(records, workdir)  # A study cut short leaves results that match its records.
         print(f"study: {run.name} done in {seconds / 60:.1f} min, recorded in {records.path(run)}", flush=True)
       else:
@@ -105,7 +106,7 @@ def main(_):
   workdir = epath.Path(_WORKDIR.value or f"workdirs/studies/{name}")
   records = Records(study, epath.Path(_RECORDS.value or f"docs/studies/{name}"), name)
   if _DRY_RUN.value:
-    recorded, left = records_lib.plan(records, workdir, record_workdirs=False)
+    recorded, left = run_records.plan(records, workdir, record_workdirs=False)
     for run in grid.runs_of(study):
       if run.name in recorded:
         print(f"{run.name} recorded ({recorded[run.name]['study']} study, {recorded[run.name]['finished']})")

@@ -103,12 +103,12 @@ def train_step(config: ml_collections.ConfigDict) -> dict[str, float]:
     parts["simclr_loss"] = 3 * 2.0 * (2 * b) ** 2 * c.out_dim  # [2B, 2B] logits.
   if w.filip > 0:
     f = m.filip
-    image_tokens = patches if img.arch == "vit" else (img.image_size // 32) ** 2
-    parts["filip_mappings"] = 3 * b * 2.0 * (image_tokens * feature + txt.context_length * txt.width) * f.dim
-    parts["filip_selection"] = b * 2.0 * image_tokens * txt.context_length * f.dim  # In-pair, no gradient.
+    tokens = image_tokens(img)
+    parts["filip_mappings"] = 3 * b * 2.0 * (tokens * feature + txt.context_length * txt.width) * f.dim
+    parts["filip_selection"] = b * 2.0 * tokens * txt.context_length * f.dim  # In-pair, no gradient.
     # Token-wise logits: every (image, text) pair of the global batch, both directions: each local token
     # against the other's top_k selected tokens.
-    parts["filip_logits"] = 3 * 2.0 * b * b * (image_tokens + txt.context_length) * f.top_k * f.dim
+    parts["filip_logits"] = 3 * 2.0 * b * b * (tokens + txt.context_length) * f.top_k * f.dim
   total = sum(parts.values())
   recompute = 0.0
   if config.train.accum_steps > 1:  # The towers' forward again, per micro-batch, under the VJP.

@@ -121,12 +121,14 @@ class LoadedModel:
     return self.encode_image(images, normalize=True) @ np.asarray(classifier, np.float32).T
 
 
-def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> LoadedModel:
+def load(path: str, step: Optional[int] = None, batch_size: int = 256, devices: Optional[list] = None) -> LoadedModel:
   """Loads the parameters and BatchNorm statistics of a training run's newest checkpoint (or of `step`).
 
   Args:
     path: a --workdir, its checkpoints/ directory, or one step's directory (local or gs://).
     batch_size: images or texts encoded per call.
+    devices: the mesh's devices: this process's (the default), or every process's (`jax.devices()`: each
+      process then feeds its own rows to the encoders, and all get every output).
   Raises:
     FileNotFoundError: no checkpoint there.
     checkpointing.CorruptCheckpointError: the parameters read back differ from the ones saved.
@@ -140,7 +142,7 @@ def load(path: str, step: Optional[int] = None, batch_size: int = 256) -> Loaded
   abstract_state = jax.eval_shape(functools.partial(
       state_lib.create_train_state, config, module, optim.build_optimizer(config),
       state_lib.sample_batch_spec(config, batch_size=1)), jax.random.PRNGKey(0))
-  mesh = parallel.make_mesh((-1, 1, 1), jax.local_devices())
+  mesh = parallel.make_mesh((-1, 1, 1), devices or jax.local_devices())
   replicated = parallel.replicated(mesh)
   fields = ["params"] + (["batch_stats"] if abstract_state.batch_stats else [])
   target = {field: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),

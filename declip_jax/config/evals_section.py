@@ -6,7 +6,7 @@ import ml_collections
 from declip_jax import templates
 from declip_jax.config.config_error import ConfigError, require
 
-EVAL_KINDS = ("zero_shot", "retrieval", "linear_probe")
+EVAL_KINDS = ("zero_shot", "retrieval", "linear_probe", "benchmark")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -23,7 +23,9 @@ def eval_spec(kind: str, dataset: str, **settings) -> ml_collections.ConfigDict:
 
   Args:
     kind: "zero_shot" (top-1/top-5/mean per-class recall), "retrieval" (image<->text Recall@1/5/10, any of an
-      image's captions is a hit) or "linear_probe" (logistic regression on frozen image-tower features).
+      image's captions is a hit), "linear_probe" (logistic regression on frozen image-tower features) or
+      "benchmark" (benchmark tasks with CLIP_benchmark's definitions: `dataset` names them, `data_root` holds
+      their tars; docs/evaluation.md, "Benchmark a model").
     dataset: "builtin:SPLIT", "tfds:NAME/SPLIT", "tfrecord:GLOB" or "heldout" (retrieval on the training data's
       held-out split: data.tfrecord.eval_files / data.tfds.eval_split / the built-in test split).
     **settings: values for the keys below; an unknown key is an error.
@@ -46,6 +48,9 @@ def eval_spec(kind: str, dataset: str, **settings) -> ml_collections.ConfigDict:
   s.validation_fraction = 0.2  # Linear probe: training examples held out to choose the L2 strength.
   s.l2_grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # Linear probe: L2 strengths tried.
   s.max_iterations = 1000  # Linear probe: L-BFGS iterations at most.
+  # Benchmark (`dataset`: task keys, list names or a task-list file, as `python -m declip_jax.benchmark --tasks`):
+  # where the tasks' tars are, in CLIP_benchmark's layout (empty: the tasks TFDS has).
+  s.data_root = ""
   for key, value in settings.items():
     if key not in s:
       raise ConfigError(f"eval_spec: unknown setting {key!r}; known: {', '.join(s)}.")
@@ -96,6 +101,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(spec.kind in EVAL_KINDS, f"{key}.kind must be one of {', '.join(EVAL_KINDS)}, got {spec.kind!r}.")
     require(spec.every_steps >= 0, f"{key}.every_steps must be >= 0 (0: eval.every_steps), got {spec.every_steps}.")
     require(spec.num_examples >= 0 and spec.num_train_examples >= 0, f"{key}: example counts must be >= 0.")
+    if spec.kind == "benchmark":
+      require(bool(spec.dataset.strip()), f"{key}.dataset must name benchmark tasks (e.g. 'imagenet1k,vtab/cifar100', "
+              "'datacomp' or a task-list file).")
+      continue
     dataset_forms = sources.dataset_forms(spec.kind == "retrieval")
     require(spec.dataset.startswith(dataset_forms),
             f"{key}.dataset {spec.dataset!r} must start with one of {', '.join(dataset_forms)}.")

@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from declip_jax.benchmark import suite as benchmark_suite
 from declip_jax.data import tokenizers
 from declip_jax.evaluation import datasets, encoding, linear_probe, retrieval, zero_shot
 from declip_jax.models.declip import DeCLIP
@@ -17,6 +18,7 @@ EVALUATORS: dict[str, Callable[..., Optional[dict]]] = {
     "zero_shot": zero_shot.run,
     "retrieval": retrieval.run,
     "linear_probe": linear_probe.run,
+    "benchmark": benchmark_suite.run,
 }
 
 
@@ -24,7 +26,9 @@ def check_data(config: ml_collections.ConfigDict) -> None:
   """Reads the start of every enabled evaluation's data; raises DataSourceError (one line) on the first that is
   missing, unreadable or unusable. Run before the model is built, so that a wrong dataset costs seconds."""
   for name, spec in sorted(config.evals.items()):
-    if spec.enabled:
+    if spec.enabled and spec.kind == "benchmark":
+      benchmark_suite.check_available(spec, name)
+    elif spec.enabled:
       datasets.check_available(spec, config, name)
 
 

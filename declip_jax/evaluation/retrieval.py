@@ -55,6 +55,15 @@ def run(evals, name: str, spec: ml_collections.ConfigDict, variables) -> Optiona
     logging.info("evals.%s: the training data has no held-out split (%s); skipped.", name,
                  ", ".join(sources.heldout_settings(evals.config)) or "none of its kind")
     return None
+  image_emb, image_index, text_emb, text_to_image = encode_captioned_images(evals, variables, data.dataset)
+  return {"dataset": data.name, "split": sources.split_of(data.name), "num_examples": len(image_index),
+          "num_captions": len(text_to_image), "metrics": recall_at_k(image_emb, text_emb, text_to_image)}
+
+
+def encode_captioned_images(evals, variables, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Every image of a `datasets.captioned_images` dataset and every one of its captions, encoded over the mesh
+  (each process its slice; every process gets all): (image embeddings [N, D], their dataset index [N], caption
+  embeddings [M, D], text_to_image [M]: the row of each caption's image), embeddings not normalised."""
   captions, owners = [], []
 
   def collect_captions(batch):
@@ -63,12 +72,10 @@ def run(evals, name: str, spec: ml_collections.ConfigDict, variables) -> Optiona
       captions.extend(texts)
       owners.extend([index] * len(texts))
 
-  image_emb, image_index, _ = evals.encode_images(variables, data.dataset, keys=("captions",),
+  image_emb, image_index, _ = evals.encode_images(variables, dataset, keys=("captions",),
                                                   on_batch=collect_captions)
   tokens = evals.tokenizer.tokenize_numpy(captions) if captions else np.zeros(
       (0, evals.config.model.text.context_length), np.int32)
   text_emb, text_owner, _ = evals.encoder.encode_tokens(variables, tokens, np.asarray(owners, np.int64),
                                                        split_over_processes=False)
-  text_to_image = np.searchsorted(image_index, text_owner)
-  return {"dataset": data.name, "split": sources.split_of(data.name), "num_examples": len(image_index),
-          "num_captions": len(text_owner), "metrics": recall_at_k(image_emb, text_emb, text_to_image)}
+  return image_emb, image_index, text_emb, np.searchsorted(image_index, text_owner)

@@ -136,7 +136,8 @@ def export_weights(workdir: str, output_dir: str, name: str):
     state_dict["token_embedding.weight"] = state_dict["token_embedding.weight"][:openai_rows]  # [MASK] dropped.
   if data.tokenizer == "clip_bpe":
     model_config["text_cfg"]["vocab_size"] = openai_rows
-  return open_clip_weights.write_open_clip(output_dir, state_dict, model_config, name)
+  return open_clip_weights.write_open_clip(output_dir, state_dict, model_config, name,
+                                           preprocess=open_clip_weights.preprocess_config(model.config))
 
 
 def _define_flags():

@@ -13,7 +13,8 @@ start with the variable collection, "params" or "batch_stats".
 """
 
 import json
-from typing import Any, Callable, Mapping
+import os
+from typing import Any, Callable, Mapping, Optional
 
 import ml_collections
 import numpy as np
@@ -256,9 +257,20 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   return {k: v.detach().float().numpy() for k, v in loaded.items() if hasattr(v, "detach")}
 
 
+def preprocess_config(config: ml_collections.ConfigDict) -> dict:
+  """open_clip's `preprocess_cfg` of the model: its image size and normalisation (the config's data.mean/std;
+  DeCLIP's are ImageNet's, not OpenAI's), bicubic resize of the shorter side, centre crop, as evaluation sees
+  images (CLIP_benchmark and open_clip read it from `open_clip_config.json`)."""
+  return {"size": config.model.image.image_size, "mean": list(config.data.mean), "std": list(config.data.std),
+          "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
 def write_open_clip(directory: str, state_dict: Mapping[str, np.ndarray], model_config: dict,
-                    name: str = "declip_jax_model") -> tuple[epath.Path, epath.Path]:
-  """Writes `<name>.safetensors` and `<name>.json` (open_clip model config) into `directory`."""
+                    name: str = "declip_jax_model", preprocess: Optional[dict] = None) -> tuple[epath.Path, epath.Path]:
+  """Writes `<name>.safetensors` and `<name>.json` (open_clip model config) into `directory`, and with
+  `preprocess` also `open_clip_config.json` ({"model_cfg", "preprocess_cfg"}) and `open_clip_model.safetensors`
+  (a hard link to the same weights where the filesystem has them), the layout open_clip loads as
+  `local-dir:DIRECTORY` (and CLIP_benchmark as `--model local-dir:DIRECTORY`)."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   directory = epath.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
@@ -266,4 +278,14 @@ def write_open_clip(directory: str, state_dict: Mapping[str, np.ndarray], model_
   save_file({k: np.array(v, np.int64 if np.asarray(v).dtype == np.int64 else np.float32, order="C")
              for k, v in state_dict.items()}, str(weights))
   cfg.write_text(json.dumps(model_config, indent=2))
+  if preprocess is not None:
+    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_config,
+                                                                 "preprocess_cfg": preprocess}, indent=2))
+    local = directory / "open_clip_model.safetensors"
+    if local.exists():
+      local.unlink()
+    try:
+      os.link(weights, local)
+    except OSError:  # No hard links here (an object store, another filesystem): a copy.
+      weights.copy(local)
   return weights, cfg

@@ -13,7 +13,7 @@ from typing import Optional
 import ml_collections
 
 from declip_jax.data.errors import DataSourceError
-from declip_jax.data.sources import base, builtin, image_folder, tfds, tfrecord, webdataset
+from declip_jax.data.sources import base, builtin, clip_benchmark, image_folder, tfds, tfrecord, webdataset
 
 SOURCES = {source.kind: source for source in (
     builtin.Builtin(),
@@ -21,6 +21,7 @@ SOURCES = {source.kind: source for source in (
     webdataset.Webdataset(),
     tfds.Tfds(),
     image_folder.ImageFolder(),
+    clip_benchmark.ClipBenchmark(),
 )}
 MIXTURE = "mixture"
 

@@ -187,11 +187,16 @@ def check_usable(files: Sequence[str], data: ml_collections.ConfigDict, max_samp
       f"have the extensions {sorted(extensions)}.")
 
 
-def _samples(location: str, key: str, member: str):
-  """The samples of the shards, in file order, that have an image and the `member` ("caption" / "label")."""
-  files = record_stream.list_files(location, key)
-  ds = tf.data.Dataset.from_tensor_slices(files).interleave(read_shard, cycle_length=1)
+def samples_with(files: Sequence[str], member: str):
+  """The samples of the shards `files`, in file order, that have an image and the `member` ("caption" /
+  "label")."""
+  ds = tf.data.Dataset.from_tensor_slices(list(files)).interleave(read_shard, cycle_length=1)
   return ds.filter(lambda e: ~e["end_of_shard"] & ~e["missing_image"] & ~e[f"missing_{member}"])
+
+
+def _samples(location: str, key: str, member: str):
+  """`samples_with` of the shards a glob names."""
+  return samples_with(record_stream.list_files(location, key), member)
 
 
 class Webdataset(base.Source):

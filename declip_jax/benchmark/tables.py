@@ -1,0 +1,70 @@
+"""The suite's tables: one row per task (its main metric, the CLIP_benchmark metrics, time, examples or error)
+and DataComp's aggregates, as Markdown and CSV."""
+
+import csv
+import io
+import math
+from typing import Any
+
+from declip_jax.benchmark import suite, tasks
+
+COLUMNS = ("acc1", "acc5", "mean_per_class_recall", "image_retrieval_recall@1", "text_retrieval_recall@1",
+           "image_retrieval_recall@5", "text_retrieval_recall@5")
+
+
+def _number(value: Any) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return ""
+  return f"{100 * value:.2f}"
+
+
+def rows(results: list[suite.Result]) -> list[dict[str, str]]:
+  """Table rows (percentages with 2 decimals): task, dataset, main metric, the metric columns, examples,
+  seconds, error."""
+  out = []
+  for r in results:
+    row = {"task": r.key, "dataset": r.dataset, "main_metric": _number(r.metrics.get("main_metric"))}
+    row.update({c: _number(r.metrics.get(c)) for c in COLUMNS})
+    row.update({"examples": str(r.num_examples), "seconds": f"{r.seconds:.1f}", "error": r.error or ""})
+    out.append(row)
+  return out
+
+
+def aggregate_rows(results: list[suite.Result]) -> list[dict[str, str]]:
+  return [{"aggregate": name, "value": _number(a["value"]), "tasks": f"{a['tasks']} of {a['of']}"}
+          for name, a in suite.aggregates(results).items()]
+
+
+def markdown(results: list[suite.Result], header: str = "") -> str:
+  def table(items: list[dict[str, str]]) -> list[str]:
+    if not items:
+      return []
+    keys = list(items[0])
+    return (["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            + ["| " + " | ".join(row[k].replace("|", "\\|") for k in keys) + " |" for row in items])
+  lines = [header, ""] if header else []
+  lines += table(rows(results)) + ["", "Aggregates (DataComp's: the mean main metric of the tasks that ran):", ""]
+  return "\n".join(lines + table(aggregate_rows(results))) + "\n"
+
+
+def csv_text(results: list[suite.Result]) -> str:
+  buffer = io.StringIO()
+  items = rows(results)
+  writer = csv.DictWriter(buffer, fieldnames=list(items[0]) if items else ["task"])
+  writer.writeheader()
+  writer.writerows(items)
+  buffer.write("\n")
+  aggregate = csv.DictWriter(buffer, fieldnames=["aggregate", "value", "tasks"])
+  aggregate.writeheader()
+  aggregate.writerows(aggregate_rows(results))
+  return buffer.getvalue()
+
+
+def task_table() -> str:
+  """DataComp's tasks as docs/evaluation.md shows them (a test checks the page against this)."""
+  lines = ["| task key | dataset | main metric | in the average | read from |", "|---|---|---|---|---|"]
+  for t in tasks.DATACOMP:
+    source = f"`{t.tfds}` or the tars" if t.tfds else "the tars"
+    metric = t.main_metric + (" (not computed yet)" if t.main_metric in tasks.NEEDS_METADATA else "")
+    lines.append(f"| `{t.key}` | {t.name} | {metric} | {'yes' if t.in_average else 'no'} | {source} |")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,195 @@
+"""The benchmark command (declip_jax/benchmark/): CLIP_benchmark's metrics against plain NumPy definitions, the
+tars the converter writes read back through the clip_benchmark data source, a demo-sized model benchmarked end
+to end with a JSON line per task and the tables, bad input as one line per task while the rest runs, and 1 vs 8
+devices giving the same numbers."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from declip_jax.benchmark import metrics, suite, tasks
+from tests.conftest import REPO, virtual_devices_flags
+
+# The tiny model of the tests, trained 2 steps, then its tars: one worker makes them once.
+pytestmark = pytest.mark.xdist_group("benchmark")
+
+
+def test_classification_metrics_match_their_definitions():
+  rng = np.random.default_rng(0)
+  scores, labels = rng.normal(size=(200, 7)), rng.integers(0, 7, 200)
+  scores[0, :] = 0.0  # A row of ties: the lower class index wins.
+  labels[0] = 0
+  out = metrics.classification(scores, labels)
+  order = [sorted(range(7), key=lambda c: (-row[c], c)) for row in scores]
+  assert out["acc1"] == pytest.approx(np.mean([o[0] == y for o, y in zip(order, labels)]))
+  assert out["acc5"] == pytest.approx(np.mean([y in o[:5] for o, y in zip(order, labels)]))
+  predicted = np.array([o[0] for o in order])
+  per_class = [np.mean(predicted[labels == c] == c) for c in np.unique(labels)]
+  assert out["mean_per_class_recall"] == pytest.approx(np.mean(per_class))
+  assert np.isnan(metrics.classification(scores[:, :3], np.minimum(labels, 2))["acc5"])  # Fewer than 5 classes.
+
+
+def test_retrieval_metrics_count_any_caption_of_an_image():
+  rng = np.random.default_rng(1)
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  image = unit(rng.normal(size=(30, 8)))
+  owner = np.repeat(np.arange(30), rng.integers(1, 4, 30))  # 1 to 3 captions per image.
+  text = unit(image[owner] + rng.normal(scale=0.8, size=(len(owner), 8)))
+  out = metrics.retrieval(image, text, owner, ks=(1, 5))
+  scores = text @ image.T
+  for k in (1, 5):  # Plain loops over CLIP_benchmark's definitions.
+    image_hits = [owner[t] in sorted(range(30), key=lambda i: -scores[t, i])[:k] for t in range(len(owner))]
+    text_hits = [any(owner[t] == i for t in sorted(range(len(owner)), key=lambda t: -scores[t, i])[:k])
+                 for i in range(30)]
+    assert out[f"image_retrieval_recall@{k}"] == pytest.approx(np.mean(image_hits))
+    assert out[f"text_retrieval_recall@{k}"] == pytest.approx(np.mean(text_hits))
+  assert 0 < out["image_retrieval_recall@1"] < out["image_retrieval_recall@5"] < 1
+  assert out["mean_recall@1"] == pytest.approx((out["image_retrieval_recall@1"] + out["text_retrieval_recall@1"]) / 2)
+
+
+def test_task_lists_and_aggregates():
+  assert len(tasks.DATACOMP) == 40 and sum(t.in_average for t in tasks.DATACOMP) == 38
+  assert tasks.parse("imagenet1k,datacomp")[:2] == ["imagenet1k", "vtab/caltech101"]
+  results = [suite.Result(t.key, t.name, {"main_metric": 0.5}) for t in tasks.DATACOMP if t.in_average]
+  results[0].metrics["main_metric"] = 1.0  # Caltech-101, in VTAB.
+  agg = suite.aggregates(results)
+  assert agg["Average"] == {"value": pytest.approx((37 * 0.5 + 1) / 38), "tasks": 38, "of": 38}
+  assert agg["VTAB"]["of"] == 13 and agg["VTAB"]["value"] == pytest.approx((12 * 0.5 + 1) / 13)
+  assert agg["ImageNet"]["value"] == 0.5 and agg["Retrieval"]["of"] == 3
+
+
+def _run(*args, env=None, timeout=600):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def model_and_tars(tmp_path_factory):
+  """A tiny model (tests/tiny_config.py, 2 steps) and, from the built-in test split, tars of a classification
+  task (shape), a retrieval task, and broken copies."""
+  root = tmp_path_factory.mktemp("benchmark")
+  out = _run("declip_jax.main", "--config=tests/tiny_config.py", f"--workdir={root / 'run'}",
+             "--config.train.num_steps=2")
+  assert out.returncode == 0, out.stderr[-3000:]
+  tars = root / "tars"
+  for task, flags in (("shape", ["--label_key=shape", "--templates=builtin_shape"]),
+                      ("captions", ["--kind=retrieval"])):
+    out = _run("declip_jax.benchmark.make_tars", "--config=tests/tiny_config.py", "--dataset=builtin:test",
+               f"--output={tars / task / 'test'}", "--shard_size=16", *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+  return root / "run", tars
+
+
+def test_the_converter_writes_clip_benchmarks_layout(model_and_tars):
+  _, tars = model_and_tars
+  shape = tars / "shape"
+  assert (shape / "test" / "nshards.txt").read_text().strip() == "3"  # 40 test images, 16 per tar.
+  assert (shape / "dataset_type.txt").read_text().strip() == "classification"
+  assert len((shape / "classnames.txt").read_text().split()) == 6
+  assert "{c}" in (shape / "zeroshot_classification_templates.txt").read_text()
+  with tarfile.open(shape / "test" / "0.tar") as tar:
+    names = tar.getnames()
+  assert names[:2] == ["00000000.png", "00000000.cls"] and len(names) == 32
+  assert (tars / "captions" / "dataset_type.txt").read_text().strip() == "retrieval"
+
+
+def _benchmark(run, tars, tmp_path, *extra, devices=None):
+  env = {"XLA_FLAGS": virtual_devices_flags(devices)} if devices else None
+  out = _run("declip_jax.benchmark", f"--workdir={run}", f"--data_root={tars}", f"--output={tmp_path / 'r.jsonl'}",
+             "--batch_size=16", *extra, env=env)
+  lines = [json.loads(l) for l in (tmp_path / "r.jsonl").read_text().splitlines()] if (
+      tmp_path / "r.jsonl").exists() else []
+  return out, lines
+
+
+def test_a_model_is_benchmarked_with_a_line_per_task_and_the_tables(model_and_tars, tmp_path):
+  run, tars = model_and_tars
+  out, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions")
+  assert out.returncode == 0, out.stderr[-3000:]
+  shape, captions = lines
+  assert shape["key"] == "shape" and shape["num_examples"] == 40 and shape["data"].startswith("clip_benchmark:")
+  assert set(shape["metrics"]) == {"acc1", "acc5", "mean_per_class_recall", "main_metric"}
+  assert shape["metrics"]["main_metric"] == shape["metrics"]["acc1"]
+  assert {"image_retrieval_recall@1", "text_retrieval_recall@5", "main_metric"} <= set(captions["metrics"])
+  assert "[1/2] shape: acc1" in out.stdout and "[2/2] captions: mean_recall@1" in out.stdout
+  table = (tmp_path / "r.md").read_text()
+  assert "| shape |" in table and "| Average |" in table
+  assert (tmp_path / "r.csv").read_text().startswith("task,dataset,main_metric")
+
+
+def test_broken_tasks_are_one_line_each_and_the_rest_runs(model_and_tars, tmp_path):
+  run, tars = model_and_tars
+  broken = tmp_path / "tars"
+  import shutil  # pylint: disable=g-import-not-at-top
+  for name in ("no_names", "missing_shard", "corrupt"):
+    shutil.copytree(tars / "shape", broken / name)
+  (broken / "no_names" / "classnames.txt").unlink()
+  (broken / "missing_shard" / "test" / "2.tar").unlink()
+  with tarfile.open(broken / "corrupt" / "test" / "0.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+    data = b"not an image"
+    info = tarfile.TarInfo("00000000.png")
+    info.size = len(data)
+    import io  # pylint: disable=g-import-not-at-top
+    tar.addfile(info, io.BytesIO(data))
+    label = tarfile.TarInfo("00000000.cls")
+    label.size = 1
+    tar.addfile(label, io.BytesIO(b"0"))
+  shutil.copytree(tars / "captions", broken / "captions")
+  out, lines = _benchmark(run, broken, tmp_path, "--tasks=nonesuch,no_names,missing_shard,corrupt,captions")
+  assert out.returncode == 1
+  by_key = {l["key"]: l for l in lines}
+  assert "unknown task 'nonesuch'" in by_key["nonesuch"]["error"]
+  assert "classnames.txt" in by_key["no_names"]["error"]
+  assert "2.tar is missing" in by_key["missing_shard"]["error"]
+  assert "error" not in by_key["corrupt"] and by_key["corrupt"]["num_examples"] == 40 - 16 + 0  # Shard 0 replaced.
+  assert "error" not in by_key["captions"]
+  for key in ("nonesuch", "no_names", "missing_shard"):
+    assert "\n" not in by_key[key]["error"] and f"{key}: error: " in out.stdout
+  assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.xdist_group("virtual_devices")
+def test_one_and_eight_devices_give_the_same_numbers(model_and_tars, tmp_path):
+  run, tars = model_and_tars
+  _, one = _benchmark(run, tars, tmp_path / "one", "--tasks=shape,captions")
+  _, eight = _benchmark(run, tars, tmp_path / "eight", "--tasks=shape,captions", devices=8)
+  assert [l["metrics"] for l in one] == [l["metrics"] for l in eight] and one
+
+
+def test_help_names_the_flags():
+  out = _run("declip_jax.benchmark", "--helpfull")
+  for flag in ("--workdir", "--tasks", "--data_root", "--output", "--step"):
+    assert flag in out.stdout
+
+
+def test_a_run_can_evaluate_benchmark_tasks_as_its_evals(model_and_tars, tmp_path):
+  """evals.<name> of kind "benchmark" gives the same numbers as the command, as eval/<name>/<task>/<metric>."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from declip_jax import config as config_lib, train  # pylint: disable=g-import-not-at-top
+  from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
+  run, tars = model_and_tars
+  _, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions")
+  workdir = tmp_path / "run"
+  shutil.copytree(run, workdir)
+  config = tiny_config()
+  config.evals = {"bench": config_lib.eval_spec("benchmark", "shape,captions", data_root=str(tars))}
+  results = train.evaluate(config, str(workdir))["bench"]
+  assert results["tasks"] == ["shape", "captions"]
+  for line in lines:
+    for metric, value in line["metrics"].items():
+      if value == value:  # acc5 of fewer than 5 classes is NaN in both.
+        assert results["metrics"][f"{line['key']}/{metric}"] == pytest.approx(value, abs=1e-9), metric
+  assert "aggregate/Average" not in results["metrics"]  # Neither task is one of DataComp's.
+  config.evals.bench.dataset = "shape,nonesuch"
+  with pytest.raises(Exception, match="unknown task 'nonesuch'"):
+    train.evaluate(config, str(workdir))
+
+
+def test_the_docs_task_table_is_the_task_list():
+  from declip_jax.benchmark import tables  # pylint: disable=g-import-not-at-top
+  assert tables.task_table() in (REPO / "docs" / "evaluation.md").read_text()

@@ -123,6 +123,18 @@ def test_eval_view_resizes_and_centre_crops():
   assert image_views.eval_view(image, 16, 0.875).shape == (16, 16, 3)
 
 
+@pytest.mark.parametrize("hw, resized", [((192, 256), (224, 298)), ((255, 201), (284, 224)),
+                                         ((200, 267), (224, 299)), ((224, 224), (224, 224))])
+def test_eval_view_sizes_and_offsets_are_torchvisions(hw, resized):
+  """As torchvision's Resize + CenterCrop (OpenAI's, open_clip's and CLIP_benchmark's preprocessing): the longer
+  side truncated (256 * 224 / 192 = 298.7 -> 298), the crop offset rounded half to even ((299 - 224) / 2 -> 38)."""
+  image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
+  expected = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), resized, "bicubic", antialias=True)
+  top, left = round((resized[0] - 224) / 2), round((resized[1] - 224) / 2)  # Python's round: half to even.
+  expected = np.clip(expected[top:top + 224, left:left + 224], 0.0, 1.0)
+  np.testing.assert_array_equal(image_views.eval_view(tf.constant(image), 224, 1.0).numpy(), expected)
+
+
 def _take(config, start_step, n, process_index=0, process_count=1):
   tok = tokenizers.build(config)
   ds = pipeline.train_dataset(config, tok, start_step, process_index, process_count)

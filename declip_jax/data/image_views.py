@@ -127,14 +127,17 @@ def train_view(image: tf.Tensor, seed: tf.Tensor, size: int, aug: ml_collections
 
 
 def eval_view(image: tf.Tensor, size: int, crop_fraction: float = 0.875) -> tf.Tensor:
-  """image [H, W, 3] uint8 -> [size, size, 3] float32: shorter side to size / crop_fraction, centre crop."""
+  """image [H, W, 3] uint8 -> [size, size, 3] float32: the shorter side to size / crop_fraction (bicubic,
+  antialiased), then the centre crop. Sizes and offsets follow torchvision's Resize and CenterCrop, which OpenAI's,
+  open_clip's and CLIP_benchmark's preprocessing use: the longer side is truncated (300 x 200 to 224 gives 336 x
+  224, 256 x 192 gives 298 x 224), the crop offset rounded half to even."""
   x = tf.image.convert_image_dtype(image, tf.float32)
-  shape = tf.cast(tf.shape(x)[:2], tf.float32)
-  target = tf.round(size / crop_fraction)
-  new = tf.cast(tf.round(shape * target / tf.reduce_min(shape)), tf.int32)
+  target = int(round(size / crop_fraction))
+  hw = tf.shape(x)[:2]
+  shorter = tf.reduce_min(hw)
+  new = tf.where(hw == shorter, target, hw * target // shorter)
   x = tf.image.resize(x, new, method="bicubic", antialias=True)
-  top = (new[0] - size) // 2
-  left = (new[1] - size) // 2
+  top, left = tf.unstack(tf.cast(tf.round(tf.cast(new - size, tf.float32) / 2), tf.int32))  # tf.round: half to even.
   return tf.clip_by_value(x[top: top + size, left: left + size], 0.0, 1.0)
 
 

@@ -56,3 +56,11 @@ def config():
 @pytest.fixture(scope="session")
 def reference():
   return dict(np.load(REFERENCE))
+
+
+@pytest.fixture(scope="session")
+def benchmark_case(tmp_path_factory):
+  """tests/clip_benchmark_case.py built once per worker: (the run's workdir, the tars' root, the run's config).
+  Modules that use it share an xdist group ("benchmark"), so that one worker builds it for all of them."""
+  from tests import clip_benchmark_case  # pylint: disable=g-import-not-at-top
+  return clip_benchmark_case.build(tmp_path_factory.mktemp("benchmark_case"))

@@ -15,7 +15,7 @@ import pytest
 from declip_jax.benchmark import metrics, suite, tasks
 from tests.conftest import REPO, virtual_devices_flags
 
-# The tiny model of the tests, trained 2 steps, then its tars: one worker makes them once.
+# The tiny model and its tars (tests/conftest.benchmark_case): one worker makes them once for this group.
 pytestmark = pytest.mark.xdist_group("benchmark")
 
 
@@ -69,20 +69,11 @@ def _run(*args, env=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def model_and_tars(tmp_path_factory):
-  """A tiny model (tests/tiny_config.py, 2 steps) and, from the built-in test split, tars of a classification
-  task (shape), a retrieval task, and broken copies."""
-  root = tmp_path_factory.mktemp("benchmark")
-  out = _run("declip_jax.main", "--config=tests/tiny_config.py", f"--workdir={root / 'run'}",
-             "--config.train.num_steps=2")
-  assert out.returncode == 0, out.stderr[-3000:]
-  tars = root / "tars"
-  for task, flags in (("shape", ["--label_key=shape", "--templates=builtin_shape"]),
-                      ("captions", ["--kind=retrieval"])):
-    out = _run("declip_jax.benchmark.make_tars", "--config=tests/tiny_config.py", "--dataset=builtin:test",
-               f"--output={tars / task / 'test'}", "--shard_size=16", *flags)
-    assert out.returncode == 0, out.stderr[-3000:]
-  return root / "run", tars
+def model_and_tars(benchmark_case):
+  """The tiny model of tests/clip_benchmark_case.py (2 steps, CLIP BPE) and its tars: the converter's of the
+  built-in test split (shape; builtin_captions), and a retrieval task with unique captions (captions)."""
+  run, tars, _ = benchmark_case
+  return run, tars
 
 
 def test_the_converter_writes_clip_benchmarks_layout(model_and_tars):
@@ -95,7 +86,9 @@ def test_the_converter_writes_clip_benchmarks_layout(model_and_tars):
   with tarfile.open(shape / "test" / "0.tar") as tar:
     names = tar.getnames()
   assert names[:2] == ["00000000.png", "00000000.cls"] and len(names) == 32
-  assert (tars / "captions" / "dataset_type.txt").read_text().strip() == "retrieval"
+  assert (tars / "builtin_captions" / "dataset_type.txt").read_text().strip() == "retrieval"
+  with tarfile.open(tars / "builtin_captions" / "test" / "0.tar") as tar:
+    assert tar.getnames()[:2] == ["00000000.png", "00000000.txt"]
 
 
 def _benchmark(run, tars, tmp_path, *extra, devices=None):
@@ -167,16 +160,15 @@ def test_help_names_the_flags():
     assert flag in out.stdout
 
 
-def test_a_run_can_evaluate_benchmark_tasks_as_its_evals(model_and_tars, tmp_path):
+def test_a_run_can_evaluate_benchmark_tasks_as_its_evals(model_and_tars, benchmark_case, tmp_path):
   """evals.<name> of kind "benchmark" gives the same numbers as the command, as eval/<name>/<task>/<metric>."""
   import shutil  # pylint: disable=g-import-not-at-top
   from declip_jax import config as config_lib, train  # pylint: disable=g-import-not-at-top
-  from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
   run, tars = model_and_tars
   _, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions")
   workdir = tmp_path / "run"
   shutil.copytree(run, workdir)
-  config = tiny_config()
+  config = benchmark_case[2].copy_and_resolve_references()
   config.evals = {"bench": config_lib.eval_spec("benchmark", "shape,captions", data_root=str(tars))}
   results = train.evaluate(config, str(workdir))["bench"]
   assert results["tasks"] == ["shape", "captions"]

@@ -21,6 +21,7 @@ with the `declip` token layout moves the SOT/EOT rows to OpenAI's ids (drops [MA
 tokenizer feeds it.
 """
 
+import gzip
 import sys
 
 import numpy as np
@@ -122,8 +123,17 @@ def _write_step_zero(config, workdir: str, weights_path: str, state, imported) -
 
 
 def export_weights(workdir: str, output_dir: str, name: str):
-  """Writes `<name>.safetensors` + `<name>.json` (open_clip) from the newest checkpoint of `workdir`."""
+  """Writes `<name>.safetensors` + `<name>.json` (open_clip), `open_clip_config.json` and
+  `open_clip_model.safetensors` (`local-dir:`) from the newest checkpoint of `workdir`.
+
+  A model trained with `data.tokenizer=clip_bpe` is written with open_clip's id layout (SOT, EOT last, no [MASK]
+  row). Trained on OpenAI's merges, open_clip's stock tokenizer feeds it; on another merges file, that file is
+  copied beside the weights as `bpe_merges.txt.gz` and named in `text_cfg.tokenizer_kwargs.bpe_path` (an absolute
+  path: move the directory and that entry must follow), so that `open_clip.get_tokenizer('local-dir:...')` and
+  CLIP_benchmark tokenize as training did."""
   import declip_jax  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from declip_jax import token_ids  # pylint: disable=g-import-not-at-top
   from declip_jax.interop import open_clip_weights  # pylint: disable=g-import-not-at-top
   model = declip_jax.load(workdir)
   data = model.config.data
@@ -131,11 +141,17 @@ def export_weights(workdir: str, output_dir: str, name: str):
   state_dict = open_clip_weights.to_torch_state_dict(model.variables, model.config,
                                                      openai_token_layout=declip_layout)
   model_config = open_clip_weights.open_clip_model_config(model.config)
-  openai_rows = open_clip_weights.OPENAI_EOT + 1
-  if data.tokenizer == "clip_bpe" and state_dict["token_embedding.weight"].shape[0] > openai_rows:
-    state_dict["token_embedding.weight"] = state_dict["token_embedding.weight"][:openai_rows]  # [MASK] dropped.
   if data.tokenizer == "clip_bpe":
-    model_config["text_cfg"]["vocab_size"] = openai_rows
+    if not declip_layout:  # The openai layout appends [MASK] last (the declip one's was dropped by the remap).
+      state_dict["token_embedding.weight"] = state_dict["token_embedding.weight"][:-1]
+    rows = state_dict["token_embedding.weight"].shape[0]
+    model_config["text_cfg"]["vocab_size"] = rows
+    if rows != open_clip_weights.OPENAI_EOT + 1:  # Not OpenAI's 48,894 merges: ship the merges file.
+      merges = epath.Path(output_dir) / "bpe_merges.txt.gz"
+      merges.parent.mkdir(parents=True, exist_ok=True)
+      used = token_ids.read_bpe_merges(data.vocab_path)[:data.bpe_num_merges or None]
+      merges.write_bytes(gzip.compress("\n".join(["#version: 0.2"] + [" ".join(m) for m in used]).encode(), mtime=0))
+      model_config["text_cfg"]["tokenizer_kwargs"] = {"bpe_path": str(merges.resolve())}
   return open_clip_weights.write_open_clip(output_dir, state_dict, model_config, name,
                                            preprocess=open_clip_weights.preprocess_config(model.config))
 

@@ -1,4 +1,5 @@
-"""DeCLIP on the built-in shapes dataset with tiny towers: trains in about 5 minutes on 2 CPU cores.
+"""DeCLIP on the built-in shapes dataset with tiny towers: trains in minutes on 2 CPU cores (the README gives the
+measured times).
 
 Run:
   python -m declip_jax.main --config=configs/demo.py --workdir=/tmp/declip_demo

@@ -8,7 +8,8 @@ import re
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "launch" / "README.md", *sorted((REPO / "docs").glob("*.md")),
+         *sorted((REPO / "docs" / "benchmarks").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE_FILES = [p for d in ("declip_jax", "configs", "tests", "benchmarks", "launch") for p in (REPO / d).rglob("*")
               if p.suffix in (".py", ".sh", ".md", ".sbatch", ".txt") and p.name != "test_docs.py"]
@@ -68,3 +69,21 @@ def test_nothing_refers_outside_the_repository():
   outside = [str(p.relative_to(REPO)) for p in CODE_FILES + PAGES
              if outside_reference.search(p.read_text(errors="replace"))]
   assert not outside, f"these refer to files outside the repository: {outside}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_script_and_module_a_page_names_exists(page):
+  """`benchmarks/X.py` (and any other repository .py path) and `python -m declip_jax...` / `tests...` modules."""
+  text = page.read_text()
+  scripts = set(re.findall(r"\b((?:benchmarks|tests|launch|declip_jax)/[\w/]+\.(?:py|sh))\b", text))
+  modules = set(re.findall(r"python3? -m ((?:declip_jax|tests|benchmarks)(?:\.\w+)*)", text))
+  missing = sorted(p for p in scripts if not (REPO / p).exists())
+  missing += sorted(m for m in modules if not any((REPO / (m.replace(".", "/") + suffix)).exists()
+                                                   for suffix in (".py", "/__main__.py")))
+  assert not missing, f"{page.name} names scripts or modules that do not exist: {missing}"
+
+
+def test_no_page_speaks_of_sessions_or_issue_numbers():
+  pattern = re.compile(r"\b(this|the previous|an earlier|a later|the next) session\b|\bissue #?\d+", re.I)
+  found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in PAGES for m in pattern.finditer(p.read_text())]
+  assert not found, found

@@ -185,3 +185,11 @@ def test_a_run_can_evaluate_benchmark_tasks_as_its_evals(model_and_tars, benchma
 def test_the_docs_task_table_is_the_task_list():
   from declip_jax.benchmark import tables  # pylint: disable=g-import-not-at-top
   assert tables.task_table() in (REPO / "docs" / "evaluation.md").read_text()
+
+
+def test_the_docs_comparison_with_clip_benchmark_is_its_record():
+  """docs/evaluation.md shows benchmarks/vs_clip_benchmark.py's record as tables.clip_benchmark_comparison renders
+  it."""
+  from declip_jax.benchmark import tables  # pylint: disable=g-import-not-at-top
+  record = json.loads((REPO / "docs" / "benchmarks" / "vs_clip_benchmark.json").read_text())
+  assert tables.clip_benchmark_comparison(record) in (REPO / "docs" / "evaluation.md").read_text()

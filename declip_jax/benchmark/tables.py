@@ -4,6 +4,7 @@ and DataComp's aggregates, as Markdown and CSV."""
 import csv
 import io
 import math
+import statistics
 from typing import Any
 
 from declip_jax.benchmark import suite, tasks
@@ -67,4 +68,30 @@ def task_table() -> str:
     source = f"`{t.tfds}` or the tars" if t.tfds else "the tars"
     metric = t.main_metric + (" (not computed yet)" if t.main_metric in tasks.NEEDS_METADATA else "")
     lines.append(f"| `{t.key}` | {t.name} | {metric} | {'yes' if t.in_average else 'no'} | {source} |")
+  return "\n".join(lines) + "\n"
+
+
+def clip_benchmark_comparison(record: dict) -> str:
+  """The record of benchmarks/vs_clip_benchmark.py as Markdown: each metric from both commands, their wall times
+  and images/s (medians over the rounds), and how far the two preprocessings are apart on the same images."""
+  ours, theirs = record["metrics"]["ours"], record["metrics"]["clip_benchmark"]
+  lines = [f"Host: {record['host']}. Model: {record['model']['image']} "
+           f"({record['model']['image_size']} px), open_clip's random initialisation; "
+           f"{record['num_images']:,} images per task at {record['source_size']} px, batch {record['batch_size']}, "
+           f"float32; {len(record['seconds']['ours_per_task'])} rounds, alternating.", "",
+           "| | declip_jax | CLIP_benchmark |", "|---|---|---|"]
+  for task in theirs:
+    for name, value in theirs[task].items():
+      lines.append(f"| {task} {name} | {_number(ours[task][name])} | {_number(value)} |")
+  median = {k: statistics.median(v) for k, v in record["seconds"].items()}
+  speed = record["images_per_second"]
+  lines.append(f"| both tasks, a process each: seconds (images/s) | {median['ours_per_task']:.1f} "
+               f"({speed['ours_per_task']:.1f}) | {median['clip_benchmark_per_task']:.1f} "
+               f"({speed['clip_benchmark_per_task']:.1f}) |")
+  lines.append(f"| both tasks in one process: seconds (images/s) | {median['ours_one_process']:.1f} "
+               f"({speed['ours_one_process']:.1f}) | (one task kind per command) |")
+  for shape, d in record["preprocessing"].items():
+    lines.append(f"| preprocessing, {shape} {d['source'][0]}x{d['source'][1]} images: max / mean abs. difference "
+                 f"(of 255), share of values over 1 | {d['max']:.2f} / {d['mean']:.3f}, {100 * d['share_over_1']:.2f}% "
+                 f"| (the reference) |")
   return "\n".join(lines) + "\n"

@@ -146,7 +146,6 @@ def test_broken_tasks_are_one_line_each_and_the_rest_runs(model_and_tars, tmp_pa
   assert "Traceback" not in out.stdout + out.stderr
 
 
-@pytest.mark.xdist_group("virtual_devices")
 def test_one_and_eight_devices_give_the_same_numbers(model_and_tars, tmp_path):
   run, tars = model_and_tars
   _, one = _benchmark(run, tars, tmp_path / "one", "--tasks=shape,captions")

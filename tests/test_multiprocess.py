@@ -105,6 +105,8 @@ def _launch_pair(workdir, *flags):
   return outs
 
 
+@pytest.mark.slow  # 215 s on a fast 2-core host; one process's exact resume is in tests/test_tfrecord_source.py and
+# the processes' disjoint slices in tests/test_data.py.
 def test_two_processes_resume_tfrecord_streams_exactly(tmp_path):
   """Each process saves its own iterator position with the checkpoint; 2 + resume to 4 steps == 4 steps."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

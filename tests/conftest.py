@@ -61,6 +61,7 @@ def reference():
 @pytest.fixture(scope="session")
 def benchmark_case(tmp_path_factory):
   """tests/clip_benchmark_case.py built once per worker: (the run's workdir, the tars' root, the run's config).
-  Modules that use it share an xdist group ("benchmark"), so that one worker builds it for all of them."""
+  Modules that use it carry the xdist group "benchmark"; with pytest 9.2 and pytest-xdist 3.8 that mark does not
+  group (xdist sets item._nodeid, which pytest 9.2 no longer reads), so each worker that runs one builds it."""
   from tests import clip_benchmark_case  # pylint: disable=g-import-not-at-top
   return clip_benchmark_case.build(tmp_path_factory.mktemp("benchmark_case"))

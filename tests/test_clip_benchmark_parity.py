@@ -11,7 +11,7 @@ import pytest
 
 from tests import clip_benchmark_case as case
 
-pytestmark = pytest.mark.xdist_group("benchmark")  # The worker that builds the case for test_benchmark_suite.
+pytestmark = pytest.mark.xdist_group("benchmark")  # With test_benchmark_suite (see conftest.benchmark_case).
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from tests.conftest import REPO, virtual_devices_flags
 pytestmark = pytest.mark.xdist_group("virtual_devices")
 
 
-# "local" and "methods" run in CI's newest-JAX phase (-m "not slow or newest_jax"), not in the default suite: the 8
-# device-thread tests run one at a time, so they set the suite's wall time.
+# "local" and "methods" run in CI's newest-JAX phase (-m "not slow or newest_jax"), not in the default suite, to keep
+# the suite's time (each is 1.5-3 minutes on 2 cores).
 _IN_THE_NEWEST_JAX_PHASE = (pytest.mark.slow, pytest.mark.newest_jax)
 
 

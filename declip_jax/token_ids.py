@@ -84,6 +84,13 @@ def read_bpe_merges(path: str) -> list[tuple[str, str]]:
   return [tuple(line.split()) for line in text.split("\n")[1:] if len(line.split()) == 2]
 
 
+def write_bpe_merges(path: str, merges: Iterable[tuple[str, str]]) -> None:
+  """Writes merges (in rank order) as a gzipped CLIP merges file that `read_bpe_merges` and open_clip read (a
+  "#version: 0.2" header, one "a b" merge a line; no timestamp, so the same merges give the same bytes)."""
+  text = "\n".join(["#version: 0.2"] + [" ".join(m) for m in merges])
+  epath.Path(path).write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
+
+
 def sentencepiece_ids(processor) -> TokenIds:
   """`data.tokenizer=sentencepiece`: the model's own pieces, then whatever of [PAD], [MASK], [SOT], [EOT] the
   model does not define (processor: a `sentencepiece.SentencePieceProcessor`)."""

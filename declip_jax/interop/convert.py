@@ -21,7 +21,6 @@ with the `declip` token layout moves the SOT/EOT rows to OpenAI's ids (drops [MA
 tokenizer feeds it.
 """
 
-import gzip
 import sys
 
 import numpy as np
@@ -149,8 +148,7 @@ def export_weights(workdir: str, output_dir: str, name: str):
     if rows != open_clip_weights.OPENAI_EOT + 1:  # Not OpenAI's 48,894 merges: ship the merges file.
       merges = epath.Path(output_dir) / "bpe_merges.txt.gz"
       merges.parent.mkdir(parents=True, exist_ok=True)
-      used = token_ids.read_bpe_merges(data.vocab_path)[:data.bpe_num_merges or None]
-      merges.write_bytes(gzip.compress("\n".join(["#version: 0.2"] + [" ".join(m) for m in used]).encode(), mtime=0))
+      token_ids.write_bpe_merges(str(merges), token_ids.read_bpe_merges(data.vocab_path)[:data.bpe_num_merges or None])
       model_config["text_cfg"]["tokenizer_kwargs"] = {"bpe_path": str(merges.resolve())}
   return open_clip_weights.write_open_clip(output_dir, state_dict, model_config, name,
                                            preprocess=open_clip_weights.preprocess_config(model.config))

@@ -37,6 +37,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
+from tests import clip_benchmark_case  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip_vit_b32.py", "The model's config (its towers).")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Images per task.")
@@ -114,13 +115,9 @@ def ours(run: pathlib.Path, tars: pathlib.Path, tasks: str, output: pathlib.Path
 
 
 def clip_benchmark(export: pathlib.Path, tars: pathlib.Path, task: str, output: pathlib.Path) -> tuple[float, dict]:
-  overlay = os.environ.get("CLIP_BENCHMARK_PYTHONPATH", "")
-  env = {"PYTHONPATH": os.pathsep.join(p for p in (overlay, os.environ.get("PYTHONPATH", "")) if p)}
-  seconds = _module(["clip_benchmark.cli", "eval", "--model_type=open_clip", f"--model=local-dir:{export}",
-                     "--pretrained=declip_jax", f"--dataset=wds/{task}", f"--dataset_root={tars}/{{dataset}}",
-                     "--split=test", f"--task={TASKS[task]}", "--no_amp", f"--batch_size={_BATCH_SIZE.value}",
-                     "--recall_k", "1", "5", "10", f"--output={output}"], env)
-  return seconds, {task: json.loads(output.read_text())["metrics"]}
+  args, env = clip_benchmark_case.clip_benchmark_eval(export, tars, task, TASKS[task], output,
+                                                      f"--batch_size={_BATCH_SIZE.value}")
+  return _module(args, env), {task: json.loads(output.read_text())["metrics"]}
 
 
 def preprocessing_difference(config, export: pathlib.Path, tars: pathlib.Path) -> dict:

@@ -4,14 +4,15 @@ CLIP_benchmark's tar layout at the model's image size (16 px), so that neither s
 
 - `shape`: zero-shot classification, the converter's tars of the built-in test split (6 classes, 40 images);
 - `captions`: retrieval, 24 images of seeded noise with 2 captions each, every caption different from the others,
-  so that no two texts score a tie (both sides rank ties by index, but torch.topk does not promise which).
+  so that no two texts score a tie (both sides rank ties by index, but torch.topk does not promise which);
+- `linear_probe/shape`: CLIP_benchmark's linear probe on `shape`, fitted on the converter's tars of the built-in
+  train split (96 images).
 
 The merges file is the test's own (16 merges: captions and templates mostly fit the context), so that the case
 needs no download; the export ships it beside the weights and names it in `open_clip_config.json`, and open_clip's
 `SimpleTokenizer` reads it as CLIP's.
 """
 
-import gzip
 import io
 import json
 import os
@@ -24,13 +25,19 @@ import numpy as np
 
 from tests.conftest import REPO
 
-TASKS = {"shape": "zeroshot_classification", "captions": "zeroshot_retrieval"}
+# Our task key: (the dataset's directory, CLIP_benchmark's --task).
+TASKS = {"shape": ("shape", "zeroshot_classification"), "captions": ("captions", "zeroshot_retrieval"),
+         "linear_probe/shape": ("shape", "linear_probe")}
 FIXTURE = REPO / "tests" / "data" / "clip_benchmark_parity.json"
 MERGES = ["t h", "th e</w>", "o f</w>", "p h", "ph o", "pho t", "phot o</w>", "c i", "ci r", "cir c", "circ l",
           "circl e</w>", "r e", "e d</w>", "n u", "nu m"]
 _COLOURS = ("red", "green", "blue", "yellow", "purple", "white")
 _SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 BATCH_SIZE = 16
+# The linear probe's mini-batch and epochs on both sides (CLIP_benchmark's --batch_size and --fewshot_epochs):
+# 600 steps instead of the defaults' 20 (64 and 10 on 96 images), so that two seeds of the probe differ less.
+PROBE_BATCH_SIZE, PROBE_EPOCHS = 8, 50
+PROBE_FLAGS = (f"--linear_probe_batch_size={PROBE_BATCH_SIZE}", f"--linear_probe_epochs={PROBE_EPOCHS}")
 
 
 def run_module(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -40,7 +47,8 @@ def run_module(*args: str, env: dict | None = None, timeout: int = 600) -> subpr
 
 
 def write_merges(path: pathlib.Path) -> pathlib.Path:
-  path.write_bytes(gzip.compress("\n".join(["#version: 0.2", *MERGES]).encode(), mtime=0))
+  from declip_jax import token_ids  # pylint: disable=g-import-not-at-top
+  token_ids.write_bpe_merges(str(path), [tuple(m.split()) for m in MERGES])
   return path
 
 
@@ -92,10 +100,11 @@ def build(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, object]:
   config = case_config(write_merges(root / "merges.txt.gz"))
   run, tars = root / "run", root / "tars"
   train.run(config, str(run))
-  for task, flags in (("shape", ["--label_key=shape", "--templates=builtin_shape"]),
-                      ("builtin_captions", ["--kind=retrieval"])):
-    out = run_module("declip_jax.benchmark.make_tars", "--config=tests/tiny_config.py", "--dataset=builtin:test",
-                     f"--output={tars / task / 'test'}", "--shard_size=16", *flags)
+  for task, split, flags in (("shape", "test", ["--label_key=shape", "--templates=builtin_shape"]),
+                             ("shape", "train", ["--label_key=shape"]),
+                             ("builtin_captions", "test", ["--kind=retrieval"])):
+    out = run_module("declip_jax.benchmark.make_tars", "--config=tests/tiny_config.py", f"--dataset=builtin:{split}",
+                     f"--output={tars / task / split}", "--shard_size=16", *flags)
     assert out.returncode == 0, out.stderr[-3000:]
   write_retrieval_tars(tars / "captions")
   return run, tars, config
@@ -108,29 +117,47 @@ def export(run: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
   return directory
 
 
-def ours(run: pathlib.Path, tars: pathlib.Path, output: pathlib.Path) -> dict[str, dict[str, float]]:
-  """`python -m declip_jax.benchmark` on both tasks: {task: metrics}."""
+def ours(run: pathlib.Path, tars: pathlib.Path, output: pathlib.Path, *flags: str,
+         tasks: tuple[str, ...] = tuple(TASKS)) -> dict[str, dict[str, float]]:
+  """`python -m declip_jax.benchmark` on the tasks: {task: metrics}."""
   out = run_module("declip_jax.benchmark", f"--workdir={run}", f"--data_root={tars}", f"--output={output}",
-                   f"--batch_size={BATCH_SIZE}", f"--tasks={','.join(TASKS)}")
+                   f"--batch_size={BATCH_SIZE}", f"--tasks={','.join(tasks)}", *PROBE_FLAGS, *flags)
   assert out.returncode == 0, out.stderr[-3000:]
   return {line["key"]: line["metrics"] for line in map(json.loads, output.read_text().splitlines())}
 
 
-def clip_benchmarks(exported: pathlib.Path, tars: pathlib.Path, out_dir: pathlib.Path) -> dict[str, dict[str, float]]:
-  """`python -m clip_benchmark.cli eval` on both tasks, float32 (--no_amp): {task: metrics}.
+def clip_benchmark_eval(exported: pathlib.Path, tars: pathlib.Path, dataset: str, kind: str, output: pathlib.Path,
+                        *flags: str) -> tuple[list[str], dict[str, str]]:
+  """`python -m clip_benchmark.cli eval` on a task of the tars, float32 (--no_amp), as (the module and its
+  arguments, the environment it needs besides ours); `flags` are added.
 
   CLIP_benchmark 1.6.2 calls float() on one-element arrays, an error from NumPy 2.4 on (ours is 2.4): it runs
   unmodified with an older NumPy first on its path, from the folder CLIP_BENCHMARK_PYTHONPATH names (.ci/run:
-  `pip install --target DIR numpy==2.3.5`)."""
+  `pip install --target DIR numpy==2.3.5`). Its linear probe insists on CUDA (`assert device == 'cuda'`, for
+  speed, and `.cuda()` calls): it runs on the CPU under PYTHONOPTIMIZE=1 (`python -O`, which drops asserts) with
+  `.cuda()` the identity (tests/clip_benchmark_on_cpu.py); its arithmetic is unchanged."""
   overlay = os.environ.get("CLIP_BENCHMARK_PYTHONPATH", "")
   env = {"PYTHONPATH": os.pathsep.join(p for p in (overlay, os.environ.get("PYTHONPATH", "")) if p)}
+  probe = kind == "linear_probe"
+  args = ["tests.clip_benchmark_on_cpu" if probe else "clip_benchmark.cli", "eval", "--model_type=open_clip",
+          f"--model=local-dir:{exported}", "--pretrained=declip_jax", f"--dataset=wds/{dataset}",
+          f"--dataset_root={tars}/{{dataset}}", "--split=test", f"--task={kind}", "--no_amp", "--recall_k", "1", "5",
+          "10", f"--output={output}", *flags]
+  return args, {**env, "PYTHONOPTIMIZE": "1"} if probe else env
+
+
+def clip_benchmarks(exported: pathlib.Path, tars: pathlib.Path, out_dir: pathlib.Path, seed: int = 0,
+                    tasks: tuple[str, ...] = tuple(TASKS)) -> dict[str, dict[str, float]]:
+  """`clip_benchmark_eval` on the tasks (in-process loading, the probe's settings as ours): {task: metrics}."""
   results = {}
-  for task, kind in TASKS.items():
-    output = out_dir / f"clip_benchmark_{task}.json"
-    out = run_module("clip_benchmark.cli", "eval", "--model_type=open_clip", f"--model=local-dir:{exported}",
-                     "--pretrained=declip_jax", f"--dataset=wds/{task}", f"--dataset_root={tars}/{{dataset}}",
-                     "--split=test", f"--task={kind}", "--no_amp", "--num_workers=0", f"--batch_size={BATCH_SIZE}",
-                     "--recall_k", "1", "5", "10", f"--output={output}", env=env)
+  for task in tasks:
+    dataset, kind = TASKS[task]
+    output = out_dir / f"clip_benchmark_{task.replace('/', '_')}_{seed}.json"
+    probe = (f"--feature_root={out_dir / f'features_{seed}'}", "--train_split=train",
+             f"--batch_size={PROBE_BATCH_SIZE}", f"--fewshot_epochs={PROBE_EPOCHS}")
+    args, env = clip_benchmark_eval(exported, tars, dataset, kind, output, "--num_workers=0", f"--seed={seed}",
+                                    *(probe if kind == "linear_probe" else (f"--batch_size={BATCH_SIZE}",)))
+    out = run_module(*args, env=env)
     if "only 0-dimensional arrays can be converted" in out.stderr:
       raise AssertionError("CLIP_benchmark 1.6.2 needs NumPy < 2.4: set CLIP_BENCHMARK_PYTHONPATH to a folder "
                            "holding it (pip install --target DIR numpy==2.3.5)")

@@ -61,6 +61,16 @@ def test_task_lists_and_aggregates():
   assert agg["Average"] == {"value": pytest.approx((37 * 0.5 + 1) / 38), "tasks": 38, "of": 38}
   assert agg["VTAB"]["of"] == 13 and agg["VTAB"]["value"] == pytest.approx((12 * 0.5 + 1) / 13)
   assert agg["ImageNet"]["value"] == 0.5 and agg["Retrieval"]["of"] == 3
+  probe = tasks.task_of("linear_probe_5shot/vtab/pets")
+  assert (probe.kind, probe.data_key, probe.fewshot_k, probe.main_metric, probe.tfds) == (
+      "linear_probe", "vtab/pets", 5, "lp_mean_per_class_recall", "")
+  assert probe.name == "Oxford-IIIT Pet, linear probe, 5-shot" and not probe.in_average and not probe.groups
+  full = tasks.task_of("linear_probe/cifar10")
+  assert (full.fewshot_k, full.main_metric, full.tfds) == (-1, "lp_acc1", "tfds:cifar10/test")
+  assert suite.task_data(full, "") == "tfds:cifar10/test" and suite.task_data(full, "", "train") == "tfds:cifar10/train"
+  assert tasks.task_of("linear_probe/retrieval/flickr30k") is None  # A probe needs labels.
+  agg = suite.aggregates(results + [suite.Result(probe.key, probe.name, {"main_metric": 0.0})])
+  assert agg["Average"]["tasks"] == 38 and agg["VTAB"]["value"] == pytest.approx((12 * 0.5 + 1) / 13)
 
 
 def _run(*args, env=None, timeout=600):
@@ -102,16 +112,23 @@ def _benchmark(run, tars, tmp_path, *extra, devices=None):
 
 def test_a_model_is_benchmarked_with_a_line_per_task_and_the_tables(model_and_tars, tmp_path):
   run, tars = model_and_tars
-  out, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions")
+  out, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions,linear_probe_2shot/shape")
   assert out.returncode == 0, out.stderr[-3000:]
-  shape, captions = lines
+  shape, captions, probe = lines
   assert shape["key"] == "shape" and shape["num_examples"] == 40 and shape["data"].startswith("clip_benchmark:")
   assert set(shape["metrics"]) == {"acc1", "acc5", "mean_per_class_recall", "main_metric"}
   assert shape["metrics"]["main_metric"] == shape["metrics"]["acc1"]
   assert {"image_retrieval_recall@1", "text_retrieval_recall@5", "main_metric"} <= set(captions["metrics"])
-  assert "[1/2] shape: acc1" in out.stdout and "[2/2] captions: mean_recall@1" in out.stdout
+  assert "[1/3] shape: acc1" in out.stdout and "[2/3] captions: mean_recall@1" in out.stdout
+  assert "[3/3] linear_probe_2shot/shape: lp_acc1" in out.stdout
+  assert probe["dataset"] == "shape, linear probe, 2-shot" and probe["num_examples"] == 40
+  assert probe["metrics"]["fewshot_k"] == 2 and probe["metrics"]["weight_decay"] == 0.0
+  assert probe["metrics"]["main_metric"] == probe["metrics"]["lp_acc1"]
+  assert set(probe["metrics"]) >= {"lp_acc1", "lp_acc5", "lp_mean_per_class_recall", "epochs", "seed", "normalized"}
   table = (tmp_path / "r.md").read_text()
   assert "| shape |" in table and "| Average |" in table
+  probe_row = next(row for row in table.splitlines() if row.startswith("| linear_probe_2shot/shape |"))
+  assert f"| {100 * probe['metrics']['lp_acc1']:.2f} |" in probe_row  # In the acc1 column.
   assert (tmp_path / "r.csv").read_text().startswith("task,dataset,main_metric")
 
 
@@ -119,8 +136,9 @@ def test_broken_tasks_are_one_line_each_and_the_rest_runs(model_and_tars, tmp_pa
   run, tars = model_and_tars
   broken = tmp_path / "tars"
   import shutil  # pylint: disable=g-import-not-at-top
-  for name in ("no_names", "missing_shard", "corrupt"):
+  for name in ("no_names", "missing_shard", "corrupt", "no_train"):
     shutil.copytree(tars / "shape", broken / name)
+  shutil.rmtree(broken / "no_train" / "train")
   (broken / "no_names" / "classnames.txt").unlink()
   (broken / "missing_shard" / "test" / "2.tar").unlink()
   with tarfile.open(broken / "corrupt" / "test" / "0.tar", "w", format=tarfile.PAX_FORMAT) as tar:
@@ -133,7 +151,8 @@ def test_broken_tasks_are_one_line_each_and_the_rest_runs(model_and_tars, tmp_pa
     label.size = 1
     tar.addfile(label, io.BytesIO(b"0"))
   shutil.copytree(tars / "captions", broken / "captions")
-  out, lines = _benchmark(run, broken, tmp_path, "--tasks=nonesuch,no_names,missing_shard,corrupt,captions")
+  out, lines = _benchmark(run, broken, tmp_path, "--tasks=nonesuch,no_names,missing_shard,corrupt,captions,"
+                          "linear_probe/no_train,linear_probe_50shot/corrupt,linear_probe/captions")
   assert out.returncode == 1
   by_key = {l["key"]: l for l in lines}
   assert "unknown task 'nonesuch'" in by_key["nonesuch"]["error"]
@@ -141,15 +160,18 @@ def test_broken_tasks_are_one_line_each_and_the_rest_runs(model_and_tars, tmp_pa
   assert "2.tar is missing" in by_key["missing_shard"]["error"]
   assert "error" not in by_key["corrupt"] and by_key["corrupt"]["num_examples"] == 40 - 16 + 0  # Shard 0 replaced.
   assert "error" not in by_key["captions"]
-  for key in ("nonesuch", "no_names", "missing_shard"):
+  assert "no_train/train" in by_key["linear_probe/no_train"]["error"]
+  assert "fewer than 50 examples of class" in by_key["linear_probe_50shot/corrupt"]["error"]
+  assert "unknown task 'linear_probe/captions'" in by_key["linear_probe/captions"]["error"]  # Retrieval: no probe.
+  for key in ("nonesuch", "no_names", "missing_shard", "linear_probe/no_train"):
     assert "\n" not in by_key[key]["error"] and f"{key}: error: " in out.stdout
   assert "Traceback" not in out.stdout + out.stderr
 
 
 def test_one_and_eight_devices_give_the_same_numbers(model_and_tars, tmp_path):
   run, tars = model_and_tars
-  _, one = _benchmark(run, tars, tmp_path / "one", "--tasks=shape,captions")
-  _, eight = _benchmark(run, tars, tmp_path / "eight", "--tasks=shape,captions", devices=8)
+  _, one = _benchmark(run, tars, tmp_path / "one", "--tasks=shape,captions,linear_probe/shape")
+  _, eight = _benchmark(run, tars, tmp_path / "eight", "--tasks=shape,captions,linear_probe/shape", devices=8)
   assert [l["metrics"] for l in one] == [l["metrics"] for l in eight] and one
 
 
@@ -164,13 +186,14 @@ def test_a_run_can_evaluate_benchmark_tasks_as_its_evals(model_and_tars, benchma
   import shutil  # pylint: disable=g-import-not-at-top
   from declip_jax import config as config_lib, train  # pylint: disable=g-import-not-at-top
   run, tars = model_and_tars
-  _, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions")
+  _, lines = _benchmark(run, tars, tmp_path, "--tasks=shape,captions,linear_probe_2shot/shape")
   workdir = tmp_path / "run"
   shutil.copytree(run, workdir)
   config = benchmark_case[2].copy_and_resolve_references()
-  config.evals = {"bench": config_lib.eval_spec("benchmark", "shape,captions", data_root=str(tars))}
+  config.evals = {"bench": config_lib.eval_spec("benchmark", "shape,captions,linear_probe_2shot/shape",
+                                                data_root=str(tars))}
   results = train.evaluate(config, str(workdir))["bench"]
-  assert results["tasks"] == ["shape", "captions"]
+  assert results["tasks"] == ["shape", "captions", "linear_probe_2shot/shape"]
   for line in lines:
     for metric, value in line["metrics"].items():
       if value == value:  # acc5 of fewer than 5 classes is NaN in both.
@@ -192,3 +215,15 @@ def test_the_docs_comparison_with_clip_benchmark_is_its_record():
   from declip_jax.benchmark import tables  # pylint: disable=g-import-not-at-top
   record = json.loads((REPO / "docs" / "benchmarks" / "vs_clip_benchmark.json").read_text())
   assert tables.clip_benchmark_comparison(record) in (REPO / "docs" / "evaluation.md").read_text()
+
+
+def test_the_docs_linear_probe_seeds_are_their_record():
+  """docs/evaluation.md shows benchmarks/linear_probe_seeds.py's record as tables.linear_probe_seeds renders it, and
+  the record is of the parity test's probe settings (its spread is that test's tolerance)."""
+  from declip_jax.benchmark import tables  # pylint: disable=g-import-not-at-top
+  from tests import clip_benchmark_case  # pylint: disable=g-import-not-at-top
+  record = json.loads((REPO / "docs" / "benchmarks" / "linear_probe_seeds.json").read_text())
+  assert tables.linear_probe_seeds(record) in (REPO / "docs" / "evaluation.md").read_text()
+  assert (record["settings"]["epochs"], record["settings"]["batch_size"]) == (
+      clip_benchmark_case.PROBE_EPOCHS, clip_benchmark_case.PROBE_BATCH_SIZE)
+  assert len(record["ours"]) == len(record["clip_benchmark"]) == len(record["seeds"]) >= 5

@@ -6,7 +6,10 @@ Or a model from released weights, imported first (`declip_jax.interop.convert`'s
 
 --tasks: comma-separated task keys (DataComp's, e.g. `imagenet1k,vtab/cifar100`, or any directory under
 --data_root in CLIP_benchmark's layout), list names (`datacomp`: all 40 of DataComp's runs; `datacomp_averaged`:
-its 38), or a file of them, one per line. Writes FILE.jsonl (one line per task, DataComp's format), FILE.md and
+its 38), or a file of them, one per line. `linear_probe/KEY` is CLIP_benchmark's linear probe on classification
+task KEY (fitted on its train split), `linear_probe_<k>shot/KEY` the few-shot one (k examples per class); the
+--linear_probe_* flags are CLIP_benchmark's --fewshot_lr, --fewshot_epochs, --batch_size, --seed, --val_split and
+--val_proportion, with its defaults. Writes FILE.jsonl (one line per task, DataComp's format), FILE.md and
 FILE.csv (tasks and DataComp's aggregates), and a progress line per task. Exit status 1 when a task failed (its
 line says why), 2 on bad flags.
 """
@@ -29,6 +32,14 @@ _WEIGHTS_FORMAT = flags.DEFINE_enum("weights_format", "open_clip", ["open_clip",
                                     "The weights' format, as declip_jax.interop.convert's --format.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "With --weights: the config of the model they fit.",
                                           lock_config=True)
+_PROBE_LR = flags.DEFINE_float("linear_probe_lr", 0.1, "Linear probes: AdamW's peak learning rate.")
+_PROBE_EPOCHS = flags.DEFINE_integer("linear_probe_epochs", 10, "Linear probes: epochs.")
+_PROBE_BATCH_SIZE = flags.DEFINE_integer("linear_probe_batch_size", 64, "Linear probes: mini-batch size.")
+_PROBE_SEED = flags.DEFINE_integer("linear_probe_seed", 0, "Linear probes: the seed of initialisation and orders.")
+_PROBE_VAL_SPLIT = flags.DEFINE_string("linear_probe_val_split", "", "Linear probes: a split of the task's own "
+                                       "(e.g. val) to choose the weight decay on; empty: none.")
+_PROBE_VAL_PROPORTION = flags.DEFINE_float("linear_probe_val_proportion", 0.0, "Linear probes: else this share of "
+                                           "the train split, drawn at random; 0 with no split: weight decay 0.")
 flags.mark_flags_as_required(["workdir", "tasks"])
 
 
@@ -39,11 +50,17 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top  (--help stays fast)
   from etils import epath  # pylint: disable=g-import-not-at-top
   from declip_jax import loading  # pylint: disable=g-import-not-at-top
-  from declip_jax.benchmark import suite, tables, tasks  # pylint: disable=g-import-not-at-top
+  from declip_jax.benchmark import linear_probe, suite, tables, tasks  # pylint: disable=g-import-not-at-top
   from declip_jax.evaluation import evaluations  # pylint: disable=g-import-not-at-top
   keys = tasks.parse(_TASKS.value)
   if not keys:
     print(f"error: --tasks={_TASKS.value!r} names no task.", file=sys.stderr)
+    return 2
+  try:
+    probe = linear_probe.Settings(_PROBE_LR.value, _PROBE_EPOCHS.value, _PROBE_BATCH_SIZE.value, _PROBE_SEED.value,
+                                  _PROBE_VAL_SPLIT.value, _PROBE_VAL_PROPORTION.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
     return 2
   try:
     if _WEIGHTS.value:
@@ -60,7 +77,7 @@ def main(argv):
   output.parent.mkdir(parents=True, exist_ok=True)
   config = suite.benchmark_config(model.config, _BATCH_SIZE.value, _TFDS_DATA_DIR.value)
   evals = evaluations.Evaluations(config, model.module, model.tokenizer, model.mesh)
-  runner = suite.Suite(config, evals, model.variables, _DATA_ROOT.value)
+  runner = suite.Suite(config, evals, model.variables, _DATA_ROOT.value, probe)
   writer = jax.process_index() == 0
   results = []
   for i, key in enumerate(keys, 1):

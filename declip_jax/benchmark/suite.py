@@ -21,7 +21,7 @@ import numpy as np
 from etils import epath
 
 from declip_jax import config as config_lib
-from declip_jax.benchmark import metrics, prompts, tasks as tasks_lib
+from declip_jax.benchmark import linear_probe, metrics, prompts, tasks as tasks_lib
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data import sources
 from declip_jax.evaluation import datasets, retrieval, zero_shot
@@ -54,20 +54,22 @@ class Result:
     return out
 
 
-def task_data(task: tasks_lib.Task, data_root: str) -> str:
-  """The dataset string a task is read from: its CLIP_benchmark tars under `data_root`, else its TFDS split.
+def task_data(task: tasks_lib.Task, data_root: str, split: str = "test") -> str:
+  """The dataset string of a task's split: its CLIP_benchmark tars under `data_root` (`<data_root>/<task's
+  directory>/<split>`), else the TFDS dataset's split of that name.
 
   Raises:
     DataSourceError: neither is there.
   """
-  split = epath.Path(data_root) / task.key / "test" if data_root else None
-  if split is not None and (split.exists() or split.parent.exists()):
-    return f"{TARS}:{split}"
+  directory = epath.Path(data_root) / task.data_key if data_root else None
+  if directory is not None and directory.exists():
+    return f"{TARS}:{directory / split}"  # The tars' reader says what is missing, if anything.
   if task.tfds:
-    return task.tfds
-  where = f"{split.parent} does not exist" if split is not None else "no --data_root was given"
+    return task.tfds if split == "test" else f"{task.tfds.rpartition('/')[0]}/{split}"
+  where = f"{directory} does not exist" if directory is not None else "no --data_root was given"
   raise DataSourceError(f"no data for {task.key}: {where}, and TFDS does not have it (the task's tars, in "
-                        "CLIP_benchmark's layout, are what DataComp's download_evalsets.py fetches).")
+                        "CLIP_benchmark's layout, are what DataComp's download_evalsets.py fetches; "
+                        "python -m declip_jax.benchmark.make_tars writes them).")
 
 
 def benchmark_config(config: ml_collections.ConfigDict, batch_size: int,
@@ -85,10 +87,13 @@ def benchmark_config(config: ml_collections.ConfigDict, batch_size: int,
 
 class Suite:
   """The tasks' evaluation (`run`) with a model's variables through `evals`, an `evaluations.Evaluations` (its
-  tokenizer and mesh-sharded encoders); `config`: `benchmark_config`'s (CLIP_benchmark's preprocessing)."""
+  tokenizer and mesh-sharded encoders); `config`: `benchmark_config`'s (CLIP_benchmark's preprocessing);
+  `probe`: the linear probes' settings (CLIP_benchmark's defaults unless given)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, evals, variables, data_root: str):
+  def __init__(self, config: ml_collections.ConfigDict, evals, variables, data_root: str,
+               probe: Optional[linear_probe.Settings] = None):
     self.config, self.evals, self.variables, self.data_root = config, evals, variables, data_root
+    self.probe = probe or linear_probe.Settings()
 
   def run(self, task: tasks_lib.Task) -> Result:
     """Evaluates one task; a failure is the result's one-line error."""
@@ -101,6 +106,8 @@ class Suite:
         result.metrics, result.num_examples = self._classification(task, result.data)
       elif task.kind == "retrieval":
         result.metrics, result.num_examples = self._retrieval(task, result.data)
+      elif task.kind == "linear_probe":
+        result.metrics, result.num_examples = self._linear_probe(task, result.data)
       else:
         raise DataSourceError(f"{task.key}: its protocol ({task.main_metric}) is not implemented here.")
       if task.main_metric in tasks_lib.NEEDS_METADATA:
@@ -117,7 +124,7 @@ class Suite:
     does: the shorter side to the model's size, bicubic, and a centre crop)."""
     source, location = sources.parse_dataset(dataset, f"{dataset}")
     spec = self._spec(kind, dataset)
-    records = (source.labelled_images(location, spec, self.config, dataset) if kind == "zero_shot"
+    records = (source.labelled_images(location, spec, self.config, dataset) if kind != "retrieval"
                else source.captioned_images(location, spec, self.config, dataset))
     decoded = records.records.take(8).enumerate().map(lambda i, record: records.decode(record)).ignore_errors()
     first = next(iter(decoded.take(1)), None)
@@ -140,14 +147,35 @@ class Suite:
     own = sources.get(TARS).templates(location) if tars else None
     weights = zero_shot.classifier_weights(lambda texts: self.evals.encode_texts(self.variables, texts), names,
                                            prompts.templates(task.key, own))
-    image_emb, _, labels = self.evals.encode_images(self.variables, data.dataset, extra="label")
-    if not len(labels):
-      raise DataSourceError(f"{dataset} yielded no usable example (undecodable images or missing labels).")
+    image_emb, labels = self._encode_labelled(data.dataset, dataset)
     if labels.max() >= len(names):
       raise DataSourceError(f"{dataset}: label {int(labels.max())} but {len(names)} class names.")
-    image_emb = image_emb / np.linalg.norm(image_emb, axis=-1, keepdims=True)
-    scores = image_emb.astype(np.float32) @ weights.astype(np.float32).T
+    scores = image_emb @ weights.astype(np.float32).T
     return metrics.classification(scores, labels), len(labels)
+
+  def _encode_labelled(self, ds, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled split's L2-normalised image embeddings [N, D] (float32) and labels [N], in dataset order."""
+    image_emb, _, labels = self.evals.encode_images(self.variables, ds, extra="label")
+    if not len(labels):
+      raise DataSourceError(f"{dataset} yielded no usable example (undecodable images or missing labels).")
+    image_emb = image_emb.astype(np.float32)
+    return image_emb / np.linalg.norm(image_emb, axis=-1, keepdims=True), np.asarray(labels)
+
+  def _labelled_split(self, task: tasks_lib.Task, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    spec = self._spec("linear_probe", dataset)
+    data = datasets.labelled_images(spec, self.config, task.key, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    return self._encode_labelled(data.dataset, dataset)
+
+  def _linear_probe(self, task: tasks_lib.Task, dataset: str) -> tuple[dict, int]:
+    """CLIP_benchmark's linear probe: fitted on the task's train split (and its validation split, if the settings
+    name one), measured on `dataset` (its test split)."""
+    train = self._labelled_split(task, task_data(task, self.data_root, "train"))
+    validation = None
+    if self.probe.val_split:
+      validation = self._labelled_split(task, task_data(task, self.data_root, self.probe.val_split))
+    test_emb, test_labels = self._labelled_split(task, dataset)
+    return linear_probe.evaluate(*train, test_emb, test_labels, task.fewshot_k, self.probe, validation), len(test_labels)
 
   def _retrieval(self, task: tasks_lib.Task, dataset: str) -> tuple[dict, int]:
     spec = self._spec("retrieval", dataset)
@@ -192,8 +220,13 @@ Progress = Callable[[int, int, Result], None]
 
 
 def unlisted_task(key: str, data_root: str) -> Optional[tasks_lib.Task]:
-  """A task DataComp does not list but whose tars are under `data_root` (its dataset_type.txt says which kind);
-  None when there is no such directory."""
+  """A task DataComp does not list but whose tars are under `data_root` (its dataset_type.txt says which kind),
+  or a linear probe on one (`linear_probe/<key>`, `linear_probe_<k>shot/<key>`); None when there is no such
+  directory."""
+  probe = tasks_lib.LINEAR_PROBE.fullmatch(key)
+  if probe is not None:
+    dataset = tasks_lib.task_of(probe.group(2)) or unlisted_task(probe.group(2), data_root)
+    return tasks_lib.linear_probe(key, dataset) if dataset is not None and dataset.kind == "zero_shot" else None
   directory = epath.Path(data_root) / key if data_root else None
   if directory is None or not directory.is_dir():
     return None
@@ -253,11 +286,12 @@ def check_available(spec: ml_collections.ConfigDict, name: str) -> None:
     if task is None:
       raise DataSourceError(f"evals.{name}: {unknown_task(key, spec.data_root).error}")
     try:
-      dataset = task_data(task, spec.data_root)
-      if dataset.startswith(TARS + ":"):
-        location = dataset.partition(":")[2]
-        sources.get(TARS).shard_files(location, f"evals.{name}: {key}")
-        if task.kind == "zero_shot":
-          sources.get(TARS).class_names(location, f"evals.{name}: {key}")
+      for split in ("test", "train") if task.kind == "linear_probe" else ("test",):
+        dataset = task_data(task, spec.data_root, split)
+        if dataset.startswith(TARS + ":"):
+          location = dataset.partition(":")[2]
+          sources.get(TARS).shard_files(location, f"evals.{name}: {key}")
+          if task.kind == "zero_shot":
+            sources.get(TARS).class_names(location, f"evals.{name}: {key}")
     except DataSourceError as e:
       raise DataSourceError(f"evals.{name}: {e}") from None

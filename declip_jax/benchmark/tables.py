@@ -21,11 +21,12 @@ def _number(value: Any) -> str:
 
 def rows(results: list[suite.Result]) -> list[dict[str, str]]:
   """Table rows (percentages with 2 decimals): task, dataset, main metric, the metric columns, examples,
-  seconds, error."""
+  seconds, error. A linear probe's lp_acc1, lp_acc5 and lp_mean_per_class_recall go in the acc1, acc5 and
+  mean_per_class_recall columns (its dataset says "linear probe")."""
   out = []
   for r in results:
     row = {"task": r.key, "dataset": r.dataset, "main_metric": _number(r.metrics.get("main_metric"))}
-    row.update({c: _number(r.metrics.get(c)) for c in COLUMNS})
+    row.update({c: _number(r.metrics.get(c, r.metrics.get(f"lp_{c}"))) for c in COLUMNS})
     row.update({"examples": str(r.num_examples), "seconds": f"{r.seconds:.1f}", "error": r.error or ""})
     out.append(row)
   return out
@@ -94,4 +95,29 @@ def clip_benchmark_comparison(record: dict) -> str:
     lines.append(f"| preprocessing, {shape} {d['source'][0]}x{d['source'][1]} images: max / mean abs. difference "
                  f"(of 255), share of values over 1 | {d['max']:.2f} / {d['mean']:.3f}, {100 * d['share_over_1']:.2f}% "
                  f"| (the reference) |")
+  return "\n".join(lines) + "\n"
+
+
+def seed_spread(record: dict, metric: str) -> float:
+  """The larger of the two sides' ranges (max - min over the seeds) of a linear-probe metric in the record of
+  benchmarks/linear_probe_seeds.py: how far apart two seeds of one probe came."""
+  return max(max(r[metric] for r in runs) - min(r[metric] for r in runs)
+             for runs in (record["ours"], record["clip_benchmark"]))
+
+
+def linear_probe_seeds(record: dict) -> str:
+  """The record of benchmarks/linear_probe_seeds.py as Markdown: each linear-probe metric's range and mean over the
+  seeds on each side, and the tolerance it sets (`seed_spread`)."""
+  s = record["settings"]
+  lines = [f"Host: {record['host']}. Task: `{record['task']}` ({record['train_images']} training, "
+           f"{record['test_images']} test images), lr {s['lr']}, {s['epochs']} epochs, batch {s['batch_size']}, "
+           f"weight decay {s['weight_decay']}; seeds {record['seeds'][0]}-{record['seeds'][-1]} on each side.", "",
+           "| metric | declip_jax: min - max (mean) | CLIP_benchmark: min - max (mean) | tolerance |",
+           "|---|---|---|---|"]
+  for metric in record["ours"][0]:
+    cells = []
+    for runs in (record["ours"], record["clip_benchmark"]):
+      values = [r[metric] for r in runs]
+      cells.append(f"{_number(min(values))} - {_number(max(values))} ({_number(statistics.mean(values))})")
+    lines.append(f"| {metric} | {cells[0]} | {cells[1]} | {_number(seed_spread(record, metric))} |")
   return "\n".join(lines) + "\n"

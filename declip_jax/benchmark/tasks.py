@@ -7,6 +7,7 @@ DataComp's `tasklist.yml` and `aggregate_scores.py` (mlfoundations/datacomp, MIT
 """
 
 import dataclasses
+import re
 from typing import Optional
 
 from etils import epath
@@ -22,7 +23,7 @@ class Task:
   Attributes:
     key: DataComp's key, the task's directory under the data root (`<root>/<key>/test/nshards.txt`).
     name: DataComp's display name (the `dataset` of its result line, and what the aggregates group by).
-    kind: "zero_shot" (classification) or "retrieval".
+    kind: "zero_shot" (classification), "retrieval" or "linear_probe".
     main_metric: the metric DataComp averages.
     size: examples in the test split (DataComp's count), or 0 when not known.
     num_classes: 0 for retrieval.
@@ -30,6 +31,8 @@ class Task:
       "Retrieval".
     in_average: whether DataComp's average counts it (FairFace and UTKFace are run but not averaged).
     tfds: "tfds:NAME/SPLIT" where TFDS has the test split (reading it needs no tars), else "".
+    directory: the task's directory under the data root when it is not `key` (a linear probe's: its dataset's).
+    fewshot_k: a linear probe's examples per class (-1: the whole training split).
   """
 
   key: str
@@ -41,6 +44,13 @@ class Task:
   groups: tuple[str, ...] = ()
   in_average: bool = True
   tfds: str = ""
+  directory: str = ""
+  fewshot_k: int = -1
+
+  @property
+  def data_key(self) -> str:
+    """The task's directory under the data root."""
+    return self.directory or self.key
 
 
 SHIFTS, VTAB, RETRIEVAL = "ImageNet dist. shifts", "VTAB", "Retrieval"
@@ -125,6 +135,25 @@ def parse(names: str) -> list[str]:
   return keys
 
 
+LINEAR_PROBE = re.compile(r"linear_probe(?:_(\d+)shot)?/(.+)")
+
+
+def linear_probe(key: str, dataset: Task) -> Task:
+  """The linear-probe task `key` (`linear_probe/<dataset key>`, or `linear_probe_<k>shot/<dataset key>` for k
+  examples per class) on `dataset`'s data: CLIP_benchmark's probe (`declip_jax.benchmark.linear_probe`), its
+  main metric the `lp_` form of the dataset's (lp_acc1 or lp_mean_per_class_recall). Its line's `dataset` is the
+  dataset's name with ", linear probe" (and ", k-shot"), so that DataComp's aggregates do not count it."""
+  k = LINEAR_PROBE.fullmatch(key).group(1)
+  main = dataset.main_metric if dataset.main_metric in (ACC1, MEAN_PER_CLASS_RECALL) else ACC1
+  return dataclasses.replace(dataset, key=key, name=f"{dataset.name}, linear probe{f', {k}-shot' if k else ''}",
+                             kind="linear_probe", main_metric=f"lp_{main}", groups=(), in_average=False,
+                             directory=dataset.data_key, fewshot_k=int(k) if k else -1)
+
+
 def task_of(key: str) -> Optional[Task]:
-  """DataComp's task of that key, or None for a key it does not list."""
+  """DataComp's task of that key (or a linear probe on one), or None for a key it does not list."""
+  probe = LINEAR_PROBE.fullmatch(key)
+  if probe is not None:
+    dataset = BY_KEY.get(probe.group(2))
+    return linear_probe(key, dataset) if dataset is not None and dataset.kind == "zero_shot" else None
   return BY_KEY.get(key)

@@ -42,6 +42,23 @@ def pytest_configure(config):
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # The tiny programs compile in under 1 s.
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+  """Makes `--dist loadgroup` group again under pytest 9.2: pytest-xdist 3.8 (its worker's hook, which runs
+  before this one) marks a test of an `xdist_group` by setting `item._nodeid` to "<node id>@<group>", and its
+  scheduler reads the group from the node id, but pytest 9.2 keeps the node id in `item._id`, so the suffix was
+  lost and every group spread over the workers. This copies it over (a no-op where xdist did not set one)."""
+  del config
+  try:
+    from _pytest.nodeid import coerce_node_id  # pylint: disable=g-import-not-at-top  (pytest 9.2)
+  except ImportError:
+    return  # A pytest that keeps the node id where xdist writes it.
+  for item in items:
+    grouped = item.__dict__.get("_nodeid")
+    if isinstance(grouped, str) and grouped != item.nodeid and hasattr(item, "_id"):
+      item._id = coerce_node_id(grouped)  # pylint: disable=protected-access
+
+
 def pytest_unconfigure(config):
   if getattr(config, "_declip_jit_cache", None):
     shutil.rmtree(config._declip_jit_cache, ignore_errors=True)
@@ -60,8 +77,7 @@ def reference():
 
 @pytest.fixture(scope="session")
 def benchmark_case(tmp_path_factory):
-  """tests/clip_benchmark_case.py built once per worker: (the run's workdir, the tars' root, the run's config).
-  Modules that use it carry the xdist group "benchmark"; with pytest 9.2 and pytest-xdist 3.8 that mark does not
-  group (xdist sets item._nodeid, which pytest 9.2 no longer reads), so each worker that runs one builds it."""
+  """tests/clip_benchmark_case.py built once: (the run's workdir, the tars' root, the run's config). Modules that
+  use it carry the xdist group "benchmark", so that one worker runs them all (`pytest_collection_modifyitems`)."""
   from tests import clip_benchmark_case  # pylint: disable=g-import-not-at-top
   return clip_benchmark_case.build(tmp_path_factory.mktemp("benchmark_case"))

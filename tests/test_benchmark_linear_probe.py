@@ -180,6 +180,10 @@ def test_evaluate_metrics_search_and_few_shot():
   assert shots["fewshot_k"] == 3 and shots["lp_acc1"] > 1 / 6
   few_classes = lp.evaluate(train_x, train_y % 3, test_x, test_y % 3, -1, lp.Settings())
   assert math.isnan(few_classes["lp_acc5"])  # CLIP_benchmark: NaN when the largest test label is below 5.
+  # A class only the validation split has still gets a column, and the refit on train + validation learns it.
+  val_only = lp.evaluate(train_x[train_y < 5], train_y[train_y < 5], test_x[test_y == 5], test_y[test_y == 5], -1,
+                         lp.Settings(epochs=20), validation=(train_x[train_y == 5], train_y[train_y == 5]))
+  assert val_only["lp_acc1"] > 0.5  # Test images of that class only.
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -207,7 +207,9 @@ def evaluate(train_features: np.ndarray, train_labels: np.ndarray, test_features
     train_features, train_labels = train_features[kept], train_labels[kept]
   chosen = few_shot(train_labels, fewshot_k, rng)
   x, y = train_features[chosen], train_labels[chosen]
-  num_classes = int(train_labels.max()) + 1
+  # CLIP_benchmark: the training split's largest label + 1; a validation label beyond it would fail its final fit
+  # (torch's cross-entropy), and silently train on nothing here, so the validation labels count too.
+  num_classes = int(max(train_labels.max(), validation[1].max() if validation is not None else 0)) + 1
   init = initial_weights(train_features.shape[1], num_classes, rng)
   weight_decay = 0.0
   if validation is not None:

@@ -25,7 +25,7 @@ import open_clip  # noqa: E402,F401  (before JAX/TensorFlow: its triton import s
 from absl import app, flags  # noqa: E402
 
 from declip_jax import host_info  # noqa: E402
-from declip_jax.benchmark import tables  # noqa: E402
+from declip_jax.benchmark import linear_probe, tables  # noqa: E402
 from tests import clip_benchmark_case as case  # noqa: E402
 
 _SEEDS = flags.DEFINE_integer("seeds", 10, "Seeds 0..N-1 on each side.")
@@ -38,7 +38,7 @@ def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as tmp:
     root = pathlib.Path(tmp)
-    run, tars, _ = case.build(root)
+    run, tars, config = case.build(root)
     exported = case.export(run, root / "export")
     ours, theirs = [], []
     for seed in range(_SEEDS.value):
@@ -47,8 +47,9 @@ def main(argv):
       ours.append({m: mine[m] for m in METRICS})
       theirs.append({m: other[m] for m in METRICS})
       print(f"seed {seed}: ours {ours[-1]}, CLIP_benchmark {theirs[-1]}", flush=True)
-  record = {"host": host_info.describe(), "task": TASK, "train_images": 96, "test_images": 40,
-            "settings": {"lr": 0.1, "epochs": case.PROBE_EPOCHS, "batch_size": case.PROBE_BATCH_SIZE,
+  record = {"host": host_info.describe(), "task": TASK, "train_images": config.data.builtin.num_train,
+            "test_images": config.data.builtin.num_test,
+            "settings": {"lr": linear_probe.Settings().lr, "epochs": case.PROBE_EPOCHS, "batch_size": case.PROBE_BATCH_SIZE,
                          "fewshot_k": -1, "weight_decay": 0.0},
             "versions": {p: importlib.metadata.version(p) for p in ("clip-benchmark", "open-clip-torch", "torch")},
             "seeds": list(range(_SEEDS.value)), "ours": ours, "clip_benchmark": theirs}

@@ -148,7 +148,7 @@ def clip_benchmark_eval(exported: pathlib.Path, tars: pathlib.Path, dataset: str
 
 def clip_benchmarks(exported: pathlib.Path, tars: pathlib.Path, out_dir: pathlib.Path, seed: int = 0,
                     tasks: tuple[str, ...] = tuple(TASKS)) -> dict[str, dict[str, float]]:
-  """`clip_benchmark_eval` on the tasks (in-process loading, the probe's settings as ours): {task: metrics}."""
+  """`clip_benchmark_eval` on the tasks (no loader workers; the probe's settings as ours): {task: metrics}."""
   results = {}
   for task in tasks:
     dataset, kind = TASKS[task]

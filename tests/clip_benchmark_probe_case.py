@@ -9,10 +9,9 @@ CLIP_benchmark's `train` moves the layer and batches to CUDA; on a machine witho
 made the identity while it runs (torch.nn.DataParallel with no GPU runs the layer itself), nothing else changes.
 """
 
-import contextlib
-
 import numpy as np
 
+from tests import clip_benchmark_on_cpu
 from tests.conftest import REPO
 
 FIXTURE = REPO / "tests" / "data" / "clip_benchmark_linear_probe.npz"
@@ -21,24 +20,13 @@ WEIGHT_DECAYS = (0.0, 0.3)
 LR, EPOCHS, BATCH_SIZE, SEED = 0.1, 3, 8, 0
 
 
-def problem() -> tuple[np.ndarray, np.ndarray]:
-  """Normalised features [37, 6] (float32) of 4 noisy clusters, and their labels [37]."""
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, NUM_CLASSES, NUM_EXAMPLES)
-  features = rng.normal(size=(NUM_CLASSES, NUM_FEATURES))[labels] + 0.8 * rng.normal(size=(NUM_EXAMPLES, NUM_FEATURES))
+def problem(seed: int = 0, n: int = NUM_EXAMPLES, d: int = NUM_FEATURES,
+            c: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+  """Normalised features [n, d] (float32) of c noisy clusters, and their labels [n]."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, c, n)
+  features = rng.normal(size=(c, d))[labels] + 0.8 * rng.normal(size=(n, d))
   return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32), labels
-
-
-@contextlib.contextmanager
-def _cuda_is_identity():
-  import torch  # pylint: disable=g-import-not-at-top
-  saved = torch.nn.Module.cuda, torch.Tensor.cuda
-  torch.nn.Module.cuda = lambda self, *args, **kwargs: self
-  torch.Tensor.cuda = lambda self, *args, **kwargs: self
-  try:
-    yield
-  finally:
-    torch.nn.Module.cuda, torch.Tensor.cuda = saved
 
 
 def record() -> dict[str, np.ndarray]:
@@ -61,7 +49,7 @@ def record() -> dict[str, np.ndarray]:
     seen.clear()
     loader = torch.utils.data.DataLoader(Recording(features, labels), batch_size=BATCH_SIZE, shuffle=True,
                                          num_workers=0)
-    with _cuda_is_identity():
+    with clip_benchmark_on_cpu.cuda_is_identity():
       model = linear_probe.train(loader, NUM_FEATURES, NUM_CLASSES, weight_decay, LR, EPOCHS, False, "cpu", SEED)
     epoch_orders = np.asarray(seen).reshape(EPOCHS, NUM_EXAMPLES)
     assert orders is None or (orders == epoch_orders).all()  # Re-seeded: the same orders at each weight decay.

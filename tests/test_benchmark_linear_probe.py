@@ -50,17 +50,9 @@ def numpy_train(features, labels, init, orders, weight_decay, lr, batch_size):
   return w.T, b
 
 
-def _problem(seed=0, n=37, d=6, c=4):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, c, n)
-  centres = rng.normal(size=(c, d))
-  features = centres[labels] + 0.8 * rng.normal(size=(n, d))
-  return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32), labels
-
-
 @pytest.mark.parametrize("weight_decay", [0.0, 0.3])
 def test_training_is_torchs_adamw_loop(weight_decay):
-  features, labels = _problem()
+  features, labels = probe_case.problem()
   rng = np.random.default_rng(1)
   init, orders = lp.initial_weights(6, 4, rng), lp.epoch_orders(len(labels), 3, rng)
   settings = lp.Settings(lr=0.1, batch_size=8)
@@ -72,7 +64,7 @@ def test_training_is_torchs_adamw_loop(weight_decay):
 
 
 def test_training_several_weight_decays_at_once_equals_one_at_a_time():
-  features, labels = _problem(3)
+  features, labels = probe_case.problem(3)
   rng = np.random.default_rng(2)
   init, orders = lp.initial_weights(6, 4, rng), lp.epoch_orders(len(labels), 2, rng)
   settings = lp.Settings(batch_size=5)
@@ -166,7 +158,7 @@ def test_validation_split_has_torch_random_splits_sizes(n, p, sizes):
 
 
 def test_evaluate_metrics_search_and_few_shot():
-  features, labels = _problem(5, n=200, d=8, c=6)
+  features, labels = probe_case.problem(5, n=200, d=8, c=6)
   test_x, test_y = features[150:], labels[150:]
   train_x, train_y = features[:150], labels[:150]
   full = lp.evaluate(train_x, train_y, test_x, test_y, -1, lp.Settings())

@@ -81,7 +81,7 @@ def main(argv):
   writer = jax.process_index() == 0
   results = []
   for i, key in enumerate(keys, 1):
-    task = tasks.task_of(key) or suite.unlisted_task(key, _DATA_ROOT.value)
+    task = suite.find_task(key, _DATA_ROOT.value)
     result = runner.run(task) if task is not None else suite.unknown_task(key, _DATA_ROOT.value)
     results.append(result)
     if writer:

@@ -225,13 +225,17 @@ def unlisted_task(key: str, data_root: str) -> Optional[tasks_lib.Task]:
   directory."""
   probe = tasks_lib.LINEAR_PROBE.fullmatch(key)
   if probe is not None:
-    dataset = tasks_lib.task_of(probe.group(2)) or unlisted_task(probe.group(2), data_root)
-    return tasks_lib.linear_probe(key, dataset) if dataset is not None and dataset.kind == "zero_shot" else None
+    return tasks_lib.linear_probe(key, find_task(probe.group(2), data_root))
   directory = epath.Path(data_root) / key if data_root else None
   if directory is None or not directory.is_dir():
     return None
   kind = sources.get(TARS).dataset_type(str(directory / "test"))
   return tasks_lib.custom(key, "retrieval" if kind == "retrieval" else "zero_shot")
+
+
+def find_task(key: str, data_root: str) -> Optional[tasks_lib.Task]:
+  """The task a `--tasks` key names: DataComp's (or a probe on one), else one under `data_root`; None if neither."""
+  return tasks_lib.task_of(key) or unlisted_task(key, data_root)
 
 
 def unknown_task(key: str, data_root: str) -> Result:
@@ -260,7 +264,7 @@ def run(evals, name: str, spec: ml_collections.ConfigDict, variables) -> dict:
   suite = Suite(benchmark_config(evals.config, evals.config.eval.batch_size), evals, variables, spec.data_root)
   results = []
   for key in tasks_lib.parse(spec.dataset):
-    task = tasks_lib.task_of(key) or unlisted_task(key, spec.data_root)
+    task = find_task(key, spec.data_root)
     result = suite.run(task) if task is not None else unknown_task(key, spec.data_root)
     if result.error is not None:
       raise DataSourceError(f"evals.{name}: {key}: {result.error}")
@@ -282,7 +286,7 @@ def check_available(spec: ml_collections.ConfigDict, name: str) -> None:
   if not keys:
     raise DataSourceError(f"evals.{name}.dataset {spec.dataset!r} names no benchmark task.")
   for key in keys:
-    task = tasks_lib.task_of(key) or unlisted_task(key, spec.data_root)
+    task = find_task(key, spec.data_root)
     if task is None:
       raise DataSourceError(f"evals.{name}: {unknown_task(key, spec.data_root).error}")
     try:

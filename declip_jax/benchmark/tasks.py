@@ -138,11 +138,14 @@ def parse(names: str) -> list[str]:
 LINEAR_PROBE = re.compile(r"linear_probe(?:_(\d+)shot)?/(.+)")
 
 
-def linear_probe(key: str, dataset: Task) -> Task:
+def linear_probe(key: str, dataset: Optional[Task]) -> Optional[Task]:
   """The linear-probe task `key` (`linear_probe/<dataset key>`, or `linear_probe_<k>shot/<dataset key>` for k
   examples per class) on `dataset`'s data: CLIP_benchmark's probe (`declip_jax.benchmark.linear_probe`), its
   main metric the `lp_` form of the dataset's (lp_acc1 or lp_mean_per_class_recall). Its line's `dataset` is the
-  dataset's name with ", linear probe" (and ", k-shot"), so that DataComp's aggregates do not count it."""
+  dataset's name with ", linear probe" (and ", k-shot"), so that DataComp's aggregates do not count it. None when
+  `dataset` is None or not a classification task (a probe needs labels)."""
+  if dataset is None or dataset.kind != "zero_shot":
+    return None
   k = LINEAR_PROBE.fullmatch(key).group(1)
   main = dataset.main_metric if dataset.main_metric in (ACC1, MEAN_PER_CLASS_RECALL) else ACC1
   return dataclasses.replace(dataset, key=key, name=f"{dataset.name}, linear probe{f', {k}-shot' if k else ''}",
@@ -153,7 +156,4 @@ def linear_probe(key: str, dataset: Task) -> Task:
 def task_of(key: str) -> Optional[Task]:
   """DataComp's task of that key (or a linear probe on one), or None for a key it does not list."""
   probe = LINEAR_PROBE.fullmatch(key)
-  if probe is not None:
-    dataset = BY_KEY.get(probe.group(2))
-    return linear_probe(key, dataset) if dataset is not None and dataset.kind == "zero_shot" else None
-  return BY_KEY.get(key)
+  return linear_probe(key, BY_KEY.get(probe.group(2))) if probe is not None else BY_KEY.get(key)

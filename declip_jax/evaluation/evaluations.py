@@ -9,6 +9,7 @@ from jax.sharding import Mesh
 
 from declip_jax.benchmark import suite as benchmark_suite
 from declip_jax.data import tokenizers
+from declip_jax.data.errors import DataSourceError
 from declip_jax.evaluation import datasets, encoding, linear_probe, retrieval, zero_shot
 from declip_jax.models.declip import DeCLIP
 
@@ -22,14 +23,31 @@ EVALUATORS: dict[str, Callable[..., Optional[dict]]] = {
 }
 
 
+def _check_one(config: ml_collections.ConfigDict, name: str, spec: ml_collections.ConfigDict) -> None:
+  if spec.kind == "benchmark":
+    benchmark_suite.check_available(spec, name)
+  else:
+    datasets.check_available(spec, config, name)
+
+
 def check_data(config: ml_collections.ConfigDict) -> None:
   """Reads the start of every enabled evaluation's data; raises DataSourceError (one line) on the first that is
   missing, unreadable or unusable. Run before the model is built, so that a wrong dataset costs seconds."""
   for name, spec in sorted(config.evals.items()):
-    if spec.enabled and spec.kind == "benchmark":
-      benchmark_suite.check_available(spec, name)
-    elif spec.enabled:
-      datasets.check_available(spec, config, name)
+    if spec.enabled:
+      _check_one(config, name, spec)
+
+
+def missing_data(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """{name: the one-line reason} of every enabled evaluation whose data `check_data` would refuse."""
+  missing = {}
+  for name, spec in sorted(config.evals.items()):
+    if spec.enabled:
+      try:
+        _check_one(config, name, spec)
+      except DataSourceError as e:
+        missing[name] = str(e)
+  return missing
 
 
 class Evaluations:

@@ -10,7 +10,6 @@ the method changed since) is reported by key and the run is made again.
 
 import dataclasses
 import datetime
-import importlib.util
 import json
 import re
 import shlex
@@ -22,6 +21,7 @@ import ml_collections
 from etils import epath
 
 from declip_jax import atomic_files
+from declip_jax.config import files as config_files
 from declip_jax.study import grid
 from declip_jax.study.grid import Run
 
@@ -31,41 +31,10 @@ FORMAT = 1
 _SCHEDULING_KEYS = ("checkpoint.", "distributed.", "data.prefetch_batches", "eval.every_steps")
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file (a path relative to the repository root, as studies name their base)."""
-  spec = importlib.util.spec_from_file_location("study_base_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def resolved_config(base: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The config a run trains with: the base config file's, with each ("key.path" -> value) override set (as
-  `--config.key.path=value` would)."""
-  config = load_config(base)
-  for key, value in overrides.items():
-    *parents, name = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    if name not in node:
-      raise KeyError(f"study override {key!r}: the config {base} has no such key.")
-    node[name] = type(node[name])(value) if isinstance(node[name], (tuple, list)) else value
-  return config
-
-
-def flatten(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """{"section.key": value} for every leaf of a config, in JSON's types (tuples as lists)."""
-  out = {}
-
-  def walk(node: dict, prefix: str):
-    for key, value in node.items():
-      if isinstance(value, dict):
-        walk(value, f"{prefix}{key}.")
-      else:
-        out[f"{prefix}{key}"] = json.loads(json.dumps(value))
-  walk(config.to_dict(), "")
-  return out
+# A run's config is its base file's with the study's overrides (declip_jax/config/files.py).
+load_config = config_files.load_config
+resolved_config = config_files.with_overrides
+flatten = config_files.flatten
 
 
 def _is_scheduling(key: str) -> bool:

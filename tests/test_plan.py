@@ -134,3 +134,32 @@ def test_an_evaluation_without_its_data_is_switched_off_and_a_bad_target_is_one_
   bad = _plan_command(f"--config={RECIPE}", "--target=gpu:nope:8", "--examples=1", "--epochs=1", "--check=false")
   assert bad.returncode == 1
   assert [line for line in bad.stderr.splitlines() if line.startswith("error:")][0].startswith("error: unknown GPU 'nope'; known: h100")
+
+
+PAGE = os.path.join(REPO, "docs", "train-on-your-data.md")
+RECORDS = [os.path.join(REPO, "docs", "benchmarks", "plans", f"{name}.json")
+           for name in ("a100_40_8", "h100_1", "v5e_2x4")]
+
+
+def test_the_page_shows_the_plan_records_as_the_plan_command_renders_them():
+  from declip_jax.plan import render
+  records = [json.loads(open(p).read()) for p in RECORDS]
+  text = open(PAGE).read()
+  assert render.rendered(text, records) == text, (
+      "docs/train-on-your-data.md differs from its records: python -m declip_jax.plan.render "
+      "--page=docs/train-on-your-data.md " + " ".join(os.path.relpath(p, REPO) for p in RECORDS))
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=os.path.basename)
+def test_each_documented_plan_fits_and_is_what_the_rules_give_today(path):
+  record = json.loads(open(path).read())
+  assert record["check"]["fits"], "every plan the docs show compiles and fits its target"
+  request = rules.Request(**record["request"])
+  assert request.devices == cli.device_count(record["check"]["target"])
+  config = config_files.with_overrides(record["base"], record["given"])
+  off = {c["key"].split(".")[1]: c["rule"].removeprefix("off: ") for c in record["choices"]
+         if c["key"].endswith(".enabled") and c["rule"].startswith("off: ")}
+  today = [(c.key, c.value) for c in rules.plan(config, request, off)]
+  recorded = [(c["key"], tuple(c["value"]) if isinstance(c["value"], list) else c["value"])
+              for c in record["choices"] if not c["rule"].startswith("the AOT check")]
+  assert recorded == today

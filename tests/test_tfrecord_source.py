@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from declip_jax import config as config_lib
-from declip_jax.data import pipeline, record_stream, tokenizers, write_tfrecords
+from declip_jax.data import caption_files, pipeline, record_stream, tokenizers, write_tfrecords
 from declip_jax.data.sources import tfrecord as tfrecord_source
 from tests import pipeline_checks
 from tests.tiny_config import tiny_config
@@ -72,7 +72,7 @@ def shards(tmp_path_factory):
   captions = root / "captions.jsonl"
   captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
   out = root / "out"
-  result = write_tfrecords.write_shards(str(images), write_tfrecords.read_rows(str(captions), "image", "caption"),
+  result = write_tfrecords.write_shards(str(images), caption_files.read_rows(str(captions), "image", "caption"),
                                         str(out), shard_size=20, vocab_size=100)
   assert result == {"records": 60, "shards": 3, "missing_images": ["missing.jpg"]}
   good = _image_bytes("jpeg", rng)

@@ -13,7 +13,6 @@ file is missing are reported and left out. Then train with
 """
 
 import collections
-import csv
 import json
 import re
 from typing import Iterator
@@ -21,6 +20,8 @@ from typing import Iterator
 import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
+
+from declip_jax.data import caption_files
 
 _IMAGES_DIR = flags.DEFINE_string("images_dir", None, "Folder the caption file's image paths are relative to.")
 _CAPTIONS = flags.DEFINE_string("captions", None, "CSV or JSONL file of (image path, caption) rows.")
@@ -31,24 +32,6 @@ _SHARD_SIZE = flags.DEFINE_integer("shard_size", 10_000, "Records per shard (img
 _VOCAB_WORDS = flags.DEFINE_integer("vocab_words", 30_000, "Most frequent caption words written to vocab.txt.")
 
 _WORD = re.compile(r"[a-z0-9']+")
-
-
-def read_rows(path: str, image_column: str, caption_column: str) -> Iterator[tuple[str, str]]:
-  """(image path, caption) rows of a CSV (with a header) or JSONL file."""
-  path = epath.Path(path)
-  with path.open() as f:
-    if path.suffix == ".jsonl":
-      for line in f:
-        if line.strip():
-          row = json.loads(line)
-          yield str(row[image_column]), str(row.get(caption_column) or "")
-    else:
-      reader = csv.DictReader(f)
-      missing = {image_column, caption_column} - set(reader.fieldnames or ())
-      if missing:
-        raise ValueError(f"{path}: no column {sorted(missing)} in the header {reader.fieldnames}.")
-      for row in reader:
-        yield row[image_column], row[caption_column] or ""
 
 
 def example(key: str, image_bytes: bytes, caption: str | bytes) -> bytes:
@@ -92,7 +75,7 @@ def write_shards(images_dir: str, rows: Iterator[tuple[str, str]], output_dir: s
 
 def main(argv):
   del argv
-  result = write_shards(_IMAGES_DIR.value, read_rows(_CAPTIONS.value, _IMAGE_COLUMN.value, _CAPTION_COLUMN.value),
+  result = write_shards(_IMAGES_DIR.value, caption_files.read_rows(_CAPTIONS.value, _IMAGE_COLUMN.value, _CAPTION_COLUMN.value),
                         _OUTPUT_DIR.value, _SHARD_SIZE.value, _VOCAB_WORDS.value)
   if result["missing_images"]:
     logging.warning("%d images not found, left out (first: %s).", len(result["missing_images"]),

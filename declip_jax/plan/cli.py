@@ -104,7 +104,7 @@ def check(config, target: str, report=print):
   attempts = ladder.fit(config, devices, available, steps,
                         report=lambda a: report(f"  {a.label}: {'fits' if a.fits else 'does not fit'}" +
                                                 (f", {a.needed_gib:.1f} GiB per device" if a.needed_gib else "") +
-                                                (f" ({a.error[:120]})" if a.error else "")))
+                                                (f" ({a.error[:120]})" if a.error else ""), flush=True))
   return attempts, available, label
 
 
@@ -143,7 +143,7 @@ def _main() -> int:
 
   checked = None
   if _CHECK.value:
-    print(f"checking the plan for {target} with the AOT ladder (compiles; minutes for large models):")
+    print(f"checking the plan for {target} with the AOT ladder (compiles; minutes for large models):", flush=True)
     attempts, available, label = check(planned, target)
     fitting = next((a for a in attempts if a.fits), None)
     if fitting and "train.batch_size" in fitting.overrides:  # Only a smaller batch fits: plan for that batch.

@@ -213,6 +213,18 @@ def plan(config: ml_collections.ConfigDict, request: Request,
   return choices
 
 
+def merged(choices: list[Choice]) -> list[Choice]:
+  """One choice per key: a key chosen again (e.g. accumulation raised by the AOT check) keeps its first place and
+  takes its last value and rule."""
+  last = {c.key: c for c in choices}
+  out, seen = [], set()
+  for c in choices:
+    if c.key not in seen:
+      seen.add(c.key)
+      out.append(dataclasses.replace(last[c.key], was=c.was))
+  return out
+
+
 def overrides(choices: list[Choice]) -> dict[str, Any]:
   """{key: planned value} of every choice (the last choice of a key wins)."""
   return {c.key: c.value for c in choices}

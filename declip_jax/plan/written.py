@@ -20,7 +20,7 @@ def table(choices: list[rules.Choice], given: dict[str, Any]) -> str:
   rows = ["| key | config | plan | rule |", "|---|---|---|---|"]
   rows += [f"| {key} | | {_show(value)} | given on the command line |" for key, value in given.items()]
   rows += [f"| {c.key} | {_show(c.was)} | {'**' + _show(c.value) + '**' if c.changed else _show(c.value)} | "
-           f"{c.rule} |" for c in choices]
+           f"{c.rule} |" for c in rules.merged(choices)]
   return "\n".join(rows)
 
 
@@ -48,8 +48,20 @@ def config_file(base: str, given: dict[str, Any], choices: list[rules.Choice], c
            '"""', "", "from declip_jax.config import files", "", f"BASE = {base!r}", "OVERRIDES = {"]
   for key, value in given.items():
     lines.append(f"    {key!r}: {value!r},  # Given on the command line.")
-  for c in choices:
+  for c in rules.merged(choices):
     value = tuple(c.value) if isinstance(c.value, list) else c.value
     lines.append(f"    {c.key!r}: {value!r},  # {_show(c.was)} -> {c.rule}")
   lines += ["}", "", "", "def get_config():", "  return files.with_overrides(BASE, OVERRIDES)", ""]
   return "\n".join(lines)
+
+
+def choices_of(record: dict) -> list[rules.Choice]:
+  """The choices of a plan record (the command's --json_out)."""
+  return [rules.Choice(c["key"], c["value"], c["was"], c["rule"]) for c in record["choices"]]
+
+
+def record_markdown(record: dict) -> str:
+  """A plan record as the docs show it: the target, the command, the table and the AOT check's verdict."""
+  target = record["check"]["target"] if record["check"] else "not checked"
+  return "\n".join([f"**{target}**: `{record['command']}`", "", table(choices_of(record), record["given"]), "",
+                    verdict(record["check"]), ""])

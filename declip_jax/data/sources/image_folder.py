@@ -22,12 +22,13 @@ from typing import Optional
 import ml_collections
 from etils import epy
 
+from declip_jax.data import caption_files
 from declip_jax.data.errors import DataSourceError
 from declip_jax.data.sources import base
 
 with epy.lazy_imports():  # Imported when first used: the config reads the keys without TensorFlow.
   import tensorflow as tf
-  from declip_jax.data import record_stream, write_tfrecords
+  from declip_jax.data import record_stream
 
 
 def _rows(path: str, image_column: str, value_column: str, key: str) -> list[tuple[str, str]]:
@@ -36,7 +37,7 @@ def _rows(path: str, image_column: str, value_column: str, key: str) -> list[tup
   if not path or not tf.io.gfile.exists(path):
     raise DataSourceError(f"{key}: no caption file {path!r} (a CSV with a header, or JSONL).")
   try:
-    rows = list(write_tfrecords.read_rows(path, image_column, value_column))
+    rows = list(caption_files.read_rows(path, image_column, value_column))
   except (ValueError, KeyError) as e:
     raise DataSourceError(f"{key}: {path} cannot be read with columns {image_column!r} and {value_column!r} "
                           f"({e}).") from e

@@ -6,6 +6,8 @@ compiler, `pip install -r requirements-gpu-aot.txt`).
   python benchmarks/fit_table.py --family=gpu [--out=docs/benchmarks/gpu_fit.json] [--only=B/32] [--gpus=h100,a100-40]
   python benchmarks/fit_table.py --family=gpu --only='^DeCLIP ViT-B/32 4096'   (the recipe's whole batch, GPU)
   python benchmarks/fit_table.py --family=gpu --out=docs/benchmarks/gpu_fit.json --table   (print, compile nothing)
+  python benchmarks/fit_table.py --family=gpu --out=docs/benchmarks/gpu_fit.json --docs=docs/accelerators.md
+      (the docs' table, benchmarks/fit_table_docs.py, into the page; compile nothing)
 
 For every (config, global batch, slice or GPU host) case below, `declip_jax.aot.ladder.fit` walks its ladder (bf16,
 remat, FSDP, smaller per-device batch; cheapest first) until the step fits the memory per device (TPU: libtpu's
@@ -31,13 +33,17 @@ from declip_jax import host_info  # noqa: E402
 from declip_jax.aot import gpu_target, ladder, targets  # noqa: E402
 from declip_jax.study import run_records  # noqa: E402
 
+from benchmarks import fit_table_docs  # noqa: E402
+
 _FAMILY = flags.DEFINE_enum("family", "tpu", ["tpu", "gpu"], "TPU slices (libtpu) or GPU hosts (XLA's GPU "
                             "compiler).")
 _OUT = flags.DEFINE_string("out", "", "JSON file the results are written to (default <family>_fit.json).")
 _ONLY = flags.DEFINE_string("only", "", "Run only the cases where this regular expression matches '<model> "
                             "<global batch> <target>' (e.g. 'B/32', '^CLIP ViT-B/32 1024 gpu:h100:').")
 _TABLE = flags.DEFINE_bool("table", False, "Print the table of every result in --out, compiling nothing.")
-_GPUS = flags.DEFINE_list("gpus", ["h100", "h200", "a100-40", "a100-80"], "GPU kinds (--family=gpu).")
+_GPUS = flags.DEFINE_list("gpus", fit_table_docs.GPUS, "GPU kinds (--family=gpu).")
+_DOCS = flags.DEFINE_string("docs", "", "--family=gpu: render the table of --out into this page's <!-- gpu_fit --> "
+                            "block (docs/accelerators.md), compiling nothing.")
 
 # (model, config module, global batch, [(chip, topology), ...]): 32-device slices for the recipe's 4,096
 # (128 per device, as the official 32 GPUs); 256 devices for 32,768.
@@ -51,10 +57,7 @@ TPU_CASES = [
     ("DeCLIP RN50", "declip_rn50", 4096, SLICES_32),
 ]
 # One host of 8 GPUs at the recipe's 128 images per GPU (global batch 1,024).
-GPU_MODELS = [("DeCLIP ViT-B/32", "declip_vit_b32"), ("CLIP ViT-B/32", "clip_vit_b32"),
-              ("DeCLIP ViT-B/16", "declip_vit_b16"), ("DeCLIP ViT-L/14", "declip_vit_l14"),
-              ("DeCLIP RN50", "declip_rn50"), ("CLIP RN50", "clip_rn50"), ("SLIP ViT-B/32", "slip_vit_b32"),
-              ("FILIP ViT-B/32", "filip_vit_b32"), ("DeFILIP ViT-B/32", "defilip_vit_b32")]
+GPU_MODELS = fit_table_docs.GPU_MODELS
 GPUS_PER_HOST, PER_GPU = 8, 128
 # The recipe's whole global batch on fewer GPUs: where it fits, and with what.
 GPU_RECIPE_BATCH_CASES = [("DeCLIP ViT-B/32", "declip_vit_b32", 4096, "gpu:a100-40:8"),
@@ -103,6 +106,12 @@ def main(_):
   # Rows compiled before model.scan_unroll (the layers in a loop: 1) are redone when the configs no longer loop.
   done = {(r["model"], r["batch"], r["target"], r.get("jax"), r.get("scan_unroll", 1)) for r in results}
   host, commit = host_info.describe(), run_records.commit_of()
+  if _DOCS.value:
+    page = open(_DOCS.value).read()
+    with open(_DOCS.value, "w") as f:
+      f.write(fit_table_docs.rendered(page, results))
+    print(f"rendered {out} into {_DOCS.value}")
+    return
   if not _TABLE.value:
     print(f"host: {host}; commit {commit}")
   print("| model | global batch | target (devices) | memory/device GiB | as configured needs GiB | cheapest settings "

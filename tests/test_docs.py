@@ -87,3 +87,13 @@ def test_no_page_speaks_of_sessions_or_issue_numbers():
   pattern = re.compile(r"\b(this|the previous|an earlier|a later|the next) session\b|\bissue #?\d+", re.I)
   found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in PAGES for m in pattern.finditer(p.read_text())]
   assert not found, found
+
+
+def test_the_gpu_fit_table_is_its_record_rendered():
+  import json  # pylint: disable=g-import-not-at-top
+  from benchmarks import fit_table_docs  # pylint: disable=g-import-not-at-top
+  page = (REPO / "docs" / "accelerators.md").read_text()
+  rows = json.loads((REPO / "docs" / "benchmarks" / "gpu_fit.json").read_text())
+  assert fit_table_docs.rendered(page, rows) == page, (
+      "docs/accelerators.md's GPU table differs from docs/benchmarks/gpu_fit.json: python benchmarks/fit_table.py "
+      "--family=gpu --out=docs/benchmarks/gpu_fit.json --docs=docs/accelerators.md")

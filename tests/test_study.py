@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -231,3 +232,31 @@ def test_a_runs_time_is_split_into_startup_training_and_the_final_evaluation():
   assert run_records.phases(log, started, started + 40, steps=2) == {"startup_s": 20.5, "training_s": 10.5,
                                                                        "final_s": 9.0}
   assert run_records.phases("no timestamps", started, started + 40, steps=2) is None
+
+
+STUDIES = sorted(p.stem for p in (REPO / "configs" / "studies").glob("*.py")
+                 if p.stem != "__init__" and (REPO / "docs" / "studies" / p.stem / "results.md").exists())
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_each_studys_table_is_its_records_rendered(name, tmp_path):
+  study = run_records.load_config(f"configs/studies/{name}.py")
+  records = run_records.Records(study, epath.Path(REPO, "docs", "studies", name), name)
+  recorded = {}
+  for run in grid.runs_of(study):
+    record, _ = records.find(run)
+    if record is not None:
+      recorded[run.name] = record
+  rows = report.collect(study, recorded, tmp_path / "results.csv")
+  expected = (records.folder / "results.md").read_text()
+  assert report.table(rows, dict(grid.pairs(study.plot))) == expected, (
+      f"docs/studies/{name}/results.md differs from its records: python -m declip_jax.study "
+      f"--study=configs/studies/{name}.py rewrites it (with every run recorded, it trains nothing)")
+
+
+@pytest.mark.parametrize("page", report.PAGES)
+def test_pages_show_the_studies_tables_as_their_results(page):
+  text = (REPO / "docs" / page).read_text()
+  for name in re.findall(r"<!-- study: (\w+) -->", text):
+    table = (REPO / "docs" / "studies" / name / "results.md").read_text()
+    assert report.render_into(text, name, table) == text, f"docs/{page}'s table of {name} is not its results.md"

@@ -2,6 +2,7 @@
 +- standard deviation over seeds) and results.png (metric against training pairs, or bars at one data size)."""
 
 import csv
+import re
 
 import ml_collections
 from etils import epath
@@ -123,13 +124,32 @@ def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
   plt.close(figure)
 
 
+# Pages (beside the studies' folder, docs/) that show a study's table whole, between `<!-- study: NAME -->` and
+# `<!-- /study -->`: rewritten with results.md, and checked against it by tests/test_study.py.
+PAGES = ("results.md", "methods.md")
+
+
+def study_block(name: str) -> re.Pattern:
+  return re.compile(rf"(<!-- study: {re.escape(name)} -->\n)(.*?)(<!-- /study -->)", re.S)
+
+
+def render_into(page_text: str, name: str, table_text: str) -> str:
+  """`page_text` with every `<!-- study: name -->` block holding `table_text`."""
+  return study_block(name).sub(lambda m: m.group(1) + table_text + m.group(3), page_text)
+
+
 def write_results(records: Records, workdir: epath.Path, record_workdirs: bool = False) -> list[dict]:
   """Rebuilds the study's results.csv, results.md and results.png from its records (first recording complete
-  workdirs without one when `record_workdirs`, as `plan`); returns the CSV's rows."""
+  workdirs without one when `record_workdirs`, as `plan`), and the pages' blocks that show its table; returns the
+  CSV's rows."""
   recorded, _ = run_records.plan(records, workdir, say=lambda _: None, record_workdirs=record_workdirs)
   rows = collect(records.study, recorded, records.folder / "results.csv")
   panels = dict(grid.pairs(records.study.plot))
   if rows:
     plot(rows, panels, records.folder / "results.png")
-  (records.folder / "results.md").write_text(table(rows, panels))
+  text = table(rows, panels)
+  (records.folder / "results.md").write_text(text)
+  for page in (records.folder.parent.parent / p for p in PAGES):
+    if page.exists() and study_block(records.name).search(page.read_text()):
+      page.write_text(render_into(page.read_text(), records.name, text))
   return rows

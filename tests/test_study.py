@@ -248,15 +248,20 @@ def test_each_studys_table_is_its_records_rendered(name, tmp_path):
     if record is not None:
       recorded[run.name] = record
   rows = report.collect(study, recorded, tmp_path / "results.csv")
-  expected = (records.folder / "results.md").read_text()
-  assert report.table(rows, dict(grid.pairs(study.plot))) == expected, (
-      f"docs/studies/{name}/results.md differs from its records: python -m declip_jax.study "
-      f"--study=configs/studies/{name}.py rewrites it (with every run recorded, it trains nothing)")
+  panels = dict(grid.pairs(study.plot))
+  rewrite = (f"python -m declip_jax.study --study=configs/studies/{name}.py rewrites it (with every run recorded, it "
+             "trains nothing)")
+  assert report.table(rows, panels) == (records.folder / "results.md").read_text(), (
+      f"docs/studies/{name}/results.md differs from its records: {rewrite}")
+  if "paired" in study:
+    assert report.paired_table(study, recorded, list(study.paired), panels) == (
+        records.folder / "paired.md").read_text(), f"docs/studies/{name}/paired.md differs from its records: {rewrite}"
 
 
 @pytest.mark.parametrize("page", report.PAGES)
 def test_pages_show_the_studies_tables_as_their_results(page):
   text = (REPO / "docs" / page).read_text()
   for name in re.findall(r"<!-- study: (\w+) -->", text):
-    table = (REPO / "docs" / "studies" / name / "results.md").read_text()
+    study = name.removesuffix("_paired")
+    table = (REPO / "docs" / "studies" / study / ("results.md" if study == name else "paired.md")).read_text()
     assert report.render_into(text, name, table) == text, f"docs/{page}'s table of {name} is not its results.md"

@@ -40,4 +40,8 @@ METHODS = {
 def get_config():
   s = methods.get_config()  # Its base, overrides, noise, seeds, panels and sizes (500 and 2,000).
   s.methods = tuple(METHODS.items())  # In the table's and the plot's order.
+  # Masked minus unmasked on the same seed (docs/studies/masking/paired.md): (label, method, baseline).
+  s.paired = (("CLIP, equal steps", "clip-mask50", "clip"), ("CLIP, equal compute", "clip-mask50-eqc", "clip"),
+              ("DeCLIP, equal steps", "declip-mask50", "declip"),
+              ("DeCLIP, equal compute", "declip-mask50-eqc", "declip"))
   return s

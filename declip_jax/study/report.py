@@ -124,6 +124,68 @@ def plot(rows: list[dict], metrics: dict[str, str], path: epath.Path) -> None:
   plt.close(figure)
 
 
+def host_kind(host: str) -> str:
+  """The kind of machine of a record's host line, as "2-core AMD EPYC, AVX-512": its processor family, cores and
+  widest vector instructions (what changes CPU numerics), without versions or provenance."""
+  h = host.lower()
+  family = ("AMD EPYC" if "epyc" in h else "Intel Xeon" if "xeon" in h else
+            host.split(",")[0].split(";")[0].strip())
+  cores = re.search(r"(\d+) (?:usable|amd epyc cores|cores|vcpus)", h)
+  isa = "AVX-512" if ("avx512" in h or "avx-512" in h) else "AVX2 only" if "avx2" in h else "no AVX2"
+  return f"{cores.group(1) + '-core ' if cores else ''}{family}, {isa}"
+
+
+def paired_table(study: ml_collections.ConfigDict, recorded: dict[str, dict],
+                 comparisons: list[tuple[str, str, str]], metrics: dict[str, str]) -> str:
+  """A Markdown table of paired differences: for each (label, method, baseline method) comparison and each data
+  size, the method's metric minus the baseline's on the same seed (the same data order and initialisation), mean
+  +- sample standard deviation over the seeds where both are recorded, in points, the metrics joined by " / ".
+  A cell whose two sides were recorded on different host kinds is marked "(hosts differ)", and the hosts are
+  listed under the table: CPU numerics differ between instruction sets, so such a difference mixes the method's
+  effect with the host's."""
+  by_axes = {(r.method, r.num_train, r.noise, r.seed): recorded[r.name] for r in grid.runs_of(study)
+             if r.name in recorded}
+  sizes = list(dict.fromkeys(int(n) for n in study.num_train))
+  lines = ["| pairs | " + " | ".join(label for label, _, _ in comparisons) + " |",
+           "|---:|" + "---|" * len(comparisons)]
+  mixed = {}
+  for size in sizes:
+    cells = []
+    for label, method, baseline in comparisons:
+      parts, hosts = [], set()
+      for metric in metrics.values():
+        evaluation, name = metric.split("/", 1)
+        differences = []
+        for (m, n, noise, seed), record in by_axes.items():
+          base = by_axes.get((baseline, n, noise, seed))
+          if m != method or n != size or base is None:
+            continue
+          differences.append(100 * (record["evaluations"][evaluation]["metrics"][name] -
+                                    base["evaluations"][evaluation]["metrics"][name]))
+          hosts |= {(method, host_kind(record["host"])), (baseline, host_kind(base["host"]))}
+        if not differences:
+          parts.append("-")
+          continue
+        mean = sum(differences) / len(differences)
+        sd = (sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)) ** 0.5 if len(differences) > 1 else 0
+        parts.append(f"{mean:+.1f} ± {sd:.1f}")
+      differ = len({h for _, h in hosts}) > 1
+      if differ:
+        for m, h in hosts:
+          mixed.setdefault(m, set()).add(h)
+      cells.append(" / ".join(parts) + (" (hosts differ)" if differ else ""))
+    lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
+  text = "\n".join(lines) + "\n"
+  if mixed:
+    groups = {}
+    for m in dict.fromkeys(m for m, _ in grid.pairs(study.methods)):  # The study's order.
+      if m in mixed:
+        groups.setdefault(" and ".join(sorted(mixed[m])), []).append(m)
+    text += ("\n(hosts differ): the two sides of the cell were recorded on different kinds of host; " +
+             "; ".join(f"{', '.join(ms)} on {kinds}" for kinds, ms in sorted(groups.items())) + ".\n")
+  return text
+
+
 # Pages (beside the studies' folder, docs/) that show a study's table whole, between `<!-- study: NAME -->` and
 # `<!-- /study -->`: rewritten with results.md, and checked against it by tests/test_study.py.
 PAGES = ("results.md", "methods.md")
@@ -147,9 +209,13 @@ def write_results(records: Records, workdir: epath.Path, record_workdirs: bool =
   panels = dict(grid.pairs(records.study.plot))
   if rows:
     plot(rows, panels, records.folder / "results.png")
-  text = table(rows, panels)
-  (records.folder / "results.md").write_text(text)
+  blocks = {records.name: table(rows, panels)}
+  (records.folder / "results.md").write_text(blocks[records.name])
+  if "paired" in records.study:
+    blocks[f"{records.name}_paired"] = paired_table(records.study, recorded, list(records.study.paired), panels)
+    (records.folder / "paired.md").write_text(blocks[f"{records.name}_paired"])
   for page in (records.folder.parent.parent / p for p in PAGES):
-    if page.exists() and study_block(records.name).search(page.read_text()):
-      page.write_text(render_into(page.read_text(), records.name, text))
+    for name, text in blocks.items():
+      if page.exists() and study_block(name).search(page.read_text()):
+        page.write_text(render_into(page.read_text(), name, text))
   return rows

@@ -87,13 +87,19 @@ def _base_path(path: str) -> str:
   return os.path.relpath(absolute, config_files.REPOSITORY_ROOT) if absolute.startswith(root) else path
 
 
-def check(config, target: str, report=print):
-  """Compiles `config`'s step for the target with the AOT ladder; returns (attempts, available GiB per device,
-  what the figures are)."""
-  from declip_jax.aot import gpu_target, ladder, targets  # pylint: disable=g-import-not-at-top
+def target_devices(target: str):
+  """(the target's devices, without the hardware, and what they are): `declip_jax.aot.targets.devices`. A TPU's
+  JAX devices may outnumber its chips (two TensorCores per chip before v4), so the plan counts these."""
+  from declip_jax.aot import targets  # pylint: disable=g-import-not-at-top
   kind = target.split(":")[0]
-  aot_target = "cpu" if kind == "cpu" else target
-  devices, label = targets.devices(aot_target, device_count(target))
+  return targets.devices("cpu" if kind == "cpu" else target, device_count(target))
+
+
+def check(config, target: str, devices, label: str, report=print):
+  """Compiles `config`'s step for the target's `devices` with the AOT ladder; returns (attempts, available GiB
+  per device, what the figures are)."""
+  from declip_jax.aot import gpu_target, ladder  # pylint: disable=g-import-not-at-top
+  kind = target.split(":")[0]
   if kind == "gpu":
     available = gpu_target.load(gpu_target.parse(target)[0]).usable_gib()
   elif kind == "tpu":
@@ -123,7 +129,8 @@ def _main() -> int:
   config = _CONFIG.value
   given = _given_overrides(config, path)
   target = _TARGET.value
-  request = rules.Request(devices=device_count(target), examples=_EXAMPLES.value, epochs=_EPOCHS.value,
+  devices, label = target_devices(target) if _CHECK.value else (None, None)
+  request = rules.Request(devices=len(devices) if devices else device_count(target), examples=_EXAMPLES.value, epochs=_EPOCHS.value,
                           batch_size=_BATCH.value, lr_rule=_LR_RULE.value,
                           max_per_device_batch=_MAX_PER_DEVICE.value)
   missing = {}
@@ -144,7 +151,7 @@ def _main() -> int:
   checked = None
   if _CHECK.value:
     print(f"checking the plan for {target} with the AOT ladder (compiles; minutes for large models):", flush=True)
-    attempts, available, label = check(planned, target)
+    attempts, available, label = check(planned, target, devices, label)
     fitting = next((a for a in attempts if a.fits), None)
     if fitting and "train.batch_size" in fitting.overrides:  # Only a smaller batch fits: plan for that batch.
       request = dataclasses.replace(request, batch_size=fitting.overrides["train.batch_size"])

@@ -253,13 +253,18 @@ def test_each_studys_table_is_its_records_rendered(name, tmp_path):
              "trains nothing)")
   assert report.table(rows, panels) == (records.folder / "results.md").read_text(), (
       f"docs/studies/{name}/results.md differs from its records: {rewrite}")
+  if "summary" in study:
+    assert report.summary_table(rows, dict(grid.pairs(study.summary.names)), list(study.summary.metrics)) == (
+        records.folder / "summary.md").read_text(), f"docs/studies/{name}/summary.md differs from its records: {rewrite}"
   if "paired" in study:
     assert report.paired_table(study, recorded, list(study.paired), panels) == (
         records.folder / "paired.md").read_text(), f"docs/studies/{name}/paired.md differs from its records: {rewrite}"
 
 
 # The study blocks each page has (a page that lost one fails here, not silently).
-PAGE_BLOCKS = {"results.md": ["data_efficiency", "ablation", "nn_queue_size", "masking_paired"], "methods.md": []}
+PAGE_BLOCKS = {"results.md": ["data_efficiency", "ablation", "nn_queue_size", "masking_paired"], "methods.md": [],
+               "../README.md": ["methods_summary"]}
+_BLOCK_FILES = {"": "results.md", "_paired": "paired.md", "_summary": "summary.md"}
 
 
 @pytest.mark.parametrize("page", report.PAGES)
@@ -267,6 +272,6 @@ def test_pages_show_the_studies_tables_as_their_results(page):
   text = (REPO / "docs" / page).read_text()
   assert re.findall(r"<!-- study: (\w+) -->", text) == PAGE_BLOCKS[page]
   for name in PAGE_BLOCKS[page]:
-    study = name.removesuffix("_paired")
-    table = (REPO / "docs" / "studies" / study / ("results.md" if study == name else "paired.md")).read_text()
+    study, kind = re.fullmatch(r"(\w+?)(_paired|_summary|)", name).groups()
+    table = (REPO / "docs" / "studies" / study / _BLOCK_FILES[kind]).read_text()
     assert report.render_into(text, name, table) == text, f"docs/{page}'s table of {name} is not its results.md"

@@ -39,6 +39,7 @@ METHODS = {
 
 def get_config():
   s = methods.get_config()  # Its base, overrides, noise, seeds, panels and sizes (500 and 2,000).
+  del s["summary"]  # The methods' README table.
   s.methods = tuple(METHODS.items())  # In the table's and the plot's order.
   # Masked minus unmasked on the same seed (docs/studies/masking/paired.md): (label, method, baseline).
   s.paired = (("CLIP, equal steps", "clip-mask50", "clip"), ("CLIP, equal compute", "clip-mask50-eqc", "clip"),

@@ -43,4 +43,9 @@ def get_config():
   s.base, s.overrides, s.noise, s.seeds, s.plot = base.base, base.overrides, base.noise, base.seeds, base.plot
   s.methods = tuple(METHODS.items())  # In the table's and the plot's order.
   s.num_train = (500, 2000)
+  # The README's table (docs/studies/methods/summary.md): zero-shot shape / linear probe, each method a column.
+  s.summary = ml_collections.ConfigDict()
+  s.summary.names = (("clip", "CLIP"), ("slip", "SLIP"), ("filip", "FILIP"), ("declip", "DeCLIP"),
+                     ("defilip", "DeFILIP"), ("siglip", "SigLIP"), ("desiglip", "DeSigLIP"))
+  s.summary.metrics = ("zero_shot_shape/zero_shot_top1", "linear_probe_shape/linear_probe_top1")
   return s

@@ -186,9 +186,33 @@ def paired_table(study: ml_collections.ConfigDict, recorded: dict[str, dict],
   return text
 
 
+def summary_table(rows: list[dict], names: dict[str, str], metrics: list[str], best_within: float = 1.0) -> str:
+  """A Markdown table with one row per data size and one column per method (`names`: method -> column title),
+  each cell the means over seeds of `metrics` in percent joined by " / ", in bold where within `best_within`
+  points of the row's best for that metric."""
+  sizes = list(dict.fromkeys(row["num_train"] for row in rows))
+  lines = ["| training pairs | " + " | ".join(names.values()) + " |", "|---:|" + "---|" * len(names)]
+  means = {metric: {k: 100 * v[0] for k, v in summarize(rows, metric).items()} for metric in metrics}
+  for size in sorted(sizes):
+    cells = []
+    for method in names:
+      parts = []
+      for metric in metrics:
+        row_values = [v for (m, _, n), v in means[metric].items() if n == size and m in names]
+        value = next((v for (m, _, n), v in means[metric].items() if m == method and n == size), None)
+        parts.append((f"{value:.1f}", value is not None and round(value, 1) >= round(max(row_values), 1) - best_within)
+                     if value is not None else ("-", False))
+      if all(bold for _, bold in parts):
+        cells.append("**" + " / ".join(text for text, _ in parts) + "**")
+      else:
+        cells.append(" / ".join(f"**{text}**" if bold else text for text, bold in parts))
+    lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 # Pages (beside the studies' folder, docs/) that show a study's table whole, between `<!-- study: NAME -->` and
 # `<!-- /study -->`: rewritten with results.md, and checked against it by tests/test_study.py.
-PAGES = ("results.md", "methods.md")
+PAGES = ("results.md", "methods.md", "../README.md")
 
 
 def study_block(name: str) -> re.Pattern:
@@ -214,6 +238,10 @@ def write_results(records: Records, workdir: epath.Path, record_workdirs: bool =
   if "paired" in records.study:
     blocks[f"{records.name}_paired"] = paired_table(records.study, recorded, list(records.study.paired), panels)
     (records.folder / "paired.md").write_text(blocks[f"{records.name}_paired"])
+  if "summary" in records.study:
+    blocks[f"{records.name}_summary"] = summary_table(rows, dict(grid.pairs(records.study.summary.names)),
+                                                      list(records.study.summary.metrics))
+    (records.folder / "summary.md").write_text(blocks[f"{records.name}_summary"])
   for page in (records.folder.parent.parent / p for p in PAGES):
     for name, text in blocks.items():
       if page.exists() and study_block(name).search(page.read_text()):

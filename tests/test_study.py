@@ -275,3 +275,19 @@ def test_pages_show_the_studies_tables_as_their_results(page):
     study, kind = re.fullmatch(r"(\w+?)(_paired|_summary|)", name).groups()
     table = (REPO / "docs" / "studies" / study / _BLOCK_FILES[kind]).read_text()
     assert report.render_into(text, name, table) == text, f"docs/{page}'s table of {name} is not its results.md"
+
+
+# Records rebuilt from a study's CSV before the runner kept wall times (each says so in `provenance`): rerunning one
+# with the runner replaces its record, and it leaves this list.
+REBUILT_RECORDS = {f"data_efficiency/{method}-n{n}-noisy-s{seed}" for method in ("clip", "declip")
+                   for n in (500, 2000, 20_000) for seed in (0, 1, 2)}
+
+
+def test_every_record_has_its_command_host_commit_and_wall_time():
+  lacking = set()
+  for path in sorted((REPO / "docs" / "studies").glob("*/runs/*.json")):
+    record = json.loads(path.read_text())
+    assert record["command"].startswith("python -m declip_jax.main --config=") and record["host"] and record["commit"]
+    if record.get("wall_seconds") is None or "provenance" in record:
+      lacking.add(f"{path.parent.parent.name}/{path.stem}")
+  assert lacking == REBUILT_RECORDS

@@ -42,7 +42,7 @@ _ONLY = flags.DEFINE_string("only", "", "Run only the cases where this regular e
                             "<global batch> <target>' (e.g. 'B/32', '^CLIP ViT-B/32 1024 gpu:h100:').")
 _TABLE = flags.DEFINE_bool("table", False, "Print the table of every result in --out, compiling nothing.")
 _GPUS = flags.DEFINE_list("gpus", fit_table_docs.GPUS, "GPU kinds (--family=gpu).")
-_DOCS = flags.DEFINE_string("docs", "", "--family=gpu: render the table of --out into this page's <!-- gpu_fit --> "
+_DOCS = flags.DEFINE_string("docs", "", "Render the family's table of --out into this page's <!-- <family>_fit --> "
                             "block (docs/accelerators.md), compiling nothing.")
 
 # (model, config module, global batch, [(chip, topology), ...]): 32-device slices for the recipe's 4,096
@@ -109,7 +109,7 @@ def main(_):
   if _DOCS.value:
     page = open(_DOCS.value).read()
     with open(_DOCS.value, "w") as f:
-      f.write(fit_table_docs.rendered(page, results))
+      f.write(fit_table_docs.rendered(page, results, _FAMILY.value))
     print(f"rendered {out} into {_DOCS.value}")
     return
   if not _TABLE.value:

@@ -11,13 +11,20 @@ import re
 GPU_MODELS = [("DeCLIP ViT-B/32", "declip_vit_b32"), ("CLIP ViT-B/32", "clip_vit_b32"),
               ("DeCLIP ViT-B/16", "declip_vit_b16"), ("DeCLIP ViT-L/14", "declip_vit_l14"),
               ("DeCLIP RN50", "declip_rn50"), ("CLIP RN50", "clip_rn50"), ("SLIP ViT-B/32", "slip_vit_b32"),
-              ("FILIP ViT-B/32", "filip_vit_b32"), ("DeFILIP ViT-B/32", "defilip_vit_b32")]
+              ("FILIP ViT-B/32", "filip_vit_b32"), ("DeFILIP ViT-B/32", "defilip_vit_b32"),
+              ("SigLIP ViT-B/32", "siglip_vit_b32"), ("DeSigLIP ViT-B/32", "desiglip_vit_b32"),
+              ("SLIP RN50", "slip_rn50"), ("FILIP RN50", "filip_rn50")]
 GPUS = ["h100", "h200", "a100-40", "a100-80"]
 GPU_LABELS = {"h100": "H100 80GB", "h200": "H200", "a100-40": "A100 40GB", "a100-80": "A100 80GB",
               "h100-pcie": "H100 PCIe", "a100-80-pcie": "A100 80GB PCIe", "b200": "B200"}
 HEADER = ("| model | GPU (JAX allocates GiB) | as configured, GiB | cheapest settings that fit | planned peak GiB | "
           "roofline images/s per GPU (estimate; bound) |\n|---|---|---:|---|---:|---:|")
-_BLOCK = re.compile(r"(<!-- gpu_fit:[^\n]*-->\n)(.*?)(<!-- /gpu_fit -->)", re.S)
+TPU_HEADER = ("| model | global batch | slice (devices) | HBM per device GiB | as configured needs GiB | cheapest settings "
+              "that fit | planned peak GiB | compiles |\n|---|---:|---|---:|---:|---|---:|---:|")
+
+
+def _block(family: str) -> re.Pattern:
+  return re.compile(rf"(<!-- {family}_fit:[^\n]*-->\n)(.*?)(<!-- /{family}_fit -->)", re.S)
 
 
 def _version_key(version: str) -> tuple:
@@ -77,8 +84,34 @@ def table(rows: list[dict], models: list[str] = tuple(m for m, _ in GPU_MODELS),
   return "\n".join(lines) + "\n"
 
 
-def rendered(page_text: str, rows: list[dict]) -> str:
-  """`page_text` with its `<!-- gpu_fit: ... -->` block holding the table."""
-  if not _BLOCK.search(page_text):
-    raise ValueError("the page has no <!-- gpu_fit: ... --> ... <!-- /gpu_fit --> block.")
-  return _BLOCK.sub(lambda m: m.group(1) + table(rows) + m.group(3), page_text, count=1)
+def _latest(rows: list[dict]) -> list[dict]:
+  """The last result of each (model, batch, target) case at the newest JAX version in `rows`, in first-run order."""
+  newest = max((r["jax"] for r in rows), key=_version_key)
+  latest = {}
+  for r in rows:
+    if r["jax"] == newest:
+      latest[(r["model"], r["batch"], r["target"])] = r
+  return list(latest.values())
+
+
+def tpu_table(rows: list[dict]) -> str:
+  """The TPU fit table: one row per case, as `benchmarks/fit_table.py --family=tpu` ran them."""
+  lines = [TPU_HEADER]
+  for r in _latest(rows):
+    need = r["as_configured_gib"]
+    need = (f"{need:.1f}" + ("" if r["as_configured_what"] == "planned peak" else "+")) if need else "?"
+    fits = (f"{settings(r['fits_with'])} | {r['peak_gib']:.1f}" if r["fits_with"] is not None
+            else "none of the ladder | -")
+    slice_ = r["target"].split(":", 1)[1].replace(":", " ")
+    lines.append(f"| {r['model']} | {r['batch']:,} | {slice_} ({r['devices']}) | {r['memory_gib']:.2f} | {need} | "
+                 f"{fits} | {len(r['attempts'])} |")
+  return "\n".join(lines) + "\n"
+
+
+def rendered(page_text: str, rows: list[dict], family: str = "gpu") -> str:
+  """`page_text` with its `<!-- <family>_fit: ... -->` block holding the family's table."""
+  block = _block(family)
+  if not block.search(page_text):
+    raise ValueError(f"the page has no <!-- {family}_fit: ... --> ... <!-- /{family}_fit --> block.")
+  text = table(rows) if family == "gpu" else tpu_table(rows)
+  return block.sub(lambda m: m.group(1) + text + m.group(3), page_text, count=1)

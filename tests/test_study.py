@@ -262,7 +262,7 @@ def test_each_studys_table_is_its_records_rendered(name, tmp_path):
 
 
 # The study blocks each page has (a page that lost one fails here, not silently).
-PAGE_BLOCKS = {"results.md": ["data_efficiency", "ablation", "nn_queue_size", "masking_paired"], "methods.md": [],
+PAGE_BLOCKS = {"results.md": ["demo", "data_efficiency", "ablation", "nn_queue_size", "masking_paired"], "methods.md": [],
                "../README.md": ["methods_summary"]}
 _BLOCK_FILES = {"": "results.md", "_paired": "paired.md", "_summary": "summary.md"}
 

@@ -97,3 +97,13 @@ def test_the_gpu_fit_table_is_its_record_rendered():
   assert fit_table_docs.rendered(page, rows) == page, (
       "docs/accelerators.md's GPU table differs from docs/benchmarks/gpu_fit.json: python benchmarks/fit_table.py "
       "--family=gpu --out=docs/benchmarks/gpu_fit.json --docs=docs/accelerators.md")
+
+
+def test_the_tpu_fit_table_is_its_record_rendered():
+  import json  # pylint: disable=g-import-not-at-top
+  from benchmarks import fit_table_docs  # pylint: disable=g-import-not-at-top
+  page = (REPO / "docs" / "accelerators.md").read_text()
+  rows = json.loads((REPO / "docs" / "benchmarks" / "tpu_fit.json").read_text())
+  assert fit_table_docs.rendered(page, rows, "tpu") == page, (
+      "docs/accelerators.md's TPU table differs from docs/benchmarks/tpu_fit.json: python benchmarks/fit_table.py "
+      "--family=tpu --out=docs/benchmarks/tpu_fit.json --docs=docs/accelerators.md")

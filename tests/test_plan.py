@@ -84,6 +84,7 @@ def test_requests_the_rules_cannot_carry_out_say_what_to_do():
   with pytest.raises(rules.PlanError, match="tpu:<chip>:<topology>"):
     cli.device_count("tpu:v5e")
   assert cli.device_count("tpu:v5e:2x4") == 8 and cli.device_count("cpu:3") == 3
+  assert cli.device_count("tpu:v4:2x2x4") == 32  # As libtpu describes a v4 slice: two devices per chip.
 
 
 def test_the_written_plan_loads_as_the_planned_config(tmp_path):

@@ -50,9 +50,14 @@ _OUT = flags.DEFINE_string("out", None, "The plan's config file to write.")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the plan and its check to this JSON file.")
 
 
+# JAX devices per TPU chip as libtpu's topology description counts them without the hardware (v4 2x2x4: 32 devices
+# of 15.25 GiB, docs/accelerators.md); v5e and v5p chips are one device each.
+_TPU_DEVICES_PER_CHIP = {"v2": 2, "v3": 2, "v4": 2}
+
+
 def device_count(target: str) -> int:
   """The devices of a target, from its name alone (no JAX): GPUs = hosts x GPUs per host, TPU = the topology's
-  chips, cpu:<n> = n."""
+  chips x devices per chip, cpu:<n> = n. With --check the plan counts the devices the compiler is given."""
   kind, _, rest = target.partition(":")
   if kind == "gpu":
     from declip_jax.aot import gpu_target  # pylint: disable=g-import-not-at-top
@@ -63,8 +68,8 @@ def device_count(target: str) -> int:
     return hosts * gpus
   try:
     if kind == "tpu":
-      _, topology = rest.split(":")
-      return math.prod(int(size) for size in topology.split("x"))
+      chip, topology = rest.split(":")
+      return math.prod(int(size) for size in topology.split("x")) * _TPU_DEVICES_PER_CHIP.get(chip, 1)
     if kind == "cpu":
       return int(rest)
   except ValueError:

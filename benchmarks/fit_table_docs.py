@@ -69,11 +69,7 @@ def table(rows: list[dict], models: list[str] = tuple(m for m, _ in GPU_MODELS),
           per_host_batch: int = 1024) -> str:
   """The table: for each model (in `models`' order) its one-host rows (in `gpus`' order), then its other cases
   (the recipe's whole batch on fewer GPUs), each the last result at the newest JAX version in `rows`."""
-  newest = max((r["jax"] for r in rows), key=_version_key)
-  latest = {}
-  for r in rows:
-    if r["jax"] == newest:
-      latest[(r["model"], r["batch"], r["target"])] = r
+  latest = {(r["model"], r["batch"], r["target"]): r for r in _latest(rows)}
   lines = [HEADER]
   for model in models:
     cases = [k for k in latest if k[0] == model]
